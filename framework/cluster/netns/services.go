@@ -1,0 +1,225 @@
+package netns
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Service is a virtual IP load-balanced over the ready endpoints of its pods,
+// the way kube-proxy does it: DNAT in the client's own namespace, chosen at
+// connection setup, so established connections keep their backend.
+type Service struct {
+	Name       string
+	VIP        net.IP
+	Port       int
+	TargetPort int
+	Pods       []string // candidate endpoints; ready ones are used
+
+	endpoints []string
+}
+
+// Endpoints returns the pods currently programmed behind the VIP.
+func (s *Service) Endpoints() []string { return slices.Clone(s.endpoints) }
+
+// EndpointChange is one update of a service's endpoints, kept for the report.
+type EndpointChange struct {
+	At        time.Time `json:"at"`
+	Service   string    `json:"service"`
+	Endpoints []string  `json:"endpoints"`
+}
+
+// AddService allocates a VIP (10.96.0.10 upward) and returns the service. Its
+// rules appear once its endpoints become ready.
+func (c *Cluster) AddService(name string, port, targetPort int, pods []string) (*Service, error) {
+	for _, p := range pods {
+		if _, ok := c.pods[p]; !ok {
+			return nil, fmt.Errorf("service %s: no pod %s", name, p)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.services {
+		if s.Name == name {
+			return nil, fmt.Errorf("service %s defined twice", name)
+		}
+	}
+	s := &Service{Name: name, VIP: net.IPv4(10, 96, 0, byte(10+len(c.services))).To4(), Port: port, TargetPort: targetPort, Pods: pods}
+	c.services = append(c.services, s)
+	return s, nil
+}
+
+// EndpointLog returns every endpoint change so far.
+func (c *Cluster) EndpointLog() []EndpointChange {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.epLog)
+}
+
+// endpointController recomputes endpoints every 100 ms: a pod is an endpoint
+// when its node reported it ready and the node itself is Ready (heartbeat
+// within NotReadyGrace). A crashed node's pods therefore stay in rotation for
+// the grace period, as in Kubernetes.
+func (c *Cluster) endpointController(ctx context.Context) {
+	defer c.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.syncEndpoints(); err != nil {
+			c.cfg.Logf("endpoint controller: %v", err)
+		}
+	}
+}
+
+func (c *Cluster) syncEndpoints() error {
+	c.mu.Lock()
+	changed := false
+	for _, s := range c.services {
+		var eps []string
+		for _, name := range s.Pods {
+			p := c.pods[name]
+			if !p.Node.Ready(c.cfg.NotReadyGrace) {
+				continue
+			}
+			ready := len(p.procs) > 0
+			for _, pr := range p.procs {
+				pr.mu.Lock()
+				ready = ready && pr.reported
+				pr.mu.Unlock()
+			}
+			if ready {
+				eps = append(eps, name)
+			}
+		}
+		if !slices.Equal(eps, s.endpoints) {
+			s.endpoints = eps
+			changed = true
+			c.epLog = append(c.epLog, EndpointChange{At: time.Now(), Service: s.Name, Endpoints: slices.Clone(eps)})
+		}
+	}
+	c.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	return c.programServices()
+}
+
+// programServices rewrites the service rules of every live pod. A pod on a
+// crashed node is skipped: its "kube-proxy" is dead too.
+func (c *Cluster) programServices() error {
+	c.mu.Lock()
+	type rule struct {
+		vip  net.IP
+		port int
+		eps  []net.IP
+		tp   int
+	}
+	var rules []rule
+	for _, s := range c.services {
+		r := rule{vip: s.VIP, port: s.Port, tp: s.TargetPort}
+		for _, e := range s.endpoints {
+			r.eps = append(r.eps, c.pods[e].IP)
+		}
+		rules = append(rules, r)
+	}
+	c.mu.Unlock()
+	var firstErr error
+	for _, p := range c.Pods() {
+		if p.Node.Crashed() {
+			continue
+		}
+		if err := programPod(p.fd, func(nat, filter *nftables.Chain, conn *nftables.Conn) {
+			for _, r := range rules {
+				match := matchDst(r.vip, r.port)
+				if len(r.eps) == 0 {
+					// No endpoint: refuse at once, like kube-proxy's reject rule.
+					conn.AddRule(&nftables.Rule{Table: filter.Table, Chain: filter, Exprs: append(match,
+						&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})})
+					continue
+				}
+				// Endpoint k of n is chosen with probability 1/(n-k) among
+				// the rest, which makes the overall choice uniform.
+				for k, ep := range r.eps {
+					ex := slices.Clone(match)
+					if left := len(r.eps) - k; left > 1 {
+						ex = append(ex,
+							&expr.Numgen{Register: 1, Modulus: uint32(left), Type: unix.NFT_NG_RANDOM},
+							&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, 0)})
+					}
+					ex = append(ex,
+						&expr.Immediate{Register: 1, Data: ep.To4()},
+						&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, uint16(r.tp))},
+						&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true})
+					conn.AddRule(&nftables.Rule{Table: nat.Table, Chain: nat, Exprs: ex})
+				}
+			}
+		}); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("program services in %s: %w", p.Name, err)
+		}
+	}
+	return firstErr
+}
+
+// matchDst matches TCP to ip:port.
+func matchDst(ip net.IP, port int) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip.To4()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(port))},
+	}
+}
+
+// matchSrcDst matches TCP from src to dst:port.
+func matchSrcDst(src, dst net.IP, port int) []expr.Any {
+	return append([]expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.To4()},
+	}, matchDst(dst, port)...)
+}
+
+// programPod replaces the pod's service table in one netlink transaction, so
+// a connection never sees a half-written rule set.
+func programPod(fd int, fill func(nat, filter *nftables.Chain, conn *nftables.Conn)) error {
+	conn, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: "blastradius-svc", Family: nftables.TableFamilyIPv4}
+	conn.AddTable(t)
+	conn.DelTable(t) // delete-and-recreate inside one batch: an atomic replace
+	t = conn.AddTable(&nftables.Table{Name: "blastradius-svc", Family: nftables.TableFamilyIPv4})
+	nat := conn.AddChain(&nftables.Chain{Name: "nat-output", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest})
+	filter := conn.AddChain(&nftables.Chain{Name: "filter-output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
+	// Empty NAT chains on the other hooks: the reply direction of a DNAT made
+	// in output is undone on input, and older kernels only run NAT on hooks
+	// that have a NAT chain.
+	for _, h := range []struct {
+		name string
+		hook *nftables.ChainHook
+		prio *nftables.ChainPriority
+	}{
+		{"nat-input", nftables.ChainHookInput, nftables.ChainPriorityNATSource},
+		{"nat-postrouting", nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource},
+	} {
+		conn.AddChain(&nftables.Chain{Name: h.name, Table: t, Type: nftables.ChainTypeNAT, Hooknum: h.hook, Priority: h.prio})
+	}
+	fill(nat, filter, conn)
+	return conn.Flush()
+}

@@ -1,0 +1,231 @@
+package netns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ProcSpec is a process a pod runs, like a container.
+type ProcSpec struct {
+	Name string
+	Args []string // arguments to the cluster binary
+	Env  []string // extra environment
+	// ProbePort, when set, is a TCP port the process must accept on before it
+	// counts as ready (a readiness probe).
+	ProbePort int
+}
+
+// Process is one supervised process. Its supervisor restarts it with back-off
+// when it exits, unless its node is down.
+type Process struct {
+	Spec ProcSpec
+	pod  *Pod
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	running bool
+	exited  chan struct{}
+	ready   bool
+	// reported is readiness as last reported by the node's supervisor: what
+	// the rest of the cluster believes. It freezes when the node dies.
+	reported bool
+	restarts int
+	backoff  time.Duration
+	nextTry  time.Time
+	lastErr  error
+}
+
+// Ready reports the last probe result (true without a probe once started).
+func (p *Process) Ready() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.ready }
+
+// Restarts counts restarts after the first start.
+func (p *Process) Restarts() int { p.mu.Lock(); defer p.mu.Unlock(); return p.restarts }
+
+// Start adds a supervised process to a pod and starts it now. It does not wait
+// for readiness (see WaitReady).
+func (c *Cluster) Start(pod string, spec ProcSpec) (*Process, error) {
+	p, ok := c.pods[pod]
+	if !ok {
+		return nil, fmt.Errorf("start %s: no pod %s", spec.Name, pod)
+	}
+	pr := &Process{Spec: spec, pod: p}
+	p.Node.mu.Lock()
+	p.procs = append(p.procs, pr)
+	p.Node.mu.Unlock()
+	if err := c.launch(pr); err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", spec.Name, pod, err)
+	}
+	return pr, nil
+}
+
+func (c *Cluster) launch(pr *Process) error {
+	cmd := exec.Command(c.cfg.Binary, pr.Spec.Args...)
+	cmd.Env = append(os.Environ(), pr.Spec.Env...)
+	// If the runner dies, its children die with it even before the PID
+	// namespace is torn down.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if f, err := c.logFile(pr.pod.Name, pr.Spec.Name); err != nil {
+		return err
+	} else if f != nil {
+		cmd.Stdout, cmd.Stderr = f, f
+		defer f.Close() // the child holds its own copy
+	}
+	if err := startIn(pr.pod.fd, cmd); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	pr.mu.Lock()
+	pr.cmd, pr.running, pr.exited = cmd, true, done
+	pr.ready = pr.Spec.ProbePort == 0
+	pr.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		pr.mu.Lock()
+		pr.running, pr.ready, pr.lastErr = false, false, err
+		pr.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+func (pr *Process) kill() {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.running && pr.cmd.Process != nil {
+		_ = pr.cmd.Process.Kill()
+	}
+}
+
+// Signal sends sig to the process if it runs.
+func (pr *Process) Signal(sig syscall.Signal) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.running && pr.cmd.Process != nil {
+		_ = pr.cmd.Process.Signal(sig)
+	}
+}
+
+func (pr *Process) waitExit(d time.Duration) bool {
+	pr.mu.Lock()
+	ch := pr.exited
+	pr.mu.Unlock()
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// Stop asks the process to end (SIGTERM), waits up to grace, then kills it.
+// The supervisor will not restart it.
+func (c *Cluster) Stop(pr *Process, grace time.Duration) {
+	pr.mu.Lock()
+	pr.nextTry = time.Now().Add(100 * 365 * 24 * time.Hour)
+	pr.mu.Unlock()
+	pr.Signal(syscall.SIGTERM)
+	if !pr.waitExit(grace) {
+		pr.kill()
+		pr.waitExit(grace)
+	}
+}
+
+// supervise is a node's kubelet: heartbeats, readiness probes and restarts
+// with exponential back-off. A crashed node's supervisor does nothing at all,
+// so the rest of the cluster sees its last state go stale, as with a real node.
+func (c *Cluster) supervise(ctx context.Context, n *Node) {
+	defer c.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		if n.crashed {
+			n.mu.Unlock()
+			continue
+		}
+		n.beat = time.Now()
+		var procs []*Process
+		for _, p := range n.pods {
+			procs = append(procs, p.procs...)
+		}
+		n.mu.Unlock()
+		for _, pr := range procs {
+			c.tend(pr)
+		}
+	}
+}
+
+func (c *Cluster) tend(pr *Process) {
+	defer func() {
+		pr.mu.Lock()
+		pr.reported = pr.ready
+		pr.mu.Unlock()
+	}()
+	pr.mu.Lock()
+	running, wantProbe, ready := pr.running, pr.Spec.ProbePort != 0, pr.ready
+	due := !running && time.Now().After(pr.nextTry)
+	pr.mu.Unlock()
+	if due {
+		pr.mu.Lock()
+		if pr.backoff == 0 {
+			pr.backoff = 100 * time.Millisecond
+		} else if pr.backoff < 5*time.Second {
+			pr.backoff *= 2
+		}
+		pr.nextTry = time.Now().Add(pr.backoff)
+		pr.restarts++
+		pr.mu.Unlock()
+		if err := c.launch(pr); err != nil {
+			c.cfg.Logf("restart %s/%s: %v", pr.pod.Name, pr.Spec.Name, err)
+		}
+		return
+	}
+	if running && wantProbe && !ready {
+		addr := net.JoinHostPort(pr.pod.IP.String(), strconv.Itoa(pr.Spec.ProbePort))
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			conn.Close()
+			pr.mu.Lock()
+			pr.ready = true
+			pr.backoff = 0
+			pr.mu.Unlock()
+		}
+	}
+}
+
+// WaitReady waits until every probed process in the cluster is ready.
+func (c *Cluster) WaitReady(ctx context.Context) error {
+	for {
+		var notReady []string
+		for _, p := range c.Pods() {
+			for _, pr := range p.procs {
+				if !pr.Ready() {
+					notReady = append(notReady, p.Name+"/"+pr.Spec.Name)
+				}
+			}
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes not ready: %v: %w", notReady, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
