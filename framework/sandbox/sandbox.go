@@ -18,17 +18,17 @@ const envMarker = "BLASTRADIUS_SANDBOX"
 // Inside reports whether this process is the sandboxed child.
 func Inside() bool { return os.Getenv(envMarker) == "1" }
 
-// Enter re-executes the current binary with the same arguments inside new user,
-// network, mount and PID namespaces, forwards SIGINT/SIGTERM to it, waits, and
-// returns its exit code. It must only be called when !Inside().
-func Enter() (int, error) {
+// Enter re-executes the current binary with args inside new user, network,
+// mount and PID namespaces, forwards SIGINT/SIGTERM to it, waits, and returns
+// its exit code. It must only be called when !Inside().
+func Enter(args []string) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 1, fmt.Errorf("find own executable: %w", err)
 	}
-	cmd := exec.Command(self, os.Args[1:]...)
+	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), envMarker+"=1")
+	cmd.Env = append(os.Environ(), envMarker+"=1", fmt.Sprintf("BLASTRADIUS_OUTER_UID=%d", os.Getuid()))
 	uid, gid := os.Getuid(), os.Getgid()
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,

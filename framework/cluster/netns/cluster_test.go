@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 		return
 	}
 	if !sandbox.Inside() {
-		code, err := sandbox.Enter()
+		code, err := sandbox.Enter(os.Args[1:])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

@@ -1,0 +1,29 @@
+# blastradius — see README.md.
+GO      ?= go
+BIN     := bin/blastradius
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+OUT     ?= results/$(shell date -u +%Y%m%d-%H%M%S)
+
+.PHONY: build e2e test vet fmt bench clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/blastradius
+
+# The default suite on the embedded cluster: a no-fault baseline and a node crash.
+e2e: build
+	$(BIN) run --provider netns --mode none --scenario baseline,node-crash --out $(OUT)
+
+# Every test: unit, namespace and end-to-end suites. -timeout 0 because Ginkgo
+# suites run whole scenarios; each wait inside has its own deadline.
+test: vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+vet:
+	@test -z "$$(gofmt -l cmd framework proxy reports suites manifests)" || (gofmt -l cmd framework proxy reports suites manifests; echo "gofmt needed"; exit 1)
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./framework/cluster/netns ./framework/measure
+
+clean:
+	rm -rf bin

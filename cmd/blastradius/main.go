@@ -1,0 +1,51 @@
+// Command blastradius measures whether a service mesh's per-node proxy is a
+// single point of failure: it brings up a cluster, drives load across every
+// node pair, injects faults and measures the disruption.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"blastradius.dev/blastradius/framework/load"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `blastradius — is the ambient mesh's per-node proxy a single point of failure? Measure it.
+
+Usage:
+  blastradius run [flags]        run scenarios and write a results folder (see: blastradius run --help)
+  blastradius scenarios          list the built-in scenarios
+  blastradius version            print the version
+  blastradius agent [flags]      (internal) load agent started inside pods
+`
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runCmd(args[1:], stdout, stderr)
+	case "scenarios":
+		return scenariosCmd(stdout)
+	case "agent":
+		return load.AgentMain(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "blastradius", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "blastradius: unknown command %q (try: blastradius help)\n", args[0])
+	return 2
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/framework/sandbox"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/reports"
+)
+
+type runFlags struct {
+	provider, mode, scenarios, out string
+	bucket, grace, timeout         time.Duration
+	budget                         float64
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scenario, error) {
+	fs := flag.NewFlagSet("blastradius run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := &runFlags{}
+	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default)")
+	fs.StringVar(&f.mode, "mode", "none", "data plane mode: none (plain networking with kube-proxy-like service VIPs)")
+	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios to run, one trial each (list them: blastradius scenarios)")
+	fs.StringVar(&f.out, "out", "", "results folder (default: results/<UTC timestamp>); created, must not already hold a run")
+	fs.DurationVar(&f.bucket, "bucket", 100*time.Millisecond, "timeline bucket: the resolution outages are reported at")
+	fs.Float64Var(&f.budget, "budget", 600, "total requests per second, split across all flows (sized for 2 cores; CPU is sampled and a saturated run flagged noisy)")
+	fs.DurationVar(&f.grace, "not-ready-grace", 5*time.Second, "how long a silent node keeps its endpoints before they are removed (Kubernetes: 40s)")
+	fs.DurationVar(&f.timeout, "timeout", 500*time.Millisecond, "per-request and dial timeout of the load agents; a request slower than this is a failure")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: blastradius run [flags]\n\nRuns each scenario as a trial on a fresh cluster, measures every flow and writes\nrun.json, per-flow event files and logs into the results folder.\n\nFlags:")
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return nil, nil, err
+		}
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch f.provider {
+	case "netns":
+	case "kind", "kubeconfig":
+		return nil, nil, fmt.Errorf("--provider %s is not available in this build yet (use netns)", f.provider)
+	default:
+		return nil, nil, fmt.Errorf("--provider %q unknown (netns)", f.provider)
+	}
+	switch f.mode {
+	case "none":
+	case "ambient", "sidecar":
+		return nil, nil, fmt.Errorf("--mode %s is not available in this build yet (use none)", f.mode)
+	default:
+		return nil, nil, fmt.Errorf("--mode %q unknown (none)", f.mode)
+	}
+	if f.bucket < time.Millisecond || f.bucket > 10*time.Second {
+		return nil, nil, fmt.Errorf("--bucket %s out of range 1ms..10s", f.bucket)
+	}
+	if f.budget <= 0 || f.budget > 100000 {
+		return nil, nil, fmt.Errorf("--budget %g out of range (0, 100000]", f.budget)
+	}
+	if f.grace <= 0 {
+		return nil, nil, fmt.Errorf("--not-ready-grace must be positive")
+	}
+	if f.timeout < 10*time.Millisecond || f.timeout > time.Minute {
+		return nil, nil, fmt.Errorf("--timeout %s out of range 10ms..1m", f.timeout)
+	}
+	scs, err := scenario.ParseList(f.scenarios)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, scs, nil
+}
+
+func runCmd(args []string, stdout, stderr io.Writer) int {
+	f, scs, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+		return 2
+	}
+	if !sandbox.Inside() {
+		// Fix the results folder before entering the sandbox so both sides
+		// agree on it, and refuse to overwrite an earlier run.
+		if f.out == "" {
+			f.out = filepath.Join("results", time.Now().UTC().Format("20060102-150405"))
+			args = append(args, "--out", f.out)
+		}
+		if _, err := os.Stat(filepath.Join(f.out, "run.json")); err == nil {
+			fmt.Fprintf(stderr, "blastradius run: %s already holds a run; choose another --out\n", f.out)
+			return 2
+		}
+		code, err := sandbox.Enter(append([]string{"run"}, args...))
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+			return 1
+		}
+		return code
+	}
+	return runInside(f, scs, stdout, stderr)
+}
+
+func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int {
+	if err := sandbox.Setup(); err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+		return 1
+	}
+	out, err := filepath.Abs(f.out)
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
+	}
+	env := results.Environment{
+		Provider: f.provider, Mode: f.mode, DataPlane: "none", Version: version,
+		Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
+		Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0", NotReadyGrace: f.grace.String(),
+		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget,
+	}
+	r, err := scenario.NewRunner(scenario.Options{
+		Dir: out, Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
+	}, env, os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+		return 1
+	}
+	logf("results: %s", out)
+	status := results.StatusDone
+	for _, sc := range scs {
+		tr, err := r.Trial(ctx, sc)
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %s: %v\n", sc.Name, err)
+			status = results.StatusError
+			if ctx.Err() != nil {
+				status = results.StatusInterrupted
+				break
+			}
+			continue
+		}
+		if tr.Status == results.StatusFailed && status == results.StatusDone {
+			status = results.StatusFailed
+		}
+	}
+	if err := r.Finish(status); err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+	}
+	reports.Summary(stdout, r.Run())
+	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\n", r.Run().ID, status, out)
+	if status != results.StatusDone {
+		return 1
+	}
+	return 0
+}
+
+func kernel() string {
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return "unknown"
+	}
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return string(b)
+}
+
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func scenariosCmd(stdout io.Writer) int {
+	for _, n := range scenario.Names() {
+		s, _ := scenario.Lookup(n)
+		fmt.Fprintf(stdout, "%-20s %s\n", n, s.Description)
+	}
+	return 0
+}

@@ -1,0 +1,169 @@
+package measure
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"time"
+
+	"blastradius.dev/blastradius/framework/events"
+)
+
+// Gap detection thresholds. Five expected intervals tolerate a client that
+// stalls briefly (GC, a slow dial on one thread); three buckets keep a gap
+// from being shorter than the timeline can show. The edges of the window
+// allow a full second because agents start and stop on their own clocks.
+const (
+	gapIntervals = 5
+	gapBuckets   = 3
+	edgeGap      = time.Second
+)
+
+// classOrder is the tie-break order for the dominant class. Missing comes
+// last: when the flow both failed and went silent equally, the failures are
+// the more informative description.
+var classOrder = append(slices.Clone(events.Classes), ClassMissing)
+
+func classIndex(c events.Class) int {
+	for i, k := range classOrder {
+		if k == c {
+			return i
+		}
+	}
+	// Unknown classes come from hand-built events only (events.Read rejects
+	// them); counting them as other keeps the totals right.
+	return slices.Index(classOrder, events.ClassOther)
+}
+
+// span is an outage under construction, in Unix ns, with per-class counts
+// in a fixed array so merging stays allocation-free.
+type span struct {
+	start, end int64
+	counts     [8]int // indexed like classOrder
+}
+
+func (s *span) failures() int {
+	n := 0
+	for _, c := range s.counts {
+		n += c
+	}
+	return n
+}
+
+// gapThreshold is the longest silence between request starts that is still
+// just scheduling jitter.
+func gapThreshold(qps float64, bucket int64) int64 {
+	return max(int64(gapIntervals*float64(time.Second)/qps), gapBuckets*bucket)
+}
+
+// outages finds the outage intervals of sorted in-window requests.
+func outages(reqs []events.Event, ws, we int64, qps float64, bucket int64) []OutageInterval {
+	spans := failureRuns(reqs, we, qps)
+	if qps > 0 {
+		spans = append(spans, missingGaps(reqs, ws, we, qps, bucket)...)
+	}
+	return merge(spans)
+}
+
+// failureRuns returns one span per maximal run of failed requests. A run
+// ends where the first success after it starts: that is when the flow was
+// next seen working.
+func failureRuns(reqs []events.Event, we int64, qps float64) []span {
+	var spans []span
+	for i := 0; i < len(reqs); {
+		if reqs[i].OK() {
+			i++
+			continue
+		}
+		sp := span{start: reqs[i].Start}
+		j := i
+		for ; j < len(reqs) && !reqs[j].OK(); j++ {
+			sp.counts[classIndex(reqs[j].Class)]++
+		}
+		if j < len(reqs) {
+			sp.end = reqs[j].Start
+		} else {
+			// Nothing followed, so the flow was down at least until the
+			// next request would have been sent.
+			last := reqs[j-1]
+			step := last.Latency
+			if qps > 0 {
+				step = int64(float64(time.Second) / qps)
+			}
+			sp.end = min(last.Start+step, we)
+		}
+		spans = append(spans, sp)
+		i = j
+	}
+	return spans
+}
+
+// missingGaps returns a span for each silence in the request starts that is
+// too long to be jitter, including silence at either edge of the window.
+func missingGaps(reqs []events.Event, ws, we int64, qps float64, bucket int64) []span {
+	inner := gapThreshold(qps, bucket)
+	edge := max(inner, int64(edgeGap))
+	var spans []span
+	add := func(from, to int64) {
+		sp := span{start: from, end: to}
+		sp.counts[len(classOrder)-1] = int(math.Round(time.Duration(to-from).Seconds() * qps))
+		spans = append(spans, sp)
+	}
+	prev, limit := ws, edge
+	for _, r := range reqs {
+		if r.Start-prev > limit {
+			add(prev, r.Start)
+		}
+		prev, limit = r.Start, inner
+	}
+	if we-prev > edge {
+		add(prev, we)
+	}
+	return spans
+}
+
+// merge joins spans that overlap or touch. Touching counts because a failure
+// run that ends where silence begins (or the other way round) is a single
+// stretch of the flow not working.
+func merge(spans []span) []OutageInterval {
+	slices.SortFunc(spans, func(a, b span) int {
+		return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(a.end, b.end))
+	})
+	var merged []span
+	for _, sp := range spans {
+		if n := len(merged); n > 0 && sp.start <= merged[n-1].end {
+			cur := &merged[n-1]
+			cur.end = max(cur.end, sp.end)
+			for i, c := range sp.counts {
+				cur.counts[i] += c
+			}
+			continue
+		}
+		merged = append(merged, sp)
+	}
+	out := make([]OutageInterval, 0, len(merged))
+	for _, sp := range merged {
+		o := OutageInterval{
+			Start:    ts(sp.start),
+			End:      ts(sp.end),
+			Seconds:  time.Duration(sp.end - sp.start).Seconds(),
+			Failures: sp.failures(),
+			ByClass:  map[events.Class]int{},
+		}
+		best := -1
+		for i, c := range sp.counts {
+			if c == 0 {
+				continue
+			}
+			o.ByClass[classOrder[i]] = c
+			if best < 0 || c > sp.counts[best] {
+				best = i
+			}
+		}
+		if best >= 0 {
+			o.Class = classOrder[best]
+		}
+		out = append(out, o)
+	}
+	return out
+}

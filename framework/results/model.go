@@ -1,0 +1,191 @@
+package results
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"blastradius.dev/blastradius/framework/measure"
+)
+
+// SchemaVersion is bumped on any incompatible change to run.json.
+const SchemaVersion = 1
+
+// Run statuses.
+const (
+	StatusRunning     = "running"
+	StatusDone        = "done"
+	StatusFailed      = "failed"      // an expectation did not hold
+	StatusError       = "error"       // the run could not complete
+	StatusInterrupted = "interrupted" // stopped by a signal
+)
+
+// Run is run.json.
+type Run struct {
+	SchemaVersion int         `json:"schemaVersion"`
+	ID            string      `json:"id"`
+	Command       []string    `json:"command"`
+	Started       time.Time   `json:"started"`
+	Finished      *time.Time  `json:"finished,omitempty"`
+	Status        string      `json:"status"`
+	Environment   Environment `json:"environment"`
+	Trials        []*Trial    `json:"trials"`
+}
+
+// Environment says where and against what the run measured.
+type Environment struct {
+	Provider      string  `json:"provider"`
+	Mode          string  `json:"mode"`
+	DataPlane     string  `json:"dataPlane"`
+	Version       string  `json:"version"`
+	Kernel        string  `json:"kernel"`
+	CPUs          int     `json:"cpus"`
+	CPUModel      string  `json:"cpuModel"`
+	GoVersion     string  `json:"goVersion"`
+	Rootless      bool    `json:"rootless"`
+	NotReadyGrace string  `json:"notReadyGrace"`
+	BucketMs      float64 `json:"bucketMs"`
+	BudgetRPS     float64 `json:"budgetRps"`
+}
+
+// Trial is one run of one scenario.
+type Trial struct {
+	Scenario        string              `json:"scenario"`
+	Description     string              `json:"description"`
+	Status          string              `json:"status"`
+	Error           string              `json:"error,omitempty"`
+	Started         time.Time           `json:"started"`
+	BringUpSeconds  float64             `json:"bringUpSeconds"`
+	Dir             string              `json:"dir"` // relative to the run folder
+	Topology        Topology            `json:"topology"`
+	Flows           []FlowRef           `json:"flows"`
+	Window          *Window             `json:"window,omitempty"`
+	Faults          []FaultRecord       `json:"faults"`
+	EndpointChanges []EndpointChange    `json:"endpointChanges,omitempty"`
+	CPU             *CPU                `json:"cpu,omitempty"`
+	Summary         *measure.Trial      `json:"summary,omitempty"`
+	Precision       []PrecisionCheck    `json:"precision,omitempty"`
+	Expectations    []ExpectationResult `json:"expectations,omitempty"`
+	Noisy           bool                `json:"noisy"`
+	NoisyReasons    []string            `json:"noisyReasons,omitempty"`
+}
+
+// Topology is the cluster a trial ran on.
+type Topology struct {
+	Nodes    []string  `json:"nodes"`
+	Pods     []PodInfo `json:"pods"`
+	Services []SvcInfo `json:"services"`
+}
+
+// PodInfo places a pod.
+type PodInfo struct {
+	Name string `json:"name"`
+	Node string `json:"node"`
+	IP   string `json:"ip"`
+	Role string `json:"role"`
+}
+
+// SvcInfo is a service VIP.
+type SvcInfo struct {
+	Name string   `json:"name"`
+	VIP  string   `json:"vip"`
+	Port int      `json:"port"`
+	Pods []string `json:"pods"`
+}
+
+// FlowRef is a flow and where its events are.
+type FlowRef struct {
+	measure.FlowMeta
+	Events string `json:"events"` // relative to the run folder
+}
+
+// Window is when load was scheduled.
+type Window struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// FaultRecord is a fault as it happened.
+type FaultRecord struct {
+	Kind    string     `json:"kind"`
+	Target  string     `json:"target"`
+	Inject  time.Time  `json:"inject"`
+	Recover *time.Time `json:"recover,omitempty"`
+	Detail  string     `json:"detail,omitempty"`
+}
+
+// EndpointChange is a service's endpoints changing during the trial.
+type EndpointChange struct {
+	At        time.Time `json:"at"`
+	Service   string    `json:"service"`
+	Endpoints []string  `json:"endpoints"`
+}
+
+// CPU is the machine's CPU use sampled during the trial.
+type CPU struct {
+	IntervalMs float64   `json:"intervalMs"`
+	Busy       []float64 `json:"busy"` // fraction 0..1 per interval, all CPUs
+	Mean       float64   `json:"mean"`
+	Max        float64   `json:"max"`
+	Saturated  bool      `json:"saturated"`
+}
+
+// PrecisionCheck compares a ground-truth black hole with what was measured.
+type PrecisionCheck struct {
+	Flow            string  `json:"flow"`
+	TruthSeconds    float64 `json:"truthSeconds"`
+	MeasuredSeconds float64 `json:"measuredSeconds"`
+	ErrorSeconds    float64 `json:"errorSeconds"`
+	Within          bool    `json:"within"`
+}
+
+// ExpectationResult is one named expectation of a scenario.
+type ExpectationResult struct {
+	Name   string `json:"name"`
+	Pass   bool   `json:"pass"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Save writes run.json into dir atomically: a reader (or a kill) never sees
+// a half-written file.
+func Save(dir string, r *Run) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".run.json.*")
+	if err != nil {
+		return fmt.Errorf("save run.json: %w", err)
+	}
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return fmt.Errorf("save run.json: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, "run.json"))
+}
+
+// Load reads run.json from a run folder.
+func Load(dir string) (*Run, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "run.json"))
+	if err != nil {
+		return nil, err
+	}
+	var r Run
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "run.json"), err)
+	}
+	if r.SchemaVersion != SchemaVersion {
+		return nil, fmt.Errorf("%s: schema version %d, this build reads %d", dir, r.SchemaVersion, SchemaVersion)
+	}
+	return &r, nil
+}

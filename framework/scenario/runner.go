@@ -1,0 +1,395 @@
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"blastradius.dev/blastradius/framework/cluster/netns"
+	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/measure"
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// Options configure a run.
+type Options struct {
+	Dir           string        // the run folder (created)
+	Bucket        time.Duration // timeline bucket
+	BudgetRPS     float64       // total request rate split across flows
+	NotReadyGrace time.Duration // endpoint controller grace for NotReady nodes
+	Timeout       time.Duration // per-request timeout of the load agents
+	Binary        string        // executable started in pods ("" = this one)
+	Logf          func(format string, args ...any)
+}
+
+// Runner runs trials into one run folder and keeps run.json current.
+type Runner struct {
+	opt Options
+	mu  sync.Mutex
+	run *results.Run
+}
+
+// NewRunner creates the run folder and its first run.json.
+func NewRunner(opt Options, env results.Environment, command []string) (*Runner, error) {
+	if opt.Logf == nil {
+		opt.Logf = func(string, ...any) {}
+	}
+	if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create results folder: %w", err)
+	}
+	r := &Runner{opt: opt, run: &results.Run{
+		SchemaVersion: results.SchemaVersion,
+		ID:            filepath.Base(opt.Dir),
+		Command:       command,
+		Started:       time.Now(),
+		Status:        results.StatusRunning,
+		Environment:   env,
+	}}
+	return r, r.save()
+}
+
+func (r *Runner) save() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return results.Save(r.opt.Dir, r.run)
+}
+
+// update mutates the run under the lock and saves it.
+func (r *Runner) update(f func()) {
+	r.mu.Lock()
+	f()
+	err := results.Save(r.opt.Dir, r.run)
+	r.mu.Unlock()
+	if err != nil {
+		r.opt.Logf("warning: %v", err)
+	}
+}
+
+// Finish marks the run finished with status and saves it.
+func (r *Runner) Finish(status string) error {
+	r.mu.Lock()
+	now := time.Now()
+	r.run.Finished, r.run.Status = &now, status
+	r.mu.Unlock()
+	return r.save()
+}
+
+// Run returns the run record (do not modify while trials run).
+func (r *Runner) Run() *results.Run { return r.run }
+
+// Trial runs one scenario on a fresh cluster. A non-nil error means the trial
+// could not be carried out; expectation failures are in the trial's status.
+func (r *Runner) Trial(ctx context.Context, sc Scenario) (*results.Trial, error) {
+	logf := func(format string, args ...any) { r.opt.Logf("[%s] "+format, append([]any{sc.Name}, args...)...) }
+	tr := &results.Trial{Scenario: sc.Name, Description: sc.Description, Status: results.StatusRunning, Started: time.Now()}
+	r.update(func() {
+		tr.Dir = fmt.Sprintf("%02d-%s", len(r.run.Trials)+1, sc.Name)
+		r.run.Trials = append(r.run.Trials, tr)
+	})
+	err := r.trial(ctx, sc, tr, logf)
+	r.update(func() {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			tr.Status, tr.Error = results.StatusInterrupted, err.Error()
+		case err != nil:
+			tr.Status, tr.Error = results.StatusError, err.Error()
+		default:
+			tr.Status = results.StatusDone
+			for _, e := range tr.Expectations {
+				if !e.Pass {
+					tr.Status = results.StatusFailed
+				}
+			}
+		}
+	})
+	return tr, err
+}
+
+func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf func(string, ...any)) error {
+	dir := filepath.Join(r.opt.Dir, tr.Dir)
+	for _, d := range []string{"flows", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	p, err := makePlan(sc, r.opt.BudgetRPS)
+	if err != nil {
+		return err
+	}
+	var pods []netns.PodSpec
+	for _, pp := range p.Pods {
+		pods = append(pods, netns.PodSpec{Name: pp.Name, Node: pp.Node})
+	}
+	logf("bringing up %d nodes, %d pods", sc.Nodes, len(pods))
+	t0 := time.Now()
+	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cl, err := netns.Up(upCtx, netns.Config{
+		Nodes: sc.Nodes, Pods: pods, NotReadyGrace: r.opt.NotReadyGrace,
+		Binary: r.opt.Binary, LogDir: filepath.Join(dir, "logs"), Logf: logf,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("bring up cluster: %w", err)
+	}
+	defer func() {
+		logf("tearing down")
+		cl.Down()
+	}()
+	bringUp := time.Since(t0)
+	logf("cluster up in %.2fs", bringUp.Seconds())
+
+	// Servers first, then their services.
+	for _, pp := range p.Pods {
+		if pp.Role == "server" || pp.Role == "control-server" {
+			args := []string{"agent", "--http-listen", fmt.Sprintf(":%d", HTTPPort), "--tcp-listen", fmt.Sprintf(":%d", TCPPort)}
+			if _, err := cl.Start(pp.Name, netns.ProcSpec{Name: "server", Args: args, ProbePort: HTTPPort}); err != nil {
+				return err
+			}
+		}
+	}
+	svcs := map[string]*netns.Service{}
+	var svcNames []string
+	for name := range p.Services {
+		svcNames = append(svcNames, name)
+	}
+	sort.Strings(svcNames)
+	for _, name := range svcNames {
+		s, err := cl.AddService(name, ServiceTCP, HTTPPort, p.Services[name])
+		if err != nil {
+			return err
+		}
+		svcs[name] = s
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := cl.WaitReady(readyCtx); err != nil {
+		return fmt.Errorf("servers: %w", err)
+	}
+	for _, s := range svcs {
+		for len(s.Endpoints()) == 0 {
+			select {
+			case <-readyCtx.Done():
+				return fmt.Errorf("service %s never got endpoints: %w", s.Name, readyCtx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+
+	// Record the topology and the flows before any load starts.
+	var refs []results.FlowRef
+	byClient := map[string][]string{}
+	for _, f := range p.Flows {
+		cp, _ := cl.Pod(f.Client)
+		sp, _ := cl.Pod(f.Server)
+		target := fmt.Sprintf("%s:%d", sp.IP, HTTPPort)
+		switch {
+		case f.Kind.Via == "svc":
+			target = fmt.Sprintf("%s:%d", svcs[f.Service].VIP, ServiceTCP)
+		case f.Kind.Profile == ProfileStream:
+			target = fmt.Sprintf("%s:%d", sp.IP, TCPPort)
+		}
+		ev := filepath.Join(tr.Dir, "flows", f.ID+".jsonl")
+		refs = append(refs, results.FlowRef{Events: ev, FlowMeta: measure.FlowMeta{
+			ID: f.ID, Client: f.Client, ClientNode: cp.Node.Name, Server: f.Server, ServerNode: sp.Node.Name,
+			Target: target, Via: f.Kind.Via, Profile: f.Kind.Profile, QPS: f.QPS, Control: f.Control,
+		}})
+		byClient[f.Client] = append(byClient[f.Client], fmt.Sprintf("id=%s,target=%s,profile=%s,qps=%g,timeout=%s,events=%s",
+			f.ID, target, f.Kind.Profile, f.QPS, r.opt.Timeout, filepath.Join(r.opt.Dir, ev)))
+	}
+	topo := results.Topology{}
+	for _, n := range cl.Nodes {
+		topo.Nodes = append(topo.Nodes, n.Name)
+	}
+	for _, pp := range p.Pods {
+		cp, _ := cl.Pod(pp.Name)
+		topo.Pods = append(topo.Pods, results.PodInfo{Name: pp.Name, Node: cp.Node.Name, IP: cp.IP.String(), Role: pp.Role})
+	}
+	for _, name := range svcNames {
+		s := svcs[name]
+		topo.Services = append(topo.Services, results.SvcInfo{Name: name, VIP: s.VIP.String(), Port: s.Port, Pods: s.Pods})
+	}
+
+	// Clients get an absolute schedule: a client restarted after its node
+	// reboots picks up where the schedule says, not from zero.
+	start := time.Now().Add(time.Second).Truncate(time.Millisecond)
+	win := &results.Window{Start: start, End: start.Add(sc.Duration)}
+	r.update(func() {
+		tr.BringUpSeconds = bringUp.Seconds()
+		tr.Topology, tr.Flows, tr.Window = topo, refs, win
+	})
+	var clients []*netns.Process
+	clientNames := make([]string, 0, len(byClient))
+	for c := range byClient {
+		clientNames = append(clientNames, c)
+	}
+	sort.Strings(clientNames)
+	for _, c := range clientNames {
+		args := []string{"agent", "--start-at", strconv.FormatInt(start.UnixNano(), 10), "--duration", sc.Duration.String()}
+		for _, f := range byClient[c] {
+			args = append(args, "--flow", f)
+		}
+		pr, err := cl.Start(c, netns.ProcSpec{Name: "load", Args: args})
+		if err != nil {
+			return err
+		}
+		clients = append(clients, pr)
+	}
+	logf("load: %d flows at %.0f rps total, %s, starting", len(refs), totalQPS(refs), sc.Duration)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	cpu := &cpuSampler{interval: 500 * time.Millisecond}
+	go cpu.run(runCtx)
+	phase := &phaseBox{v: "load"}
+	if sc.Fault.Kind != FaultNone {
+		phase.set("warm-up")
+	}
+	go progress(runCtx, r.opt.Dir, refs, start, win.End, phase, logf)
+
+	faultErr := r.inject(runCtx, cl, sc, p, tr, start, phase, logf)
+	if faultErr != nil && ctx.Err() == nil {
+		logf("fault: %v", faultErr)
+	}
+	if sc.Fault.Kind != FaultNone {
+		phase.set("observe")
+	}
+	// Let requests in flight at the end time out before stopping the agents.
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(win.End) + r.opt.Timeout + 500*time.Millisecond):
+	}
+	stopRun()
+	for _, pr := range clients {
+		cl.Stop(pr, 3*time.Second)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if faultErr != nil {
+		return faultErr
+	}
+
+	// Measure.
+	busy, mean, maxBusy, saturated := cpu.summary()
+	var eps []results.EndpointChange
+	for _, e := range cl.EndpointLog() {
+		if e.At.After(start) {
+			eps = append(eps, results.EndpointChange{At: e.At, Service: e.Service, Endpoints: e.Endpoints})
+		}
+	}
+	mfault := measureFault(tr.Faults)
+	var sums []measure.FlowSummary
+	for _, f := range refs {
+		evs, err := events.ReadFile(filepath.Join(r.opt.Dir, f.Events))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("flow %s: %w", f.ID, err)
+		}
+		sums = append(sums, measure.AnalyzeFlow(f.FlowMeta, evs, measure.Window{Start: win.Start, End: win.End}, mfault,
+			measure.Options{Bucket: r.opt.Bucket}))
+	}
+	summary := measure.Summarize(sums)
+	r.update(func() {
+		tr.EndpointChanges = eps
+		tr.CPU = &results.CPU{IntervalMs: 500, Busy: busy, Mean: mean, Max: maxBusy, Saturated: saturated}
+		tr.Summary = &summary
+		tr.Noisy, tr.NoisyReasons = summary.Noisy, summary.NoisyReasons
+		if saturated {
+			tr.Noisy = true
+			tr.NoisyReasons = append(tr.NoisyReasons, fmt.Sprintf("CPU saturated (max %.0f%% busy over 500 ms, mean %.0f%%): disruption may be the harness starving", maxBusy*100, mean*100))
+		}
+		tr.Precision = precision(tr.Faults, sums, r.opt.Bucket)
+		tr.Expectations = check(sc, p, tr, sums, r.opt.Bucket)
+	})
+	return nil
+}
+
+func totalQPS(refs []results.FlowRef) float64 {
+	t := 0.0
+	for _, f := range refs {
+		t += f.QPS
+	}
+	return t
+}
+
+// measureFault reduces the recorded faults to the one window measurement
+// attributes outages to: from the first injection to the last recovery.
+func measureFault(fs []results.FaultRecord) *measure.Fault {
+	if len(fs) == 0 {
+		return nil
+	}
+	m := &measure.Fault{Name: fs[0].Kind, Inject: fs[0].Inject}
+	last := fs[len(fs)-1]
+	if last.Recover != nil {
+		m.Recover = *last.Recover
+	}
+	return m
+}
+
+type phaseBox struct {
+	mu sync.Mutex
+	v  string
+}
+
+func (p *phaseBox) set(v string) { p.mu.Lock(); p.v = v; p.mu.Unlock() }
+func (p *phaseBox) get() string  { p.mu.Lock(); defer p.mu.Unlock(); return p.v }
+
+// progress prints one line a second: phase, elapsed, live success rate.
+func progress(ctx context.Context, root string, refs []results.FlowRef, start, end time.Time, phase *phaseBox, logf func(string, ...any)) {
+	tails := make([]*events.Tail, len(refs))
+	for i, f := range refs {
+		tails[i] = &events.Tail{Path: filepath.Join(root, f.Events)}
+	}
+	var total, ok int
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		if time.Now().Before(start) {
+			continue
+		}
+		n, k := 0, 0
+		for _, t := range tails {
+			evs, _ := t.Next()
+			for _, e := range evs {
+				if e.Kind != events.KindRequest {
+					continue
+				}
+				n++
+				if e.OK() {
+					k++
+				}
+			}
+		}
+		total, ok = total+n, ok+k
+		logf("%-8s t=%5.1fs/%.0fs  requests=%d  ok=%s  (last 1s: %d req, %s ok)", phase.get(),
+			time.Since(start).Seconds(), end.Sub(start).Seconds(), total, pct(ok, total), n, pct(k, n))
+	}
+}
+
+func pct(a, b int) string {
+	if b == 0 {
+		return "  -  "
+	}
+	return fmt.Sprintf("%5.1f%%", 100*float64(a)/float64(b))
+}
+
+func fmtList(xs []string, max int) string {
+	if len(xs) <= max {
+		return strings.Join(xs, ", ")
+	}
+	return strings.Join(xs[:max], ", ") + fmt.Sprintf(" and %d more", len(xs)-max)
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
