@@ -38,7 +38,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.Float64Var(&f.budget, "budget", 600, "total requests per second, split across all flows (sized for 2 cores; CPU is sampled and a saturated run flagged noisy)")
 	fs.DurationVar(&f.grace, "not-ready-grace", 5*time.Second, "how long a silent node keeps its endpoints before they are removed (Kubernetes: 40s)")
 	fs.DurationVar(&f.timeout, "timeout", 500*time.Millisecond, "per-request and dial timeout of the load agents; a request slower than this is a failure")
-	fs.Usage = func() {
+	// flag calls Usage on every parse error too; print the full text only on
+	// --help, so a typo gets one line.
+	fs.Usage = func() {}
+	usage := func() {
 		fmt.Fprintln(stderr, "Usage: blastradius run [flags]\n\nRuns each scenario as a trial on a fresh cluster, measures every flow and writes\nrun.json, per-flow event files and logs into the results folder.\n\nFlags:")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
@@ -46,7 +49,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return nil, nil, err
 		}
 		return nil, nil, err

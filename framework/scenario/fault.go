@@ -83,11 +83,12 @@ func (r *Runner) inject(ctx context.Context, cl *netns.Cluster, sc Scenario, p p
 				Detail: "drop " + net.JoinHostPort(cp.IP.String(), "*") + " -> " + flow.Server + ":" + strconv.Itoa(port) + " for " + d.String()}
 			// Hold the hole for exactly d from the instant the rule went live.
 			serr := sleepUntil(ctx, at.Add(d))
-			end, uerr := undo()
+			end, took, uerr := undo()
 			if uerr != nil {
 				return uerr
 			}
 			rec.Recover = &end
+			rec.Detail += fmt.Sprintf(" (rule removal took %.1f ms)", float64(took.Microseconds())/1000)
 			r.update(func() { tr.Faults = append(tr.Faults, rec) })
 			logf("fault: black hole %d/%d on %s: %s (ground truth %.1f ms)", i+1, len(f.Holes), flow.ID, d, float64(end.Sub(at).Microseconds())/1000)
 			if serr != nil {

@@ -183,7 +183,7 @@ func TestDropFlowBlackHolesOnlyThatFlow(t *testing.T) {
 	if err := dialFrom(c, "x", target, time.Second); err != nil {
 		t.Fatalf("other flow affected by the drop: %v", err)
 	}
-	if _, err := undo(); err != nil {
+	if _, _, err := undo(); err != nil {
 		t.Fatal(err)
 	}
 	if err := dialFrom(c, "a", target, time.Second); err != nil {

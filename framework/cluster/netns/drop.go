@@ -14,8 +14,11 @@ import (
 // receiving side (not in the sender's output hook, where the sender would get
 // EPERM) makes it a true black hole. It returns when the rule is live — that
 // instant is the ground truth start — and a function that removes it and
-// returns the ground truth end.
-func (c *Cluster) DropFlow(pod string, src net.IP, port int) (time.Time, func() (time.Time, error), error) {
+// returns the instant removal began (the rule was surely live until then: the
+// ground truth end) and how long removal took (the kernel commits the
+// deletion early, then waits for readers, so the call returns a few ms after
+// traffic flows again).
+func (c *Cluster) DropFlow(pod string, src net.IP, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
 	p, ok := c.pods[pod]
 	if !ok {
 		return time.Time{}, nil, fmt.Errorf("drop flow: no pod %s", pod)
@@ -32,12 +35,13 @@ func (c *Cluster) DropFlow(pod string, src net.IP, port int) (time.Time, func() 
 		return time.Time{}, nil, fmt.Errorf("drop flow in %s: %w", pod, err)
 	}
 	start := time.Now()
-	undo := func() (time.Time, error) {
+	undo := func() (time.Time, time.Duration, error) {
+		began := time.Now()
 		conn.DelTable(t)
 		if err := conn.Flush(); err != nil {
-			return time.Time{}, fmt.Errorf("remove drop in %s: %w", pod, err)
+			return began, 0, fmt.Errorf("remove drop in %s: %w", pod, err)
 		}
-		return time.Now(), nil
+		return began, time.Since(began), nil
 	}
 	return start, undo, nil
 }

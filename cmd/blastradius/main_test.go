@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// Bad input must give one clear line and exit code 2, before anything starts.
+func TestBadInputExitsTwoWithOneLine(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--scenario", "no-such-thing"}, `unknown scenario "no-such-thing"`},
+		{[]string{"run", "--scenario", "baseline,bogus"}, `unknown scenario "bogus"`},
+		{[]string{"run", "--scenario", ""}, "no scenario given"},
+		{[]string{"run", "--bucket", "fast"}, "invalid value"},
+		{[]string{"run", "--bucket", "0s"}, "--bucket 0s out of range"},
+		{[]string{"run", "--budget", "-3"}, "--budget -3 out of range"},
+		{[]string{"run", "--timeout", "1ns"}, "--timeout 1ns out of range"},
+		{[]string{"run", "--not-ready-grace", "-1s"}, "--not-ready-grace must be positive"},
+		{[]string{"run", "--provider", "vmware"}, `--provider "vmware" unknown`},
+		{[]string{"run", "--mode", "bogus"}, `--mode "bogus" unknown`},
+		{[]string{"run", "--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"run", "stray"}, `unexpected argument "stray"`},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := dispatch(c.args, &out, &errb)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", c.args, code)
+		}
+		msg := errb.String()
+		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v: stderr %q, want one line containing %q", c.args, msg, c.want)
+		}
+	}
+}
+
+func TestHelpExplainsEveryFlag(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, f := range []string{"-provider", "-mode", "-scenario", "-out", "-bucket", "-budget", "-not-ready-grace", "-timeout"} {
+		if !strings.Contains(errb.String(), f) {
+			t.Errorf("--help does not explain %s", f)
+		}
+	}
+}

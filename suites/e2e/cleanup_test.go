@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// nsRefs lists every namespace (as "net:[inode]", "mnt:[inode]", ...) that a
+// process refers to, through /proc/<pid>/ns/* or an open descriptor: a
+// namespace held only by a file descriptor shows up in the second.
+func nsRefs(pid string) []string {
+	var out []string
+	for _, dir := range []string{"/proc/" + pid + "/ns", "/proc/" + pid + "/fd"} {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			l, err := os.Readlink(filepath.Join(dir, e.Name()))
+			if err == nil && strings.Contains(l, ":[") && !strings.HasPrefix(l, "socket:") &&
+				!strings.HasPrefix(l, "pipe:") && !strings.HasPrefix(l, "anon_inode:") {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+func pids() []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if e.Name()[0] >= '0' && e.Name()[0] <= '9' {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// ofBinary lists processes running the binary under test.
+func ofBinary() []string {
+	var out []string
+	for _, p := range pids() {
+		if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil && exe == binary {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// allRefs is every namespace any process on the machine refers to.
+func allRefs() map[string]bool {
+	m := map[string]bool{}
+	for _, p := range pids() {
+		for _, r := range nsRefs(p) {
+			m[r] = true
+		}
+	}
+	return m
+}
+
+var _ = Describe("kill -9 of the runner", func() {
+	It("leaves no process, namespace or mount behind, and keeps what was measured", func() {
+		out := outDir()
+		mountsBefore, err := os.ReadFile("/proc/self/mountinfo")
+		Expect(err).NotTo(HaveOccurred())
+		baseline := allRefs()
+
+		cmd := exec.Command(binary, "run", "--scenario", "node-crash", "--out", out)
+		cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+		// Mid-scenario: the node has crashed and load is running.
+		Eventually(func() int {
+			r, err := results.Load(out)
+			if err != nil || len(r.Trials) == 0 {
+				return 0
+			}
+			return len(r.Trials[0].Faults)
+		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">=", 1))
+
+		// Everything the run created, as seen from outside.
+		created := map[string]bool{}
+		procs := ofBinary()
+		Expect(len(procs)).To(BeNumerically(">=", 5), "runner plus agents")
+		for _, p := range procs {
+			for _, r := range nsRefs(p) {
+				if !baseline[r] {
+					created[r] = true
+				}
+			}
+		}
+		kinds := map[string]bool{}
+		for r := range created {
+			kinds[strings.SplitN(r, ":", 2)[0]] = true
+		}
+		Expect(kinds).To(HaveKey("net"))
+		Expect(kinds).To(HaveKey("mnt"))
+		Expect(kinds).To(HaveKey("user"))
+
+		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
+		_ = cmd.Wait()
+
+		Eventually(ofBinary).WithTimeout(10 * time.Second).Should(BeEmpty(), "processes left")
+		Eventually(func() []string {
+			var left []string
+			now := allRefs()
+			for r := range created {
+				if now[r] {
+					left = append(left, r)
+				}
+			}
+			return left
+		}).WithTimeout(10 * time.Second).Should(BeEmpty(), "namespaces left")
+		mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")
+
+		// What was measured before the kill is on disk and readable.
+		run, err := results.Load(out)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(run.Status).To(Equal(results.StatusRunning), "killed mid-run")
+		tr := run.Trials[0]
+		Expect(tr.Flows).NotTo(BeEmpty())
+		total := 0
+		for _, f := range tr.Flows {
+			evs, err := events.ReadFile(filepath.Join(out, f.Events))
+			Expect(err).NotTo(HaveOccurred(), f.Events)
+			total += len(evs)
+			if len(evs) > 0 {
+				Expect(evs[0].Start).To(BeNumerically(">=", tr.Window.Start.UnixNano()-int64(time.Second)))
+			}
+		}
+		Expect(total).To(BeNumerically(">", 1000))
+	})
+})
+
+var _ = Describe("unprivileged", func() {
+	It("runs as an unprivileged user, or stops at once naming the kernel setting", func() {
+		if os.Getuid() != 0 {
+			Skip("already unprivileged: every other spec covers this")
+		}
+		if _, err := exec.LookPath("setpriv"); err != nil {
+			Skip("setpriv not installed")
+		}
+		out := outDir()
+		began := time.Now()
+		ctxRun, log, code := runMaybe(time.Minute, []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"},
+			"--scenario", "baseline", "--out", out)
+		if code != 0 && ctxRun == nil {
+			Expect(log).To(ContainSubstring("kernel setting"), log)
+			Expect(time.Since(began)).To(BeNumerically("<", 5*time.Second))
+			return
+		}
+		Expect(code).To(Equal(0), log)
+		Expect(ctxRun.Environment.Rootless).To(BeTrue())
+		Expect(ctxRun.Trials[0].Status).To(Equal(results.StatusDone))
+		st, err := os.Stat(filepath.Join(out, "run.json"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.Sys().(*syscall.Stat_t).Uid).To(Equal(uint32(65534)), "results belong to the user who ran it")
+	})
+})
