@@ -109,7 +109,7 @@ var _ = Describe("kill -9 of the runner", func() {
 		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
 		_ = cmd.Wait()
 
-		Eventually(ofBinary).WithTimeout(10 * time.Second).Should(BeEmpty(), "processes left")
+		Eventually(ofBinary).WithTimeout(10*time.Second).Should(BeEmpty(), "processes left")
 		Eventually(func() []string {
 			var left []string
 			now := allRefs()
@@ -119,7 +119,7 @@ var _ = Describe("kill -9 of the runner", func() {
 				}
 			}
 			return left
-		}).WithTimeout(10 * time.Second).Should(BeEmpty(), "namespaces left")
+		}).WithTimeout(10*time.Second).Should(BeEmpty(), "namespaces left")
 		mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")

@@ -29,7 +29,7 @@ var _ = Describe("measurement against ground truth", func() {
 		for _, f := range tr.Summary.Flows {
 			if f.Flow.ID == target.ID {
 				secs := tr.Window.End.Sub(tr.Window.Start).Seconds()
-				Expect(float64(f.Requests) / secs).To(BeNumerically(">=", 200*0.95), "achieved rate")
+				Expect(float64(f.Requests)/secs).To(BeNumerically(">=", 200*0.95), "achieved rate")
 			}
 		}
 
