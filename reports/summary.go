@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/measure"
 	"blastradius.dev/blastradius/framework/results"
 )
 
@@ -36,7 +37,7 @@ func Summary(w io.Writer, run *results.Run) {
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "FLOW\tREQUESTS\tFAILED\tOUTAGES\tDISRUPTED\tFAILURES BY CLASS\tSTREAM BREAKS")
-		fs := t.Summary.Flows
+		fs := append([]measure.FlowSummary(nil), t.Summary.Flows...) // sorted for display only
 		sort.SliceStable(fs, func(i, j int) bool { return fs[i].Flow.Control && !fs[j].Flow.Control })
 		for _, f := range fs {
 			var cls []string

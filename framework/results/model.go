@@ -159,19 +159,30 @@ func Save(dir string, r *Run) error {
 	if err != nil {
 		return fmt.Errorf("save run.json: %w", err)
 	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
+	err = func() error {
+		if _, err := tmp.Write(append(b, '\n')); err != nil {
+			tmp.Close()
+			return err
+		}
+		// fsync before rename: after a power loss the file is the old or the
+		// new version, never an empty one.
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+			return err
+		}
+		return os.Rename(tmp.Name(), filepath.Join(dir, "run.json"))
+	}()
+	if err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("save run.json: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, "run.json"))
+	return nil
 }
 
 // Load reads run.json from a run folder.

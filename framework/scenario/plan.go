@@ -116,16 +116,18 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 			ClientNode: cn, ServerNode: sn, Kind: FlowKind{Via: "pod", Profile: ProfileKeepAlive}, Control: true,
 		})
 	}
-	// Split the request budget across flows that did not ask for a rate.
-	free := 0
+	// Split what is left of the request budget, after flows with a fixed
+	// rate, across the others.
+	free, fixed := 0, 0.0
 	for _, f := range p.Flows {
 		if f.QPS == 0 {
 			free++
 		}
+		fixed += f.QPS
 	}
 	for i := range p.Flows {
 		if p.Flows[i].QPS == 0 {
-			p.Flows[i].QPS = budget / float64(free)
+			p.Flows[i].QPS = (budget - fixed) / float64(free)
 			if p.Flows[i].QPS < 5 {
 				p.Flows[i].QPS = 5
 			}

@@ -27,6 +27,7 @@ type Options struct {
 	NotReadyGrace time.Duration // endpoint controller grace for NotReady nodes
 	Timeout       time.Duration // per-request timeout of the load agents
 	Binary        string        // executable started in pods ("" = this one)
+	Mode          string        // data plane mode: none, sidecar, ambient
 	Logf          func(format string, args ...any)
 }
 
@@ -124,9 +125,20 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	if err != nil {
 		return err
 	}
-	var pods []netns.PodSpec
+	var apps, pods []netns.PodSpec
 	for _, pp := range p.Pods {
-		pods = append(pods, netns.PodSpec{Name: pp.Name, Node: pp.Node})
+		apps = append(apps, netns.PodSpec{Name: pp.Name, Node: pp.Node})
+	}
+	dp, err := NewDataPlane(r.opt.Mode, dir, logf)
+	if err != nil {
+		return err
+	}
+	var onEndpoints func(netns.EndpointChange)
+	pods = append(pods, apps...)
+	if dp != nil {
+		defer dp.Close()
+		pods = append(pods, dp.InfraPods(sc.Nodes)...)
+		onEndpoints = dp.EndpointsChanged
 	}
 	logf("bringing up %d nodes, %d pods", sc.Nodes, len(pods))
 	t0 := time.Now()
@@ -134,6 +146,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	cl, err := netns.Up(upCtx, netns.Config{
 		Nodes: sc.Nodes, Pods: pods, NotReadyGrace: r.opt.NotReadyGrace,
 		Binary: r.opt.Binary, LogDir: filepath.Join(dir, "logs"), Logf: logf,
+		EndpointsChanged: onEndpoints,
 	})
 	cancel()
 	if err != nil {
@@ -145,6 +158,16 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	}()
 	bringUp := time.Since(t0)
 	logf("cluster up in %.2fs", bringUp.Seconds())
+	if dp != nil {
+		logf("deploying %s", dp.Describe())
+		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := dp.Deploy(dctx, cl, apps)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("deploy %s: %w", dp.Describe(), err)
+		}
+		logf("data plane ready")
+	}
 
 	// Servers first, then their services.
 	for _, pp := range p.Pods {

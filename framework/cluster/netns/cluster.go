@@ -35,6 +35,9 @@ type Config struct {
 	LogDir string
 	// Logf prints progress; nil is silent.
 	Logf func(format string, args ...any)
+	// EndpointsChanged, when set, is told about every endpoint change (the
+	// mesh's control plane registry follows the endpoint controller).
+	EndpointsChanged func(EndpointChange)
 }
 
 // Node is one failure domain.
@@ -327,8 +330,20 @@ func (c *Cluster) Pods() []*Pod {
 	return out
 }
 
-// NetNSFD exposes a pod's namespace descriptor (for faults that program it).
+// NetNSFD exposes a pod's namespace descriptor (for faults that program it,
+// and for the node agent that hands it to the node proxy).
 func (p *Pod) NetNSFD() int { return p.fd }
+
+// InPod runs fn on a thread inside the pod's network namespace: sockets fn
+// creates live there.
+func (p *Pod) InPod(fn func() error) error { return inNetNS(p.fd, fn) }
+
+// Processes lists the pod's processes.
+func (p *Pod) Processes() []*Process {
+	p.Node.mu.Lock()
+	defer p.Node.mu.Unlock()
+	return append([]*Process(nil), p.procs...)
+}
 
 // Crashed reports whether the node is down.
 func (n *Node) Crashed() bool { n.mu.Lock(); defer n.mu.Unlock(); return n.crashed }

@@ -86,6 +86,7 @@ func (c *Cluster) endpointController(ctx context.Context) {
 func (c *Cluster) syncEndpoints() error {
 	c.mu.Lock()
 	changed := false
+	var news []EndpointChange
 	for _, s := range c.services {
 		var eps []string
 		for _, name := range s.Pods {
@@ -106,10 +107,17 @@ func (c *Cluster) syncEndpoints() error {
 		if !slices.Equal(eps, s.endpoints) {
 			s.endpoints = eps
 			changed = true
-			c.epLog = append(c.epLog, EndpointChange{At: time.Now(), Service: s.Name, Endpoints: slices.Clone(eps)})
+			ch := EndpointChange{At: time.Now(), Service: s.Name, Endpoints: slices.Clone(eps)}
+			c.epLog = append(c.epLog, ch)
+			news = append(news, ch)
 		}
 	}
 	c.mu.Unlock()
+	if c.cfg.EndpointsChanged != nil {
+		for _, ch := range news {
+			c.cfg.EndpointsChanged(ch)
+		}
+	}
 	if !changed {
 		return nil
 	}

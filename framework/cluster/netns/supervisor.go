@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -20,6 +21,9 @@ type ProcSpec struct {
 	// ProbePort, when set, is a TCP port the process must accept on before it
 	// counts as ready (a readiness probe).
 	ProbePort int
+	// ProbePath, when set, makes the probe an HTTP GET of that path on
+	// ProbePort that must answer 200 (a process can listen before it is ready).
+	ProbePath string
 }
 
 // Process is one supervised process. Its supervisor restarts it with back-off
@@ -102,6 +106,12 @@ func (pr *Process) kill() {
 		_ = pr.cmd.Process.Kill()
 	}
 }
+
+// Kill SIGKILLs the process: a crash. The supervisor restarts it with back-off.
+func (pr *Process) Kill() { pr.kill() }
+
+// Running reports whether the process is alive.
+func (pr *Process) Running() bool { pr.mu.Lock(); defer pr.mu.Unlock(); return pr.running }
 
 // Signal sends sig to the process if it runs.
 func (pr *Process) Signal(sig syscall.Signal) {
@@ -197,15 +207,45 @@ func (c *Cluster) tend(pr *Process) {
 	}
 	if running && wantProbe && !ready {
 		addr := net.JoinHostPort(pr.pod.IP.String(), strconv.Itoa(pr.Spec.ProbePort))
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
+		if probe(addr, pr.Spec.ProbePath) {
 			pr.mu.Lock()
 			pr.ready = true
 			pr.backoff = 0
 			pr.mu.Unlock()
 		}
 	}
+}
+
+var probeClient = &http.Client{Timeout: 300 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// probe is a readiness check: a TCP connect, or an HTTP GET answering 200.
+func probe(addr, path string) bool {
+	if path == "" {
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	}
+	resp, err := probeClient.Get("http://" + addr + path)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// WaitProcessReady waits until one process is ready.
+func (c *Cluster) WaitProcessReady(ctx context.Context, pr *Process) error {
+	for !pr.Ready() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s/%s not ready: %w", pr.pod.Name, pr.Spec.Name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // WaitReady waits until every probed process in the cluster is ready.

@@ -1,0 +1,392 @@
+package scenario
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/measure"
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// t0 is the start of load in every synthetic trial.
+var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func ptrTime(t time.Time) *time.Time { return &t }
+
+// outage is one synthetic outage interval from..to after t0.
+func outage(from, to time.Duration, c events.Class) measure.OutageInterval {
+	return measure.OutageInterval{Start: at(from), End: at(to), Seconds: (to - from).Seconds(), Failures: 1,
+		ByClass: map[events.Class]int{c: 1}, Class: c}
+}
+
+// summaries turns a plan into flow summaries the way the runner would, with
+// each flow's outcome decided by mark (flow ID -> affected, outages).
+func summaries(p plan, mark map[string]flowOutcome) []measure.FlowSummary {
+	var out []measure.FlowSummary
+	for _, f := range p.Flows {
+		s := measure.FlowSummary{Flow: measure.FlowMeta{
+			ID: f.ID, Client: f.Client, ClientNode: nodeName(f.ClientNode), Server: f.Server, ServerNode: nodeName(f.ServerNode),
+			Via: f.Kind.Via, Profile: f.Kind.Profile, QPS: f.QPS, Control: f.Control,
+		}}
+		if m, ok := mark[f.ID]; ok {
+			s.Affected, s.Outages = m.affected, m.outages
+			for _, o := range m.outages {
+				s.DisruptionSeconds += o.Seconds
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+type flowOutcome struct {
+	affected bool
+	outages  []measure.OutageInterval
+}
+
+// touching marks every flow with an end on node as affected by one outage
+// from 5s to 13s.
+func touching(p plan, node int) map[string]flowOutcome {
+	m := map[string]flowOutcome{}
+	for _, f := range p.Flows {
+		if f.ClientNode == node || f.ServerNode == node {
+			m[f.ID] = flowOutcome{affected: true, outages: []measure.OutageInterval{outage(5*time.Second, 13*time.Second, events.ClassTimeout)}}
+		}
+	}
+	return m
+}
+
+func TestCheckNodeRadius(t *testing.T) {
+	sc, err := Lookup("node-crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		allName   = "every flow to or from node-3 disrupted"
+		otherName = "no flow between other nodes disrupted"
+		ctlName   = "control flow undisturbed"
+	)
+	pass := func(name string) results.ExpectationResult { return results.ExpectationResult{Name: name, Pass: true} }
+	fail := func(name, detail string) results.ExpectationResult {
+		return results.ExpectationResult{Name: name, Detail: detail}
+	}
+	for _, tc := range []struct {
+		name   string
+		modify func(m map[string]flowOutcome)
+		want   []results.ExpectationResult
+	}{
+		{
+			name:   "exactly the flows touching node-3 are affected",
+			modify: func(map[string]flowOutcome) {},
+			want:   []results.ExpectationResult{pass(allName), pass(otherName), pass(ctlName)},
+		},
+		{
+			name: "a flow between node-1 and node-2 has an outage",
+			modify: func(m map[string]flowOutcome) {
+				m["n1-to-n2.pod.http-newconn"] = flowOutcome{affected: true, outages: []measure.OutageInterval{outage(6*time.Second, 7500*time.Millisecond, events.ClassRefused)}}
+			},
+			want: []results.ExpectationResult{pass(allName), fail(otherName, "n1-to-n2.pod.http-newconn (1.500s)"), pass(ctlName)},
+		},
+		{
+			name: "an outage outside the fault period still counts between other nodes",
+			modify: func(m map[string]flowOutcome) {
+				m["n2-to-n2.svc.http-keepalive"] = flowOutcome{affected: false, outages: []measure.OutageInterval{outage(time.Second, 1250*time.Millisecond, events.ClassReset)}}
+			},
+			want: []results.ExpectationResult{pass(allName), fail(otherName, "n2-to-n2.svc.http-keepalive (0.250s)"), pass(ctlName)},
+		},
+		{
+			name:   "a flow from node-3 is unaffected",
+			modify: func(m map[string]flowOutcome) { delete(m, "n3-to-n1.pod.tcp-stream") },
+			want:   []results.ExpectationResult{fail(allName, "n3-to-n1.pod.tcp-stream"), pass(otherName), pass(ctlName)},
+		},
+		{
+			name: "a flow to node-3 has an outage, but not during the fault",
+			modify: func(m map[string]flowOutcome) {
+				m["n1-to-n3.svc.http-keepalive"] = flowOutcome{affected: false, outages: []measure.OutageInterval{outage(time.Second, 2*time.Second, events.ClassTimeout)}}
+			},
+			want: []results.ExpectationResult{fail(allName, "n1-to-n3.svc.http-keepalive"), pass(otherName), pass(ctlName)},
+		},
+		{
+			name: "the control flow is disrupted",
+			modify: func(m map[string]flowOutcome) {
+				m["control.pod.http-keepalive"] = flowOutcome{affected: true, outages: []measure.OutageInterval{
+					outage(6*time.Second, 6100*time.Millisecond, events.ClassTimeout), outage(8*time.Second, 8300*time.Millisecond, events.ClassTimeout)}}
+			},
+			want: []results.ExpectationResult{pass(allName), fail(otherName, "control.pod.http-keepalive (0.400s)"),
+				fail(ctlName, "control.pod.http-keepalive: 2 outage(s), 0.400s")},
+		},
+		{
+			name: "nothing affected: the list of misses is cut at five",
+			modify: func(m map[string]flowOutcome) {
+				for k := range m {
+					delete(m, k)
+				}
+			},
+			want: []results.ExpectationResult{
+				fail(allName, "n1-to-n3.svc.http-keepalive, n1-to-n3.pod.http-newconn, n1-to-n3.pod.tcp-stream, "+
+					"n2-to-n3.svc.http-keepalive, n2-to-n3.pod.http-newconn and 10 more"),
+				pass(otherName), pass(ctlName)},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := touching(p, 3)
+			if len(m) != 15 {
+				t.Fatalf("%d flows touch node-3, want 15", len(m))
+			}
+			tc.modify(m)
+			got := check(sc, p, &results.Trial{}, summaries(p, m), 100*time.Millisecond)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("check =\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckNoOutage(t *testing.T) {
+	sc, err := Lookup("baseline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "no outage on any flow"
+	one := func(from, to time.Duration) flowOutcome {
+		return flowOutcome{affected: true, outages: []measure.OutageInterval{outage(from, to, events.ClassTimeout)}}
+	}
+	for _, tc := range []struct {
+		name string
+		mark map[string]flowOutcome
+		want results.ExpectationResult
+	}{
+		{name: "clean", want: results.ExpectationResult{Name: name, Pass: true}},
+		{
+			name: "one flow with an outage",
+			mark: map[string]flowOutcome{"n2-to-n1.pod.http-newconn": one(time.Second, 1200*time.Millisecond)},
+			want: results.ExpectationResult{Name: name, Detail: "n2-to-n1.pod.http-newconn (1 outages, 0.200s)"},
+		},
+		{
+			// The control flow is one flow among all: no separate control result.
+			name: "control flow with two outages",
+			mark: map[string]flowOutcome{"control.pod.http-keepalive": {outages: []measure.OutageInterval{
+				outage(time.Second, 1100*time.Millisecond, events.ClassReset), outage(2*time.Second, 2500*time.Millisecond, events.ClassReset)}}},
+			want: results.ExpectationResult{Name: name, Detail: "control.pod.http-keepalive (2 outages, 0.600s)"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := check(sc, p, &results.Trial{}, summaries(p, tc.mark), 100*time.Millisecond)
+			if want := []results.ExpectationResult{tc.want}; !reflect.DeepEqual(got, want) {
+				t.Errorf("check = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestCheckPrecision(t *testing.T) {
+	sc, err := Lookup("blackhole-precision")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Fault.Holes = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flow = "n1-to-n2.pod.http-newconn"
+	bucket := 100 * time.Millisecond
+	hole := func(from, to time.Duration) results.FaultRecord {
+		return results.FaultRecord{Kind: FaultBlackHole, Target: flow, Inject: at(from), Recover: ptrTime(at(to))}
+	}
+	bothHoles := []results.FaultRecord{hole(2*time.Second, 2100*time.Millisecond), hole(2800*time.Millisecond, 3100*time.Millisecond)}
+	exact := []measure.OutageInterval{
+		outage(2*time.Second, 2100*time.Millisecond, events.ClassTimeout),
+		outage(2800*time.Millisecond, 3100*time.Millisecond, events.ClassTimeout),
+	}
+	const (
+		holesName = "every black hole measured within one bucket (100ms)"
+		strayName = "no outage outside the holes"
+		ctlName   = "control flow undisturbed"
+	)
+	for _, tc := range []struct {
+		name   string
+		faults []results.FaultRecord
+		mark   map[string]flowOutcome
+		want   []results.ExpectationResult
+	}{
+		{
+			name:   "both holes measured exactly",
+			faults: bothHoles,
+			mark:   map[string]flowOutcome{flow: {affected: true, outages: exact}},
+			want: []results.ExpectationResult{
+				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: strayName, Pass: true},
+				{Name: ctlName, Pass: true},
+			},
+		},
+		{
+			name:   "outages a little wider than the holes are still covered",
+			faults: bothHoles,
+			mark: map[string]flowOutcome{flow: {affected: true, outages: []measure.OutageInterval{
+				outage(1950*time.Millisecond, 2120*time.Millisecond, events.ClassTimeout),
+				outage(2780*time.Millisecond, 3150*time.Millisecond, events.ClassTimeout),
+			}}},
+			want: []results.ExpectationResult{
+				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: strayName, Pass: true},
+				{Name: ctlName, Pass: true},
+			},
+		},
+		{
+			name:   "second hole measured twice as long",
+			faults: bothHoles,
+			mark: map[string]flowOutcome{flow: {affected: true, outages: []measure.OutageInterval{
+				exact[0], outage(2700*time.Millisecond, 3300*time.Millisecond, events.ClassTimeout),
+			}}},
+			want: []results.ExpectationResult{
+				{Name: holesName, Pass: false, Detail: "1/2 holes measured; off: truth 0.300s measured 0.600s"},
+				{Name: strayName, Pass: false, Detail: flow + " at 05:06:09.700 (0.600s timeout)"},
+				{Name: ctlName, Pass: true},
+			},
+		},
+		{
+			name:   "only one of two holes happened",
+			faults: bothHoles[:1],
+			mark:   map[string]flowOutcome{flow: {affected: true, outages: exact[:1]}},
+			want: []results.ExpectationResult{
+				{Name: holesName, Pass: false, Detail: "1/2 holes measured; off: "},
+				{Name: strayName, Pass: true},
+				{Name: ctlName, Pass: true},
+			},
+		},
+		{
+			name:   "stray outages on the flow and on the control flow",
+			faults: bothHoles,
+			mark: map[string]flowOutcome{
+				flow:                         {affected: true, outages: append(append([]measure.OutageInterval{}, exact...), outage(5*time.Second, 5200*time.Millisecond, events.ClassRefused))},
+				"control.pod.http-keepalive": {outages: []measure.OutageInterval{outage(6*time.Second, 6500*time.Millisecond, events.ClassReset)}},
+			},
+			want: []results.ExpectationResult{
+				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: strayName, Pass: false, Detail: flow + " at 05:06:12.000 (0.200s refused), control.pod.http-keepalive at 05:06:13.000 (0.500s reset)"},
+				{Name: ctlName, Pass: false, Detail: "control.pod.http-keepalive: 1 outage(s), 0.500s"},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sums := summaries(p, tc.mark)
+			tr := &results.Trial{Faults: tc.faults}
+			tr.Precision = precision(tr.Faults, sums, bucket)
+			got := check(sc, p, tr, sums, bucket)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("check =\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPrecision(t *testing.T) {
+	const flow = "n1-to-n2.pod.http-newconn"
+	bucket := 100 * time.Millisecond
+	hole := results.FaultRecord{Kind: FaultBlackHole, Target: flow, Inject: at(2 * time.Second), Recover: ptrTime(at(2300 * time.Millisecond))}
+	sum := func(id string, outs ...measure.OutageInterval) measure.FlowSummary {
+		return measure.FlowSummary{Flow: measure.FlowMeta{ID: id}, Outages: outs}
+	}
+	for _, tc := range []struct {
+		name   string
+		faults []results.FaultRecord
+		sums   []measure.FlowSummary
+		want   []results.PrecisionCheck
+	}{
+		{
+			name:   "exact",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow, outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout))},
+			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.3, ErrorSeconds: 0, Within: true}},
+		},
+		{
+			name:   "long by 80ms: within one bucket",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow, outage(1950*time.Millisecond, 2330*time.Millisecond, events.ClassTimeout))},
+			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.38, ErrorSeconds: 0.08, Within: true}},
+		},
+		{
+			name:   "short by 90ms: within one bucket",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow, outage(2050*time.Millisecond, 2260*time.Millisecond, events.ClassTimeout))},
+			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.21, ErrorSeconds: -0.09, Within: true}},
+		},
+		{
+			name:   "long by 150ms: out",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow, outage(2*time.Second, 2450*time.Millisecond, events.ClassTimeout))},
+			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.45, ErrorSeconds: 0.15, Within: false}},
+		},
+		{
+			name:   "not measured at all: out",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow)},
+			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0, ErrorSeconds: -0.3, Within: false}},
+		},
+		{
+			name:   "pieces overlapping the hole are summed",
+			faults: []results.FaultRecord{hole},
+			sums: []measure.FlowSummary{sum(flow,
+				outage(2*time.Second, 2100*time.Millisecond, events.ClassTimeout),
+				outage(2150*time.Millisecond, 2300*time.Millisecond, events.ClassTimeout))},
+			want: []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.25, ErrorSeconds: -0.05, Within: true}},
+		},
+		{
+			name:   "outages far from the hole and on other flows are ignored",
+			faults: []results.FaultRecord{hole},
+			sums: []measure.FlowSummary{
+				sum(flow, outage(time.Second, 1800*time.Millisecond, events.ClassTimeout),
+					outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout),
+					outage(2500*time.Millisecond, 3*time.Second, events.ClassTimeout)),
+				sum("control.pod.http-keepalive", outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout)),
+			},
+			want: []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.3, ErrorSeconds: 0, Within: true}},
+		},
+		{
+			name: "unrecovered holes and other faults give no check",
+			faults: []results.FaultRecord{
+				{Kind: FaultBlackHole, Target: flow, Inject: at(time.Second)},
+				{Kind: FaultNodeCrash, Target: "node-3", Inject: at(time.Second), Recover: ptrTime(at(2 * time.Second))},
+			},
+			sums: []measure.FlowSummary{sum(flow, outage(time.Second, 2*time.Second, events.ClassTimeout))},
+			want: nil,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := precision(tc.faults, tc.sums, bucket)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("precision = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFmtList(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"a"}, "a"},
+		{strings.Split("a b c", " "), "a, b, c"},
+		{strings.Split("a b c d", " "), "a, b, c and 1 more"},
+	} {
+		if got := fmtList(tc.in, 3); got != tc.want {
+			t.Errorf("fmtList(%v, 3) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

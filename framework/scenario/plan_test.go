@@ -1,0 +1,372 @@
+package scenario
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustLookup(t *testing.T, name string) Scenario {
+	t.Helper()
+	sc, err := Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func controlFlows(p plan) []plannedFlow {
+	var out []plannedFlow
+	for _, f := range p.Flows {
+		if f.Control {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func TestMakePlanBaseline(t *testing.T) {
+	sc := mustLookup(t, "baseline")
+	for _, tc := range []struct {
+		budget, wantQPS float64
+	}{
+		{budget: 560, wantQPS: 20},
+		{budget: 600, wantQPS: 600.0 / 28},
+		{budget: 2800, wantQPS: 100},
+		{budget: 28, wantQPS: 5}, // 1 rps each is raised to the 5 rps floor
+	} {
+		t.Run(fmt.Sprint(tc.budget), func(t *testing.T) {
+			p, err := makePlan(sc, tc.budget)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Target != 0 {
+				t.Errorf("Target = %d, want 0 (no fault)", p.Target)
+			}
+			if len(p.Flows) != 28 {
+				t.Fatalf("%d flows, want 27 pair flows + 1 control = 28", len(p.Flows))
+			}
+			ids := map[string]bool{}
+			pairs := map[[2]int]map[FlowKind]bool{}
+			for _, f := range p.Flows {
+				if ids[f.ID] {
+					t.Errorf("duplicate flow ID %s", f.ID)
+				}
+				ids[f.ID] = true
+				if f.QPS != tc.wantQPS {
+					t.Errorf("%s: QPS = %v, want %v", f.ID, f.QPS, tc.wantQPS)
+				}
+				if f.Control {
+					continue
+				}
+				if want := fmt.Sprintf("n%d-to-n%d.%s.%s", f.ClientNode, f.ServerNode, f.Kind.Via, f.Kind.Profile); f.ID != want {
+					t.Errorf("flow ID %s, want %s", f.ID, want)
+				}
+				if want := fmt.Sprintf("client-n%d", f.ClientNode); f.Client != want {
+					t.Errorf("%s: client %s, want %s", f.ID, f.Client, want)
+				}
+				if want := fmt.Sprintf("server-n%d", f.ServerNode); f.Server != want {
+					t.Errorf("%s: server %s, want %s", f.ID, f.Server, want)
+				}
+				wantSvc := ""
+				if f.Kind.Via == "svc" {
+					wantSvc = fmt.Sprintf("echo-n%d", f.ServerNode)
+				}
+				if f.Service != wantSvc {
+					t.Errorf("%s: service %q, want %q", f.ID, f.Service, wantSvc)
+				}
+				k := [2]int{f.ClientNode, f.ServerNode}
+				if pairs[k] == nil {
+					pairs[k] = map[FlowKind]bool{}
+				}
+				pairs[k][f.Kind] = true
+			}
+			for c := 1; c <= 3; c++ {
+				for s := 1; s <= 3; s++ {
+					got := pairs[[2]int{c, s}]
+					if len(got) != len(defaultKinds) {
+						t.Errorf("pair node-%d -> node-%d has kinds %v, want all of %v", c, s, got, defaultKinds)
+					}
+					for _, k := range defaultKinds {
+						if !got[k] {
+							t.Errorf("pair node-%d -> node-%d misses %v", c, s, k)
+						}
+					}
+				}
+			}
+			ctl := controlFlows(p)
+			if len(ctl) != 1 {
+				t.Fatalf("%d control flows, want 1", len(ctl))
+			}
+			want := plannedFlow{ID: "control.pod.http-keepalive", Client: "ctl-client", Server: "ctl-server", ClientNode: 1, ServerNode: 2,
+				Kind: FlowKind{Via: "pod", Profile: ProfileKeepAlive}, QPS: tc.wantQPS, Control: true}
+			if ctl[0] != want {
+				t.Errorf("control flow = %+v, want %+v", ctl[0], want)
+			}
+			if p.Flows[len(p.Flows)-1] != want {
+				t.Errorf("control flow is not last")
+			}
+			wantPods := []plannedPod{
+				{Name: "client-n1", Role: "client", Node: 1}, {Name: "server-n1", Role: "server", Node: 1},
+				{Name: "server-n2", Role: "server", Node: 2}, {Name: "server-n3", Role: "server", Node: 3},
+				{Name: "client-n2", Role: "client", Node: 2}, {Name: "client-n3", Role: "client", Node: 3},
+				{Name: "ctl-client", Role: "control-client", Node: 1}, {Name: "ctl-server", Role: "control-server", Node: 2},
+			}
+			if !reflect.DeepEqual(p.Pods, wantPods) {
+				t.Errorf("pods = %+v\nwant %+v", p.Pods, wantPods)
+			}
+			wantSvcs := map[string][]string{"echo-n1": {"server-n1"}, "echo-n2": {"server-n2"}, "echo-n3": {"server-n3"}}
+			if !reflect.DeepEqual(p.Services, wantSvcs) {
+				t.Errorf("services = %v, want %v", p.Services, wantSvcs)
+			}
+		})
+	}
+}
+
+func TestMakePlanNodeTarget(t *testing.T) {
+	crash := mustLookup(t, "node-crash")
+	withNode := func(node string) Scenario {
+		sc := crash
+		sc.Fault.Node = node
+		return sc
+	}
+	for _, tc := range []struct {
+		name       string
+		sc         Scenario
+		wantTarget int
+		wantFlows  int
+		wantCtl    [2]int // client, server node; zero = no control flow
+		wantErr    string
+	}{
+		{name: "node-crash defaults to the last node", sc: crash, wantTarget: 3, wantFlows: 28, wantCtl: [2]int{1, 2}},
+		{name: "explicit last node", sc: withNode("node-3"), wantTarget: 3, wantFlows: 28, wantCtl: [2]int{1, 2}},
+		{name: "first node", sc: withNode("node-1"), wantTarget: 1, wantFlows: 28, wantCtl: [2]int{2, 3}},
+		{name: "middle node", sc: withNode("node-2"), wantTarget: 2, wantFlows: 28, wantCtl: [2]int{1, 3}},
+		{name: "node beyond the cluster", sc: withNode("node-4"), wantErr: "scenario node-crash: fault target node-4 is not a node"},
+		{name: "node zero", sc: withNode("node-0"), wantErr: "scenario node-crash: fault target node-0 is not a node"},
+		{name: "bare index", sc: withNode("3"), wantErr: "scenario node-crash: fault target 3 is not a node"},
+		{name: "pod name", sc: withNode("server-n3"), wantErr: "scenario node-crash: fault target server-n3 is not a node"},
+		{name: "two nodes: control on the survivor alone", sc: func() Scenario { s := crash; s.Nodes = 2; return s }(),
+			wantTarget: 2, wantFlows: 13, wantCtl: [2]int{1, 1}},
+		{name: "one node: nothing is spared, no control flow", sc: func() Scenario { s := crash; s.Nodes = 1; return s }(),
+			wantTarget: 1, wantFlows: 3},
+		{name: "no nodes", sc: func() Scenario { s := crash; s.Nodes = 0; return s }(), wantErr: "scenario node-crash: needs at least one node"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := makePlan(tc.sc, 600)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Target != tc.wantTarget {
+				t.Errorf("Target = %d, want %d", p.Target, tc.wantTarget)
+			}
+			if len(p.Flows) != tc.wantFlows {
+				t.Errorf("%d flows, want %d", len(p.Flows), tc.wantFlows)
+			}
+			ctl := controlFlows(p)
+			if tc.wantCtl == [2]int{} {
+				if len(ctl) != 0 {
+					t.Errorf("control flows %+v, want none", ctl)
+				}
+				return
+			}
+			if len(ctl) != 1 {
+				t.Fatalf("%d control flows, want 1", len(ctl))
+			}
+			if got := [2]int{ctl[0].ClientNode, ctl[0].ServerNode}; got != tc.wantCtl {
+				t.Errorf("control flow nodes = %v, want %v", got, tc.wantCtl)
+			}
+			if ctl[0].ClientNode == p.Target || ctl[0].ServerNode == p.Target {
+				t.Errorf("control flow %v touches the target node %d", [2]int{ctl[0].ClientNode, ctl[0].ServerNode}, p.Target)
+			}
+			// The control pods are placed where the control flow says.
+			for _, pod := range p.Pods {
+				switch pod.Name {
+				case "ctl-client":
+					if pod.Node != tc.wantCtl[0] {
+						t.Errorf("ctl-client on node %d, want %d", pod.Node, tc.wantCtl[0])
+					}
+				case "ctl-server":
+					if pod.Node != tc.wantCtl[1] {
+						t.Errorf("ctl-server on node %d, want %d", pod.Node, tc.wantCtl[1])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestMakePlanNodeOnlyForNodeFaults(t *testing.T) {
+	// A black hole aims at a flow, not a node: Fault.Node is not consulted.
+	sc := mustLookup(t, "blackhole-precision")
+	sc.Fault.Node = "node-9"
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatalf("makePlan: %v", err)
+	}
+	if p.Target != 0 {
+		t.Errorf("Target = %d, want 0", p.Target)
+	}
+}
+
+func TestMakePlanBlackholePrecision(t *testing.T) {
+	sc := mustLookup(t, "blackhole-precision")
+	for _, tc := range []struct {
+		budget, wantCtlQPS float64
+	}{
+		{budget: 600, wantCtlQPS: 350}, // the budget is a total: the fixed 250 rps flow takes its share first
+		{budget: 10, wantCtlQPS: 5},    // nothing left: the floor
+		{budget: 1, wantCtlQPS: 5},
+	} {
+		t.Run(fmt.Sprint(tc.budget), func(t *testing.T) {
+			p, err := makePlan(sc, tc.budget)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []plannedFlow{
+				{ID: "n1-to-n2.pod.http-newconn", Client: "client-n1", Server: "server-n2", ClientNode: 1, ServerNode: 2,
+					Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 250},
+				{ID: "control.pod.http-keepalive", Client: "ctl-client", Server: "ctl-server", ClientNode: 1, ServerNode: 2,
+					Kind: FlowKind{Via: "pod", Profile: ProfileKeepAlive}, QPS: tc.wantCtlQPS, Control: true},
+			}
+			if !reflect.DeepEqual(p.Flows, want) {
+				t.Errorf("flows = %+v\nwant %+v", p.Flows, want)
+			}
+			if p.Target != 0 {
+				t.Errorf("Target = %d, want 0", p.Target)
+			}
+			if len(p.Services) != 0 {
+				t.Errorf("services = %v, want none", p.Services)
+			}
+			if len(p.Pods) != 4 {
+				t.Errorf("pods = %+v, want client-n1, server-n2, ctl-client, ctl-server", p.Pods)
+			}
+		})
+	}
+}
+
+func TestPrecisionScenarioDuration(t *testing.T) {
+	sc := mustLookup(t, "blackhole-precision")
+	if len(sc.Fault.Holes) != 15 {
+		t.Fatalf("%d holes, want 15", len(sc.Fault.Holes))
+	}
+	for i, h := range sc.Fault.Holes {
+		want := []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, time.Second}[i%3]
+		if h != want {
+			t.Errorf("hole %d = %s, want %s", i, h, want)
+		}
+	}
+	want := sc.Fault.At
+	for _, h := range sc.Fault.Holes {
+		want += h + sc.Fault.Gap
+	}
+	want += 2 * time.Second
+	if sc.Duration != want {
+		t.Errorf("Duration = %s, want At + holes + gaps + 2s = %s", sc.Duration, want)
+	}
+	// 2s + 5×(0.1+0.3+1)s + 15×0.7s + 2s
+	if sc.Duration != 21500*time.Millisecond {
+		t.Errorf("Duration = %s, want 21.5s", sc.Duration)
+	}
+}
+
+func TestRepeat(t *testing.T) {
+	if got := repeat(0, time.Second); got != nil {
+		t.Errorf("repeat(0) = %v, want nil", got)
+	}
+	got := repeat(2, time.Second, time.Millisecond)
+	if want := []time.Duration{time.Second, time.Millisecond, time.Second, time.Millisecond}; !reflect.DeepEqual(got, want) {
+		t.Errorf("repeat(2) = %v, want %v", got, want)
+	}
+}
+
+func TestLookupAndNames(t *testing.T) {
+	if got, want := Names(), []string{"baseline", "blackhole-precision", "node-crash"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Names() = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		name       string
+		wantNodes  int
+		wantFault  string
+		wantExpect Expectation
+		wantErr    string
+	}{
+		{name: "baseline", wantNodes: 3, wantFault: FaultNone, wantExpect: ExpectNoOutage},
+		{name: "node-crash", wantNodes: 3, wantFault: FaultNodeCrash, wantExpect: ExpectNodeRadius},
+		{name: "blackhole-precision", wantNodes: 2, wantFault: FaultBlackHole, wantExpect: ExpectPrecision},
+		{name: "Baseline", wantErr: `unknown scenario "Baseline" (known: baseline, blackhole-precision, node-crash)`},
+		{name: "", wantErr: `unknown scenario "" (known: baseline, blackhole-precision, node-crash)`},
+	} {
+		sc, err := Lookup(tc.name)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("Lookup(%q): err = %v, want %q", tc.name, err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(sc, Scenario{}) {
+				t.Errorf("Lookup(%q) returned %+v with an error", tc.name, sc)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Lookup(%q): %v", tc.name, err)
+			continue
+		}
+		if sc.Name != tc.name || sc.Nodes != tc.wantNodes || sc.Fault.Kind != tc.wantFault || sc.Expect != tc.wantExpect {
+			t.Errorf("Lookup(%q) = name %q, %d nodes, fault %q, expect %d", tc.name, sc.Name, sc.Nodes, sc.Fault.Kind, sc.Expect)
+		}
+		if sc.Description == "" || sc.Duration <= 0 {
+			t.Errorf("Lookup(%q): description %q, duration %s", tc.name, sc.Description, sc.Duration)
+		}
+	}
+}
+
+func TestParseList(t *testing.T) {
+	const known = "(known: baseline, blackhole-precision, node-crash)"
+	for _, tc := range []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{in: "baseline", want: []string{"baseline"}},
+		{in: "node-crash,baseline", want: []string{"node-crash", "baseline"}},
+		{in: " baseline , blackhole-precision ,, ", want: []string{"baseline", "blackhole-precision"}},
+		{in: "baseline,baseline", want: []string{"baseline", "baseline"}},
+		{in: "", wantErr: "no scenario given " + known},
+		{in: " , ,", wantErr: "no scenario given " + known},
+		{in: "baseline,nope", wantErr: `unknown scenario "nope" ` + known},
+		{in: "node_crash", wantErr: `unknown scenario "node_crash" ` + known},
+	} {
+		got, err := ParseList(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("ParseList(%q): err = %v, want %q", tc.in, err, tc.wantErr)
+			}
+			if got != nil {
+				t.Errorf("ParseList(%q) = %v with an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseList(%q): %v", tc.in, err)
+			continue
+		}
+		var names []string
+		for _, s := range got {
+			names = append(names, s.Name)
+		}
+		if !reflect.DeepEqual(names, tc.want) {
+			t.Errorf("ParseList(%q) = %v, want %v", tc.in, names, tc.want)
+		}
+	}
+	if !strings.Contains(known, strings.Join(Names(), ", ")) {
+		t.Errorf("known list %q out of date with Names() %v", known, Names())
+	}
+}

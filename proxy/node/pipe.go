@@ -1,0 +1,59 @@
+package node
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// closeWriter is a connection that can half-close.
+type closeWriter interface{ CloseWrite() error }
+
+// pipe copies both ways until both directions end, propagating half-closes
+// (a client's FIN reaches the server while the answer still flows back), and
+// returns the bytes copied a→b and b→a.
+func pipe(a, b net.Conn, ab, ba *atomic.Int64) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn, n *atomic.Int64) {
+		defer wg.Done()
+		c, _ := io.Copy(counter{dst, n}, src)
+		_ = c
+		if cw, ok := dst.(closeWriter); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+	}
+	go cp(b, a, ab)
+	go cp(a, b, ba)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// counter counts bytes written through it.
+type counter struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c counter) Write(p []byte) (int, error) {
+	k, err := c.Conn.Write(p)
+	if c.n != nil {
+		c.n.Add(int64(k))
+	}
+	return k, err
+}
+
+// ReadFrom is deliberately not forwarded: io.Copy would bypass the count.
+
+// resetClose closes a TCP connection with a RST, which is what a client sees
+// when a proxy that accepted its connection cannot carry it anywhere.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
