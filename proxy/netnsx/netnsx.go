@@ -166,7 +166,9 @@ func ListenTCP(nsFD int, addr string, opts ListenOptions) (net.Listener, error) 
 	}}
 	var ln net.Listener
 	// Go's Listen creates, configures, binds and listens synchronously on the
-	// calling goroutine, so all of it happens on the switched thread.
+	// calling goroutine, so all of it happens on the switched thread. "tcp4":
+	// for 0.0.0.0, "tcp" would make a dual-stack IPv6 socket, on which the
+	// IPv4 options and SO_ORIGINAL_DST are not what the proxy wants.
 	err = Do(nsFD, func() error {
 		var lerr error
 		ln, lerr = lc.Listen(context.Background(), "tcp4", ap.String())
@@ -265,11 +267,9 @@ func waitConnected(ctx context.Context, f *os.File) error {
 	if err != nil {
 		return err
 	}
-	if d, ok := ctx.Deadline(); ok {
-		if err := f.SetWriteDeadline(d); err != nil {
-			return err
-		}
-	}
+	// Only ctx ends the wait (its deadline included): by the time AfterFunc
+	// runs ctx.Err() is set, so the caller gets context.DeadlineExceeded or
+	// context.Canceled rather than a poller timeout.
 	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
 	var cerr error

@@ -62,10 +62,16 @@ func NewIndex(s xds.Snapshot) *Index {
 func (ix *Index) Workload(uid string) (*xds.Workload, bool) { w, ok := ix.byUID[uid]; return w, ok }
 
 // WorkloadByIP returns the workload owning ip.
-func (ix *Index) WorkloadByIP(ip netip.Addr) (*xds.Workload, bool) { w, ok := ix.byIP[ip]; return w, ok }
+func (ix *Index) WorkloadByIP(ip netip.Addr) (*xds.Workload, bool) {
+	w, ok := ix.byIP[ip]
+	return w, ok
+}
 
 // Service returns a service by namespace and name.
-func (ix *Index) Service(ns, name string) (*xds.Service, bool) { s, ok := ix.svcByKey[ns+"/"+name]; return s, ok }
+func (ix *Index) Service(ns, name string) (*xds.Service, bool) {
+	s, ok := ix.svcByKey[ns+"/"+name]
+	return s, ok
+}
 
 // Resolve decides where a connection from src to its original destination
 // goes. pick(n) chooses one of n endpoints (per connection, like ztunnel).

@@ -1,0 +1,460 @@
+package inpod
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrClosed is returned by a Server's methods after Close.
+var ErrClosed = errors.New("inpod: server closed")
+
+// DefaultAckTimeout is how long the server waits for a proxy's ack.
+const DefaultAckTimeout = 5 * time.Second
+
+// Server is the node agent's side: it remembers the node's pods and pushes
+// them to every connected node proxy.
+//
+// One mutex serialises every state change and every exchange with proxies:
+// a proxy that connects while an Add is in flight gets its snapshot after the
+// Add (and so sees the pod), never a mix, and each proxy sees messages in the
+// order the agent issued them. The price is that one slow proxy delays the
+// agent by at most the ack timeout per message, after which it is dropped.
+type Server struct {
+	ln         *net.UnixListener
+	ackTimeout time.Duration
+	logf       func(format string, args ...any)
+
+	mu      sync.Mutex
+	pods    map[string]*pod
+	proxies map[*peer]struct{}
+	nextID  int
+	closed  bool
+
+	wg sync.WaitGroup
+}
+
+type pod struct {
+	fd       int // the server's own dup; the caller keeps its descriptor
+	workload json.RawMessage
+}
+
+// ServerOption configures NewServer.
+type ServerOption func(*Server)
+
+// WithAckTimeout sets how long a proxy has to ack a message (default
+// DefaultAckTimeout). A proxy that misses it is disconnected: a late ack would
+// otherwise be taken for the answer to the next message.
+func WithAckTimeout(d time.Duration) ServerOption { return func(s *Server) { s.ackTimeout = d } }
+
+// WithLogf receives events no method call can return: a proxy that NACKed or
+// timed out during its snapshot, a proxy dropped for breaking the protocol.
+func WithLogf(f func(format string, args ...any)) ServerOption {
+	return func(s *Server) { s.logf = f }
+}
+
+// NewServer listens on the unix SOCK_SEQPACKET socket path. A stale socket
+// left at path by a previous agent is replaced; a socket another server still
+// accepts on, or any other file, is an error. Close removes the socket.
+func NewServer(path string, opts ...ServerOption) (*Server, error) {
+	s := &Server{
+		ackTimeout: DefaultAckTimeout,
+		logf:       func(string, ...any) {},
+		pods:       map[string]*pod{},
+		proxies:    map[*peer]struct{}{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("inpod: %s exists and is not a socket", path)
+		}
+		// Left by an agent that died, unless one still answers there:
+		// unlinking a live agent's socket would orphan its proxies.
+		if c, err := net.DialTimeout("unixpacket", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("inpod: another node agent is listening on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("inpod: remove stale socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("inpod: listen: %w", err)
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Add remembers the pod uid with its network namespace nsFD and workload, and
+// sends it to every connected proxy, waiting for each one's ack. The server
+// keeps a duplicate of nsFD: the caller keeps ownership of its descriptor.
+// Adding a uid again replaces it (and resends it). The pod is remembered even
+// if a proxy rejects it; the error then names each proxy that NACKed or did
+// not answer in time.
+func (s *Server) Add(uid string, nsFD int, workload json.RawMessage) error {
+	if uid == "" {
+		return errors.New("inpod: add: empty uid")
+	}
+	if len(workload) > 0 && !json.Valid(workload) {
+		return fmt.Errorf("inpod: add %s: workload is not valid JSON", uid)
+	}
+	if err := checkNetNS(nsFD); err != nil {
+		return fmt.Errorf("inpod: add %s: %w", uid, err)
+	}
+	dup, err := unix.FcntlInt(uintptr(nsFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("inpod: add %s: dup netns fd: %w", uid, err)
+	}
+	p := &pod{fd: dup, workload: slices.Clone(workload)}
+	msg, err := json.Marshal(request{Type: TypeAdd, UID: uid, Workload: p.workload})
+	if err != nil {
+		unix.Close(dup)
+		return fmt.Errorf("inpod: add %s: %w", uid, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		unix.Close(dup)
+		return ErrClosed
+	}
+	if old := s.pods[uid]; old != nil {
+		unix.Close(old.fd)
+	}
+	s.pods[uid] = p
+	if err := s.broadcast(msg, dup); err != nil {
+		return fmt.Errorf("inpod: add %s: %w", uid, err)
+	}
+	return nil
+}
+
+// Del forgets the pod uid and tells every connected proxy, waiting for their
+// acks. Deleting an unknown uid does nothing and succeeds, so that the agent
+// can retry a delete blindly.
+func (s *Server) Del(uid string) error {
+	msg, err := json.Marshal(request{Type: TypeDel, UID: uid})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	p := s.pods[uid]
+	if p == nil {
+		return nil
+	}
+	unix.Close(p.fd)
+	delete(s.pods, uid)
+	if err := s.broadcast(msg, -1); err != nil {
+		return fmt.Errorf("inpod: del %s: %w", uid, err)
+	}
+	return nil
+}
+
+// Connected returns how many proxies are connected and have acked their
+// snapshot.
+func (s *Server) Connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.proxies)
+}
+
+// Close stops listening, disconnects every proxy, releases the remembered
+// namespace descriptors and removes the socket file. Proxies keep the
+// descriptors they received.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	err := s.ln.Close()
+	for p := range s.proxies {
+		p.conn.Close()
+	}
+	for uid, p := range s.pods {
+		unix.Close(p.fd)
+		delete(s.pods, uid)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// broadcast sends msg (with fd when >= 0) to every proxy in parallel and
+// waits for their answers. A proxy that disconnected is dropped silently; one
+// that timed out is dropped and reported; one that NACKed stays and is
+// reported. s.mu is held.
+func (s *Server) broadcast(msg []byte, fd int) error {
+	errs := make([]error, 0, len(s.proxies))
+	var emu sync.Mutex
+	var wg sync.WaitGroup
+	for p := range s.proxies {
+		wg.Go(func() {
+			if err := s.exchange(p, msg, fd); err != nil {
+				var gone goneError
+				if errors.As(err, &gone) {
+					return
+				}
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	// Sorted, so the same failures always read the same.
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// goneError marks a proxy that disconnected by itself: not the agent's
+// problem, the proxy will reconnect and get a snapshot.
+type goneError struct{ p *peer }
+
+func (e goneError) Error() string { return e.p.String() + " disconnected" }
+
+// NackError is a proxy's rejection of a message.
+type NackError struct {
+	Proxy  string // as in "proxy 2 (pid 1234)"
+	Reason string // the ack's error field
+}
+
+func (e *NackError) Error() string { return e.Proxy + " rejected it: " + e.Reason }
+
+// exchange sends one message to p and waits for its ack. Any failure other
+// than a NACK leaves the stream out of step, so p is disconnected.
+func (s *Server) exchange(p *peer, msg []byte, fd int) error {
+	p.mu.Lock()
+	p.waiting = true
+	p.mu.Unlock()
+	deadline := time.Now().Add(s.ackTimeout)
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	p.conn.SetWriteDeadline(deadline)
+	if _, _, err := p.conn.WriteMsgUnix(msg, oob, nil); err != nil {
+		p.conn.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("%s: send timed out after %v", p, s.ackTimeout)
+		}
+		select {
+		case <-p.done:
+		default:
+			if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("%s: send: %w", p, err)
+			}
+		}
+		return goneError{p}
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case a := <-p.acks:
+		if a.Error != "" {
+			return &NackError{Proxy: p.String(), Reason: a.Error}
+		}
+		return nil
+	case <-p.done:
+		return goneError{p}
+	case <-t.C:
+		p.conn.Close()
+		return fmt.Errorf("%s: no ack within %v (disconnected)", p, s.ackTimeout)
+	}
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Transient (EMFILE and the like): do not spin.
+			s.logf("inpod: accept: %v", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.nextID++
+		p := &peer{id: s.nextID, pid: peerPID(c), conn: c, acks: make(chan ack, 1), done: make(chan struct{})}
+		s.wg.Add(2)
+		s.mu.Unlock()
+		go s.readLoop(p)
+		go s.greet(p)
+	}
+}
+
+// greet sends p every current pod then snapshot-sent, and only then makes it
+// a member: under s.mu, so no Add or Del can slip between the snapshot and the
+// membership.
+func (s *Server) greet(p *peer) {
+	defer s.wg.Done()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		p.conn.Close()
+		return
+	}
+	uids := make([]string, 0, len(s.pods))
+	for uid := range s.pods {
+		uids = append(uids, uid)
+	}
+	slices.Sort(uids)
+	for _, uid := range uids {
+		pd := s.pods[uid]
+		msg, err := json.Marshal(request{Type: TypeAdd, UID: uid, Workload: pd.workload})
+		if err == nil {
+			err = s.exchange(p, msg, pd.fd)
+		}
+		var nack *NackError
+		switch {
+		case errors.As(err, &nack):
+			s.logf("inpod: snapshot add %s: %v", uid, err)
+		case err != nil:
+			s.logf("inpod: snapshot to %s: %v", p, err)
+			p.conn.Close()
+			return
+		}
+	}
+	msg, _ := json.Marshal(request{Type: TypeSnapshotSent})
+	if err := s.exchange(p, msg, -1); err != nil {
+		var nack *NackError
+		if !errors.As(err, &nack) {
+			s.logf("inpod: snapshot to %s: %v", p, err)
+			p.conn.Close()
+			return
+		}
+		s.logf("inpod: snapshot-sent: %v", err)
+	}
+	select {
+	case <-p.done: // hung up meanwhile
+		return
+	default:
+	}
+	s.proxies[p] = struct{}{}
+}
+
+// readLoop delivers p's acks to the exchange waiting for them, and removes p
+// when its connection ends.
+func (s *Server) readLoop(p *peer) {
+	defer s.wg.Done()
+	defer func() {
+		p.conn.Close()
+		close(p.done) // first: an exchange holding s.mu must not wait for us
+		s.mu.Lock()
+		delete(s.proxies, p)
+		s.mu.Unlock()
+	}()
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	for {
+		n, oobn, flags, _, err := p.conn.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 { // 0: orderly shutdown on SOCK_SEQPACKET
+			return
+		}
+		closeFDs(oob[:oobn]) // a proxy has no business sending descriptors
+		var a ack
+		if flags&unix.MSG_TRUNC != 0 {
+			s.logf("inpod: %s sent an oversized packet; disconnecting", p)
+			return
+		}
+		if err := json.Unmarshal(buf[:n], &a); err != nil || a.Type != TypeAck {
+			s.logf("inpod: %s sent %q, not an ack; disconnecting", p, buf[:n])
+			return
+		}
+		p.mu.Lock()
+		waiting := p.waiting
+		p.waiting = false
+		p.mu.Unlock()
+		if !waiting {
+			s.logf("inpod: %s sent an unsolicited ack; disconnecting", p)
+			return
+		}
+		p.acks <- a // buffered: one outstanding message at most
+	}
+}
+
+// peer is one connected proxy.
+type peer struct {
+	id   int
+	pid  int32 // from SO_PEERCRED; 0 if unknown
+	conn *net.UnixConn
+	acks chan ack
+	done chan struct{} // closed when the connection is gone
+
+	mu      sync.Mutex
+	waiting bool // a message was sent and its ack not yet received
+}
+
+// String names the proxy in errors: the connection number tells apart two
+// proxies of one process (tests), the pid two proxies of one node.
+func (p *peer) String() string {
+	if p.pid > 0 {
+		return fmt.Sprintf("proxy %d (pid %d)", p.id, p.pid)
+	}
+	return fmt.Sprintf("proxy %d", p.id)
+}
+
+func peerPID(c *net.UnixConn) int32 {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var pid int32
+	rc.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = cred.Pid
+		}
+	})
+	return pid
+}
+
+// closeFDs closes every descriptor carried in the control data oob.
+func closeFDs(oob []byte) {
+	for _, fd := range parseFDs(oob) {
+		unix.Close(fd)
+	}
+}
+
+// parseFDs returns the descriptors carried in the control data oob.
+func parseFDs(oob []byte) []int {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if r, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, r...)
+		}
+	}
+	return fds
+}
