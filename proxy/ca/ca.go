@@ -97,6 +97,81 @@ func New(trustDomain string, ttl time.Duration) (*CA, error) {
 	}, nil
 }
 
+// Load rebuilds a CA from a root certificate and its private key (PEM, as
+// written by RootPEM and RootKeyPEM). It exists so a restarted control plane
+// can keep its root, like istiod keeps its self-signed root in the
+// istio-ca-secret: with a fresh root every restart, certificates already
+// held by proxies stop verifying at their peers until each one is renewed.
+func Load(trustDomain string, ttl time.Duration, rootCertPEM, rootKeyPEM []byte) (*CA, error) {
+	if err := ValidTrustDomain(trustDomain); err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		return nil, fmt.Errorf("ca: certificate TTL must be positive, got %s", ttl)
+	}
+	cb, _ := pem.Decode(rootCertPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("ca: root certificate: no CERTIFICATE PEM block")
+	}
+	root, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("ca: root certificate: %w", err)
+	}
+	if !root.IsCA {
+		return nil, errors.New("ca: root certificate is not a CA")
+	}
+	for _, u := range root.URIs {
+		if u.Scheme == "spiffe" && u.Host != trustDomain {
+			return nil, fmt.Errorf("ca: root is for trust domain %q, not %q", u.Host, trustDomain)
+		}
+	}
+	kb, _ := pem.Decode(rootKeyPEM)
+	if kb == nil {
+		return nil, errors.New("ca: root key: no PEM block")
+	}
+	var key *ecdsa.PrivateKey
+	switch kb.Type {
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: root key: %w", err)
+		}
+		ek, ok := k.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("ca: root key is %T, want ECDSA", k)
+		}
+		key = ek
+	case "EC PRIVATE KEY":
+		if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+			return nil, fmt.Errorf("ca: root key: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("ca: root key: unexpected PEM block %q", kb.Type)
+	}
+	if !key.PublicKey.Equal(root.PublicKey) {
+		return nil, errors.New("ca: root key does not match the root certificate")
+	}
+	if time.Now().After(root.NotAfter) {
+		return nil, fmt.Errorf("ca: root certificate expired at %s", root.NotAfter.Format(time.RFC3339))
+	}
+	return &CA{
+		trustDomain: trustDomain,
+		ttl:         ttl,
+		key:         key,
+		root:        root,
+		rootPEM:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}),
+	}, nil
+}
+
+// RootKeyPEM returns the root's private key as PKCS#8 PEM, for Load.
+func (c *CA) RootKeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(c.key)
+	if err != nil {
+		return nil, fmt.Errorf("ca: marshal root key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
 // TrustDomain returns the trust domain the CA issues identities for.
 func (c *CA) TrustDomain() string { return c.trustDomain }
 

@@ -12,13 +12,13 @@ import (
 
 // The node proxy's ports inside each pod, as in ztunnel.
 const (
-	OutboundPort  = 15001 // the pod's outgoing TCP, redirected
-	InboundPort   = 15006 // plaintext TCP to the pod, redirected
-	HBONEPort     = 15008 // HBONE (mTLS tunnel) to the pod, reached directly
+	OutboundPort = 15001 // the pod's outgoing TCP, redirected
+	InboundPort  = 15006 // plaintext TCP to the pod, redirected
+	HBONEPort    = 15008 // HBONE (mTLS tunnel) to the pod, reached directly
 	// AdminPort is a sidecar's admin/readiness port. Like the kubelet's
 	// probes in Istio, readiness probes must reach it directly, not through
 	// the proxy they are probing.
-	AdminPort = 15020
+	AdminPort     = 15020
 	RedirectTable = "blastradius-inpod"
 )
 
