@@ -8,7 +8,10 @@ import (
 	"io"
 	"os"
 
+	_ "blastradius.dev/blastradius/framework/dataplane" // registers the reference data plane
 	"blastradius.dev/blastradius/framework/load"
+	"blastradius.dev/blastradius/proxy/controlplane"
+	"blastradius.dev/blastradius/proxy/node"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -21,6 +24,8 @@ Usage:
   blastradius scenarios          list the built-in scenarios
   blastradius version            print the version
   blastradius agent [flags]      (internal) load agent started inside pods
+  blastradius proxy [flags]      (internal) reference data plane proxy: node, sidecar or waypoint
+  blastradius controlplane [flags]  (internal) reference control plane: discovery and CA
 `
 
 func main() {
@@ -39,6 +44,10 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return scenariosCmd(stdout)
 	case "agent":
 		return load.AgentMain(args[1:], stdout, stderr)
+	case "proxy":
+		return node.Main(args[1:], stdout, stderr)
+	case "controlplane":
+		return controlplane.Main(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "blastradius", version)
 		return 0

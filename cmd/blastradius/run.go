@@ -31,7 +31,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.SetOutput(io.Discard)
 	f := &runFlags{}
 	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default)")
-	fs.StringVar(&f.mode, "mode", "none", "data plane mode: none (plain networking with kube-proxy-like service VIPs)")
+	fs.StringVar(&f.mode, "mode", "none", "data plane mode: none (plain networking with kube-proxy-like service VIPs), sidecar (a reference proxy in every pod) or ambient (a reference node proxy per node, HBONE between pods)")
 	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios to run, one trial each (list them: blastradius scenarios)")
 	fs.StringVar(&f.out, "out", "", "results folder (default: results/<UTC timestamp>); created, must not already hold a run")
 	fs.DurationVar(&f.bucket, "bucket", 100*time.Millisecond, "timeline bucket: the resolution outages are reported at")
@@ -65,11 +65,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		return nil, nil, fmt.Errorf("--provider %q unknown (netns)", f.provider)
 	}
 	switch f.mode {
-	case "none":
-	case "ambient", "sidecar":
-		return nil, nil, fmt.Errorf("--mode %s is not available in this build yet (use none)", f.mode)
+	case "none", "ambient", "sidecar":
 	default:
-		return nil, nil, fmt.Errorf("--mode %q unknown (none)", f.mode)
+		return nil, nil, fmt.Errorf("--mode %q unknown (none, sidecar, ambient)", f.mode)
 	}
 	if f.bucket < time.Millisecond || f.bucket > 10*time.Second {
 		return nil, nil, fmt.Errorf("--bucket %s out of range 1ms..10s", f.bucket)
@@ -136,13 +134,13 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
 	}
 	env := results.Environment{
-		Provider: f.provider, Mode: f.mode, DataPlane: "none", Version: version,
+		Provider: f.provider, Mode: f.mode, DataPlane: dataPlaneName(f.mode), Version: version,
 		Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
 		Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0", NotReadyGrace: f.grace.String(),
 		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget,
 	}
 	r, err := scenario.NewRunner(scenario.Options{
-		Dir: out, Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
+		Dir: out, Mode: f.mode, Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
 	}, env, os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
@@ -210,4 +208,11 @@ func scenariosCmd(stdout io.Writer) int {
 		fmt.Fprintf(stdout, "%-20s %s\n", n, s.Description)
 	}
 	return 0
+}
+
+func dataPlaneName(mode string) string {
+	if mode == "none" {
+		return "none"
+	}
+	return "reference " + mode + " (blastradius proxy " + version + ")"
 }

@@ -17,6 +17,9 @@ type DataPlane interface {
 	Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.PodSpec) error
 	// EndpointsChanged follows the endpoint controller.
 	EndpointsChanged(netns.EndpointChange)
+	// Collect saves the data plane's own evidence (metrics, config dumps)
+	// into dir at the end of a trial.
+	Collect(ctx context.Context, dir string) error
 	// Describe names the implementation and version for run.json.
 	Describe() string
 	// Close releases what Deploy created outside the cluster.

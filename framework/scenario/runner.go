@@ -296,6 +296,13 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if dp != nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := dp.Collect(cctx, filepath.Join(dir, "dataplane")); err != nil {
+			logf("collect data plane metrics: %v", err)
+		}
+		cancel()
+	}
 	if faultErr != nil {
 		return faultErr
 	}

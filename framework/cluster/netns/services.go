@@ -56,6 +56,13 @@ func (c *Cluster) AddService(name string, port, targetPort int, pods []string) (
 	return s, nil
 }
 
+// Services lists the services.
+func (c *Cluster) Services() []*Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.services)
+}
+
 // EndpointLog returns every endpoint change so far.
 func (c *Cluster) EndpointLog() []EndpointChange {
 	c.mu.Lock()

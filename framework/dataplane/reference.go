@@ -1,0 +1,279 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"blastradius.dev/blastradius/framework/cluster/netns"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/proxy/inpod"
+	"blastradius.dev/blastradius/proxy/node"
+	"blastradius.dev/blastradius/proxy/xds"
+)
+
+// Names and ports of the reference data plane on the embedded cluster.
+const (
+	ControlPlanePod = "controlplane"
+	XDSPort         = 15010
+	CPAdminPort     = 15014
+	ProxyAdminPort  = 15020
+	TrustDomain     = "cluster.local"
+	Namespace       = "default"
+	InpodSocket     = "@blastradius-inpod" // abstract: scoped to the node proxy pod's namespace
+)
+
+// ZtunnelPod names the node proxy pod of node i.
+func ZtunnelPod(i int) string { return fmt.Sprintf("ztunnel-n%d", i) }
+
+// UID of an application pod.
+func UID(pod string) string { return Namespace + "/" + pod }
+
+func init() {
+	scenario.NewDataPlane = func(mode, dir string, logf func(string, ...any)) (scenario.DataPlane, error) {
+		switch mode {
+		case "", "none":
+			return nil, nil
+		case "ambient", "sidecar":
+			return &Reference{Mode: mode, Dir: dir, CertTTL: time.Hour, Drain: 5 * time.Second, Logf: logf}, nil
+		}
+		return nil, fmt.Errorf("data plane mode %q unknown (none, sidecar, ambient)", mode)
+	}
+}
+
+// Reference is the reference data plane in one mode.
+type Reference struct {
+	Mode    string // ambient or sidecar
+	Dir     string // where registry.json goes
+	CertTTL time.Duration
+	Drain   time.Duration
+	Logf    func(string, ...any)
+
+	cl     *netns.Cluster
+	nodes  int
+	mu     sync.Mutex
+	reg    xds.Snapshot
+	eps    map[string][]string // service -> endpoint pods
+	agents map[string]*inpod.Server
+	// Proxies is every data plane process by pod, for faults that target them.
+	Proxies map[string]*netns.Process
+}
+
+// Describe implements scenario.DataPlane.
+func (r *Reference) Describe() string { return "reference " + r.Mode + " data plane" }
+
+// InfraPods: the control plane on node 1 and, in ambient mode, a node proxy
+// pod per node.
+func (r *Reference) InfraPods(nodes int) []netns.PodSpec {
+	r.nodes = nodes
+	pods := []netns.PodSpec{{Name: ControlPlanePod, Node: 1}}
+	if r.Mode == "ambient" {
+		for i := 1; i <= nodes; i++ {
+			pods = append(pods, netns.PodSpec{Name: ZtunnelPod(i), Node: i})
+		}
+	}
+	return pods
+}
+
+func (r *Reference) registryPath() string { return filepath.Join(r.Dir, "registry.json") }
+
+// writeRegistry publishes the registry atomically for the control plane.
+func (r *Reference) writeRegistry() error {
+	r.mu.Lock()
+	reg := r.reg
+	reg.Services = nil
+	for _, s := range r.reg.Services {
+		s.Endpoints = nil
+		for _, p := range r.eps[s.Name] {
+			s.Endpoints = append(s.Endpoints, UID(p))
+		}
+		reg.Services = append(reg.Services, s)
+	}
+	r.mu.Unlock()
+	b, err := json.MarshalIndent(reg, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := r.registryPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.registryPath())
+}
+
+// EndpointsChanged implements scenario.DataPlane.
+func (r *Reference) EndpointsChanged(ch netns.EndpointChange) {
+	r.mu.Lock()
+	if r.eps == nil {
+		r.eps = map[string][]string{}
+	}
+	r.eps[ch.Service] = ch.Endpoints
+	known := false
+	for _, s := range r.reg.Services {
+		known = known || s.Name == ch.Service
+	}
+	r.mu.Unlock()
+	if !known {
+		r.syncServices()
+	}
+	if err := r.writeRegistry(); err != nil {
+		r.Logf("registry: %v", err)
+	}
+}
+
+// syncServices copies the cluster's services into the registry.
+func (r *Reference) syncServices() {
+	if r.cl == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reg.Services = nil
+	for _, s := range r.cl.Services() {
+		r.reg.Services = append(r.reg.Services, xds.Service{Name: s.Name, Namespace: Namespace, VIP: s.VIP.String(),
+			Ports: []xds.Port{{Port: s.Port, TargetPort: s.TargetPort}}})
+	}
+}
+
+// Deploy implements scenario.DataPlane.
+func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.PodSpec) error {
+	r.cl = cl
+	r.Proxies = map[string]*netns.Process{}
+	r.reg = xds.Snapshot{TrustDomain: TrustDomain}
+	for _, a := range apps {
+		p, _ := cl.Pod(a.Name)
+		r.reg.Workloads = append(r.reg.Workloads, xds.Workload{UID: UID(a.Name), Name: a.Name, Namespace: Namespace,
+			ServiceAccount: a.Name, Node: p.Node.Name, IP: p.IP.String(), Protocol: xds.ProtocolHBONE})
+	}
+	sort.Slice(r.reg.Workloads, func(i, j int) bool { return r.reg.Workloads[i].UID < r.reg.Workloads[j].UID })
+	if err := r.writeRegistry(); err != nil {
+		return err
+	}
+	cp, _ := cl.Pod(ControlPlanePod)
+	cpProc, err := cl.Start(ControlPlanePod, netns.ProcSpec{Name: "controlplane", Args: []string{"controlplane",
+		"--listen", fmt.Sprintf(":%d", XDSPort), "--admin", fmt.Sprintf(":%d", CPAdminPort),
+		"--registry", r.registryPath(), "--trust-domain", TrustDomain, "--cert-ttl", r.CertTTL.String()},
+		ProbePort: CPAdminPort, ProbePath: "/ready"})
+	if err != nil {
+		return err
+	}
+	r.Proxies[ControlPlanePod] = cpProc
+	if err := cl.WaitProcessReady(ctx, cpProc); err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	cpAddr := fmt.Sprintf("%s:%d", cp.IP, XDSPort)
+	mark := uint32(node.DefaultMark)
+	var procs []*netns.Process
+	switch r.Mode {
+	case "ambient":
+		r.agents = map[string]*inpod.Server{}
+		for i := 1; i <= r.nodes; i++ {
+			zp, _ := cl.Pod(ZtunnelPod(i))
+			var agent *inpod.Server
+			// The node agent's socket is abstract, so it lives in the node
+			// proxy pod's network namespace and nowhere on disk.
+			if err := zp.InPod(func() (err error) { agent, err = inpod.NewServer(InpodSocket); return err }); err != nil {
+				return fmt.Errorf("node agent on node-%d: %w", i, err)
+			}
+			r.agents[zp.Node.Name] = agent
+			pr, err := cl.Start(zp.Name, netns.ProcSpec{Name: "proxy", Args: []string{"proxy", "--mode", "node",
+				"--node", zp.Node.Name, "--control-plane", cpAddr, "--inpod", InpodSocket,
+				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
+				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			if err != nil {
+				return err
+			}
+			r.Proxies[zp.Name] = pr
+			procs = append(procs, pr)
+		}
+		for _, a := range apps {
+			p, _ := cl.Pod(a.Name)
+			ip, _ := netip.ParseAddr(p.IP.String())
+			if err := inpod.ApplyRedirect(p.NetNSFD(), ip, mark); err != nil {
+				return fmt.Errorf("redirect in %s: %w", a.Name, err)
+			}
+			w, _ := json.Marshal(map[string]string{"ip": p.IP.String(), "uid": UID(a.Name)})
+			if err := r.agents[p.Node.Name].Add(UID(a.Name), p.NetNSFD(), w); err != nil {
+				r.Logf("node agent: add %s: %v (the node proxy gets it when it connects)", a.Name, err)
+			}
+		}
+	case "sidecar":
+		for _, a := range apps {
+			p, _ := cl.Pod(a.Name)
+			ip, _ := netip.ParseAddr(p.IP.String())
+			if err := inpod.ApplyRedirect(p.NetNSFD(), ip, mark); err != nil {
+				return fmt.Errorf("redirect in %s: %w", a.Name, err)
+			}
+			pr, err := cl.Start(a.Name, netns.ProcSpec{Name: "sidecar", Args: []string{"proxy", "--mode", "sidecar",
+				"--node", p.Node.Name, "--pod", UID(a.Name), "--pod-ip", p.IP.String(), "--control-plane", cpAddr,
+				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
+				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			if err != nil {
+				return err
+			}
+			r.Proxies[a.Name] = pr
+			procs = append(procs, pr)
+		}
+	}
+	for _, pr := range procs {
+		if err := cl.WaitProcessReady(ctx, pr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close implements scenario.DataPlane.
+func (r *Reference) Close() {
+	for _, a := range r.agents {
+		a.Close()
+	}
+}
+
+// Collect implements scenario.DataPlane: every proxy's /metrics and
+// /config_dump, and the control plane's status, as files.
+func (r *Reference) Collect(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	get := func(url, file string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, file), b, 0o644)
+	}
+	var errs []error
+	for name := range r.Proxies {
+		p, ok := r.cl.Pod(name)
+		if !ok || p.Node.Crashed() {
+			continue
+		}
+		if name == ControlPlanePod {
+			errs = append(errs, get(fmt.Sprintf("http://%s:%d/debug/status", p.IP, CPAdminPort), name+".status.json"))
+			continue
+		}
+		errs = append(errs, get(fmt.Sprintf("http://%s:%d/metrics", p.IP, ProxyAdminPort), name+".prom"),
+			get(fmt.Sprintf("http://%s:%d/config_dump", p.IP, ProxyAdminPort), name+".config.json"))
+	}
+	return errors.Join(errs...)
+}

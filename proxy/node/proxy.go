@@ -1,0 +1,459 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"blastradius.dev/blastradius/proxy/ca"
+	"blastradius.dev/blastradius/proxy/hbone"
+	"blastradius.dev/blastradius/proxy/netnsx"
+	"blastradius.dev/blastradius/proxy/xds"
+)
+
+// Ports inside every pod.
+const (
+	OutboundPort = 15001
+	InboundPort  = 15006
+)
+
+// Handoff strategies for a graceful restart.
+const (
+	// HandoffMigrate sets net.ipv4.tcp_migrate_req in each pod, so closing the
+	// old proxy's listeners moves connections still in their accept queues to
+	// the new proxy's listeners instead of resetting them.
+	HandoffMigrate = "migrate"
+	// HandoffNone closes the old listeners as they are: queued connections
+	// are reset. Kept to let the measurement show the difference.
+	HandoffNone = "none"
+)
+
+// Options configure a proxy.
+type Options struct {
+	Node           string
+	Mark           uint32        // socket mark the pods' redirect rules skip
+	ConnectTimeout time.Duration // upstream dial / HBONE connect timeout
+	ConfigWait     time.Duration // how long a connection waits for a first config
+	Handoff        string
+	Logf           func(format string, args ...any)
+}
+
+// Proxy serves pods on one node (or, as a sidecar, one pod).
+type Proxy struct {
+	opt     Options
+	certs   *ca.CertManager
+	rootPEM func() []byte
+
+	idx      atomic.Pointer[Index]
+	haveIdx  chan struct{}
+	haveOnce sync.Once
+
+	Metrics   Metrics
+	HBONEIn   hbone.Metrics
+	HBONEOut  hbone.Metrics
+	mu        sync.Mutex
+	pods      map[string]*pod
+	conns     map[net.Conn]struct{} // live connections, closed at the drain deadline
+	draining  bool
+	connsDone sync.WaitGroup
+}
+
+// pod is one pod the proxy serves.
+type pod struct {
+	uid     string
+	fd      int
+	ip      netip.Addr
+	lns     []net.Listener
+	hbone   *hbone.Server
+	dialer  *hbone.Dialer
+	stopped chan struct{}
+}
+
+// New creates a proxy; certificates come from sign, roots from rootPEM.
+func New(opt Options, sign ca.Signer, rootPEM func() []byte) *Proxy {
+	if opt.ConnectTimeout <= 0 {
+		opt.ConnectTimeout = 2 * time.Second
+	}
+	if opt.ConfigWait <= 0 {
+		opt.ConfigWait = 5 * time.Second
+	}
+	if opt.Logf == nil {
+		opt.Logf = func(string, ...any) {}
+	}
+	return &Proxy{opt: opt, certs: ca.NewCertManager(sign, rootPEM), rootPEM: rootPEM,
+		haveIdx: make(chan struct{}), pods: map[string]*pod{}, conns: map[net.Conn]struct{}{}}
+}
+
+// SetSnapshot installs a new accepted configuration.
+func (p *Proxy) SetSnapshot(s xds.Snapshot) {
+	p.idx.Store(NewIndex(s))
+	p.haveOnce.Do(func() { close(p.haveIdx) })
+}
+
+// Index returns the current configuration, nil before the first.
+func (p *Proxy) Index() *Index { return p.idx.Load() }
+
+// waitIndex waits for a first configuration, as a freshly started proxy
+// does before it can route anything.
+func (p *Proxy) waitIndex(ctx context.Context) (*Index, error) {
+	if ix := p.idx.Load(); ix != nil {
+		return ix, nil
+	}
+	t := time.NewTimer(p.opt.ConfigWait)
+	defer t.Stop()
+	select {
+	case <-p.haveIdx:
+		return p.idx.Load(), nil
+	case <-t.C:
+		return nil, errors.New("no configuration from the control plane")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *Proxy) roots() *x509.CertPool {
+	pool, err := ca.PoolFromPEM(p.rootPEM())
+	if err != nil {
+		return x509.NewCertPool() // nothing verifies: fail closed
+	}
+	return pool
+}
+
+// identityOf is the SPIFFE identity of a pod, from configuration.
+func (p *Proxy) identityOf(ix *Index, uid string) (string, *xds.Workload, error) {
+	w, ok := ix.Workload(uid)
+	if !ok {
+		return "", nil, fmt.Errorf("workload %s unknown to the control plane", uid)
+	}
+	return w.Identity(ix.Snap.TrustDomain), w, nil
+}
+
+// AddPod starts serving a pod whose network namespace is nsFD (owned by the
+// proxy from now on). Listeners use SO_REUSEPORT so that a new proxy can bind
+// them while the old one still holds them.
+func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
+	p.mu.Lock()
+	old := p.pods[uid]
+	p.mu.Unlock()
+	if old != nil {
+		p.stopPod(old)
+	}
+	pd := &pod{uid: uid, fd: nsFD, ip: ip, stopped: make(chan struct{})}
+	if p.opt.Handoff != HandoffNone {
+		if err := netnsx.SetSysctl(nsFD, "net.ipv4.tcp_migrate_req", "1"); err != nil {
+			p.opt.Logf("pod %s: tcp_migrate_req: %v (handoff may reset queued connections)", uid, err)
+		}
+	}
+	lo := netnsx.ListenOptions{ReusePort: true, Mark: p.opt.Mark}
+	for _, port := range []int{OutboundPort, InboundPort, HBONEPort} {
+		ln, err := netnsx.ListenTCP(nsFD, fmt.Sprintf("0.0.0.0:%d", port), lo)
+		if err != nil {
+			for _, l := range pd.lns {
+				l.Close()
+			}
+			return fmt.Errorf("pod %s: listen on %d: %w", uid, port, err)
+		}
+		pd.lns = append(pd.lns, ln)
+	}
+	pd.dialer = &hbone.Dialer{
+		Cert:  p.certs.Get,
+		Roots: p.roots,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return netnsx.DialTCP(ctx, nsFD, addr, p.opt.Mark, p.opt.ConnectTimeout)
+		},
+		Metrics: &p.HBONEOut,
+	}
+	pd.hbone = &hbone.Server{
+		Cert: func(ctx context.Context) (*tls.Certificate, error) {
+			ix, err := p.waitIndex(ctx)
+			if err != nil {
+				return nil, err
+			}
+			id, _, err := p.identityOf(ix, uid)
+			if err != nil {
+				return nil, err
+			}
+			return p.certs.Get(ctx, id)
+		},
+		Roots:     p.roots,
+		Authorize: func(peer, authority string) int { return p.authorize(pd, peer, authority) },
+		Forward: func(ctx context.Context, stream net.Conn, peer, authority string) error {
+			return p.forwardInbound(ctx, pd, stream, authority)
+		},
+		Metrics: &p.HBONEIn,
+	}
+	p.mu.Lock()
+	p.pods[uid] = pd
+	p.mu.Unlock()
+	go p.acceptLoop(pd, pd.lns[0], p.handleOutbound)
+	go p.acceptLoop(pd, pd.lns[1], p.handleInboundPlain)
+	go func() { _ = pd.hbone.Serve(pd.lns[2]) }()
+	// Fetch the pod's certificate now, not on its first connection.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.opt.ConfigWait)
+		defer cancel()
+		if ix, err := p.waitIndex(ctx); err == nil {
+			if id, _, err := p.identityOf(ix, uid); err == nil {
+				_, _ = p.certs.Get(ctx, id)
+			}
+		}
+	}()
+	return nil
+}
+
+// DelPod stops serving a pod (its established connections are closed).
+func (p *Proxy) DelPod(uid string) {
+	p.mu.Lock()
+	pd := p.pods[uid]
+	delete(p.pods, uid)
+	p.mu.Unlock()
+	if pd != nil {
+		p.stopPod(pd)
+	}
+}
+
+func (p *Proxy) stopPod(pd *pod) {
+	for _, l := range pd.lns {
+		l.Close()
+	}
+	_ = pd.hbone.Close()
+	_ = pd.dialer.Close()
+	closeFD(pd.fd)
+}
+
+// Pods lists served pod UIDs.
+func (p *Proxy) Pods() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.pods))
+	for uid := range p.pods {
+		out = append(out, uid)
+	}
+	return out
+}
+
+func (p *Proxy) acceptLoop(pd *pod, ln net.Listener, handle func(*pod, net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			resetClose(c)
+			continue
+		}
+		go func() {
+			defer p.untrack(c)
+			handle(pd, c)
+		}()
+	}
+}
+
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	p.connsDone.Add(1)
+	return true
+}
+
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	p.connsDone.Done()
+}
+
+// handleOutbound carries one connection a pod opened.
+func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
+	p.Metrics.OutboundOpened.Add(1)
+	defer p.Metrics.OutboundClosed.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), p.opt.ConnectTimeout+p.opt.ConfigWait)
+	defer cancel()
+	dst, err := netnsx.OriginalDst(c)
+	if err != nil {
+		p.Metrics.Fail("original_dst")
+		resetClose(c)
+		return
+	}
+	ix, err := p.waitIndex(ctx)
+	if err != nil {
+		p.Metrics.Fail("no_config")
+		resetClose(c)
+		return
+	}
+	srcID, src, err := p.identityOf(ix, pd.uid)
+	if err != nil {
+		p.Metrics.Fail("unknown_source")
+		resetClose(c)
+		return
+	}
+	rt, err := ix.Resolve(src, dst, rand.IntN)
+	if err != nil {
+		p.Metrics.Fail("no_route")
+		resetClose(c)
+		return
+	}
+	p.Metrics.Route(rt.Kind)
+	var up net.Conn
+	switch rt.Kind {
+	case RouteHBONE, RouteWaypoint:
+		cctx, ccancel := context.WithTimeout(ctx, p.opt.ConnectTimeout)
+		up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
+		ccancel()
+	default:
+		up, err = netnsx.DialTCP(ctx, pd.fd, rt.Dial, p.opt.Mark, p.opt.ConnectTimeout)
+	}
+	if err != nil {
+		p.Metrics.Fail(failReason(err))
+		resetClose(c)
+		return
+	}
+	pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn)
+}
+
+// failReason names an upstream failure for the metrics.
+func failReason(err error) string {
+	var se *hbone.StatusError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("hbone_status_%d", se.Code)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "connect_timeout"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "connect_timeout"
+	}
+	return "connect_failed"
+}
+
+// authorize is the HBONE server's decision for a CONNECT to this pod.
+func (p *Proxy) authorize(pd *pod, peer, authority string) int {
+	ap, err := netip.ParseAddrPort(authority)
+	if err != nil || ap.Addr() != pd.ip {
+		p.Metrics.Fail("bad_authority")
+		return 400
+	}
+	ix := p.idx.Load()
+	if ix == nil {
+		p.Metrics.Fail("no_config")
+		return 503
+	}
+	w, ok := ix.Workload(pd.uid)
+	if !ok {
+		p.Metrics.Fail("unknown_destination")
+		return 503
+	}
+	if !ix.Allowed(w, peer) {
+		p.Metrics.PolicyDenials.Add(1)
+		return 401
+	}
+	return 200
+}
+
+// forwardInbound hands an authorized HBONE stream to the application,
+// connecting from inside the pod with the mark so the redirect lets it by.
+func (p *Proxy) forwardInbound(ctx context.Context, pd *pod, stream net.Conn, authority string) error {
+	p.Metrics.InboundOpened.Add(1)
+	defer p.Metrics.InboundClosed.Add(1)
+	app, err := netnsx.DialTCP(ctx, pd.fd, authority, p.opt.Mark, p.opt.ConnectTimeout)
+	if err != nil {
+		p.Metrics.Fail("app_dial")
+		return err
+	}
+	if !p.track(app) {
+		app.Close()
+		return errors.New("proxy draining")
+	}
+	defer p.untrack(app)
+	pipe(stream, app, &p.Metrics.BytesIn, &p.Metrics.BytesOut)
+	return nil
+}
+
+// handleInboundPlain carries plaintext arriving at a pod (from a workload
+// outside the mesh): only policies that admit unauthenticated peers allow it.
+func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
+	p.Metrics.InboundOpened.Add(1)
+	defer p.Metrics.InboundClosed.Add(1)
+	dst, err := netnsx.OriginalDst(c)
+	if err != nil {
+		p.Metrics.Fail("original_dst")
+		resetClose(c)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.opt.ConnectTimeout+p.opt.ConfigWait)
+	defer cancel()
+	ix, err := p.waitIndex(ctx)
+	if err != nil {
+		p.Metrics.Fail("no_config")
+		resetClose(c)
+		return
+	}
+	if w, ok := ix.Workload(pd.uid); ok && !ix.Allowed(w, "") {
+		p.Metrics.PolicyDenials.Add(1)
+		resetClose(c)
+		return
+	}
+	app, err := netnsx.DialTCP(ctx, pd.fd, dst.String(), p.opt.Mark, p.opt.ConnectTimeout)
+	if err != nil {
+		p.Metrics.Fail("app_dial")
+		resetClose(c)
+		return
+	}
+	pipe(c, app, &p.Metrics.BytesIn, &p.Metrics.BytesOut)
+}
+
+// Drain is the graceful half of a restart: stop accepting (a new proxy
+// already holds the same listeners), let established connections finish until
+// the deadline, then close what is left. It returns the number of
+// connections that had to be closed.
+func (p *Proxy) Drain(deadline time.Duration) int {
+	p.mu.Lock()
+	p.draining = true
+	pods := make([]*pod, 0, len(p.pods))
+	for _, pd := range p.pods {
+		pods = append(pods, pd)
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, pd := range pods {
+		for _, l := range pd.lns[:2] {
+			l.Close()
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = pd.hbone.Shutdown(ctx) }()
+	}
+	done := make(chan struct{})
+	go func() { p.connsDone.Wait(); close(done) }()
+	closed := 0
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+			closed++
+		}
+		p.mu.Unlock()
+	}
+	wg.Wait()
+	for _, pd := range pods {
+		_ = pd.dialer.Close()
+	}
+	p.certs.Close()
+	return closed
+}

@@ -1,0 +1,249 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"blastradius.dev/blastradius/proxy/ca"
+	"blastradius.dev/blastradius/proxy/hbone"
+	"blastradius.dev/blastradius/proxy/netnsx"
+	"blastradius.dev/blastradius/proxy/xds"
+)
+
+// Waypoint is the L7 proxy: it terminates HBONE from node proxies, reads
+// HTTP/1.1 requests from the tunnel and sends each one to an endpoint it picks
+// per request (so one kept-alive client connection is spread over endpoints,
+// and a dead endpoint costs one request, not a connection), over HBONE with
+// its own identity.
+type Waypoint struct {
+	UID      string
+	Mark     uint32
+	Timeout  time.Duration
+	certs    *ca.CertManager
+	rootPEM  func() []byte
+	idx      atomic.Pointer[Index]
+	dialer   *hbone.Dialer
+	Metrics  Metrics
+	HBONEIn  hbone.Metrics
+	HBONEOut hbone.Metrics
+}
+
+func (wp *Waypoint) roots() *x509Pool {
+	pool, err := ca.PoolFromPEM(wp.rootPEM())
+	if err != nil {
+		return emptyPool()
+	}
+	return pool
+}
+
+func (wp *Waypoint) identity() (string, error) {
+	ix := wp.idx.Load()
+	if ix == nil {
+		return "", errors.New("no configuration")
+	}
+	w, ok := ix.Workload(wp.UID)
+	if !ok {
+		return "", fmt.Errorf("waypoint %s unknown to the control plane", wp.UID)
+	}
+	return w.Identity(ix.Snap.TrustDomain), nil
+}
+
+// route picks the endpoint for one request to authority (a service VIP:port
+// or a workload ip:port behind the waypoint).
+func (wp *Waypoint) route(authority string) (Route, error) {
+	ix := wp.idx.Load()
+	if ix == nil {
+		return Route{}, errors.New("no configuration")
+	}
+	ap, err := netip.ParseAddrPort(authority)
+	if err != nil {
+		return Route{}, err
+	}
+	td := ix.Snap.TrustDomain
+	if sv, ok := ix.svcByVIP[ap.Addr()]; ok {
+		target := 0
+		for _, p := range sv.Ports {
+			if p.Port == int(ap.Port()) {
+				target = p.TargetPort
+			}
+		}
+		if target == 0 || len(sv.Endpoints) == 0 {
+			return Route{}, fmt.Errorf("service %s: no endpoint for port %d", sv.Name, ap.Port())
+		}
+		w, ok := ix.byUID[sv.Endpoints[rand.IntN(len(sv.Endpoints))]]
+		if !ok {
+			return Route{}, errors.New("endpoint unknown")
+		}
+		return direct(w, target, td), nil
+	}
+	if w, ok := ix.byIP[ap.Addr()]; ok {
+		return direct(w, int(ap.Port()), td), nil
+	}
+	return Route{}, fmt.Errorf("%s is not behind this waypoint", authority)
+}
+
+// forward serves one tunnelled client connection request by request.
+func (wp *Waypoint) forward(ctx context.Context, stream net.Conn, authority string) error {
+	wp.Metrics.InboundOpened.Add(1)
+	defer wp.Metrics.InboundClosed.Add(1)
+	id, err := wp.identity()
+	if err != nil {
+		return err
+	}
+	br := bufio.NewReader(stream)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		resp, err := wp.roundTrip(ctx, id, authority, req)
+		if err != nil {
+			wp.Metrics.Fail(failReason(err))
+			resp = &http.Response{StatusCode: http.StatusServiceUnavailable, ProtoMajor: 1, ProtoMinor: 1,
+				Header: http.Header{"Content-Length": {"0"}}, Body: http.NoBody}
+		}
+		werr := resp.Write(stream)
+		resp.Body.Close()
+		if werr != nil {
+			return werr
+		}
+		if req.Close {
+			return nil
+		}
+	}
+}
+
+func (wp *Waypoint) roundTrip(ctx context.Context, id, authority string, req *http.Request) (*http.Response, error) {
+	rt, err := wp.route(authority)
+	if err != nil {
+		return nil, err
+	}
+	wp.Metrics.Route(rt.Kind)
+	cctx, cancel := context.WithTimeout(ctx, wp.Timeout)
+	defer cancel()
+	var up net.Conn
+	if rt.Kind == RouteHBONE {
+		up, err = wp.dialer.Connect(cctx, id, rt.Dial, rt.Authority, rt.DstIdentity)
+	} else {
+		up, err = netnsx.DialTCP(cctx, -1, rt.Dial, wp.Mark, wp.Timeout)
+	}
+	if err != nil {
+		return nil, err
+	}
+	req.Close = true // one request per upstream stream: the next may go elsewhere
+	if err := req.Write(up); err != nil {
+		up.Close()
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(up), req)
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	up.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytesReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.TransferEncoding = nil
+	resp.Close = false
+	resp.Header.Del("Connection")
+	return resp, nil
+}
+
+func runWaypoint(ctx context.Context, f mainFlags, logf func(string, ...any), stderr io.Writer) int {
+	wp := &Waypoint{UID: f.podUID, Mark: uint32(f.mark), Timeout: f.connectTimeout}
+	client, err := xds.NewClient(f.cp, f.node, xds.WithLogf(logf), markedDial(f), xds.WithOnUpdate(func(s xds.Snapshot) {
+		wp.idx.Store(NewIndex(s))
+	}))
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius proxy: %v\n", err)
+		return 1
+	}
+	defer client.Close()
+	wp.rootPEM = client.RootPEM
+	wp.certs = ca.NewCertManager(client.Sign, client.RootPEM)
+	go func() { _ = client.Run(ctx) }()
+	wp.dialer = &hbone.Dialer{Cert: wp.certs.Get, Roots: wp.roots, Metrics: &wp.HBONEOut,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return netnsx.DialTCP(ctx, -1, addr, wp.Mark, wp.Timeout)
+		}}
+	srv := &hbone.Server{
+		Cert: func(ctx context.Context) (*tls.Certificate, error) {
+			id, err := wp.identity()
+			if err != nil {
+				return nil, err
+			}
+			return wp.certs.Get(ctx, id)
+		},
+		Roots: wp.roots,
+		Authorize: func(peer, authority string) int {
+			if _, err := wp.route(authority); err != nil {
+				wp.Metrics.Fail("bad_authority")
+				return 400
+			}
+			return 200
+		},
+		Forward: func(ctx context.Context, stream net.Conn, _, authority string) error {
+			return wp.forward(ctx, stream, authority)
+		},
+		Metrics: &wp.HBONEIn,
+	}
+	ln, err := netnsx.ListenTCP(-1, fmt.Sprintf("0.0.0.0:%d", HBONEPort), netnsx.ListenOptions{ReusePort: true, Mark: wp.Mark})
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius proxy: %v\n", err)
+		return 1
+	}
+	go func() { _ = srv.Serve(ln) }()
+	ready := func() (bool, string) {
+		if _, err := wp.identity(); err != nil {
+			return false, err.Error()
+		}
+		return true, "ready"
+	}
+	adminLn, err := netnsx.ListenTCP(-1, adminAddr(f.admin), netnsx.ListenOptions{ReusePort: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius proxy: admin: %v\n", err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := ready(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		labels := `node="` + f.node + `",mode="waypoint"`
+		wp.Metrics.WritePrometheus(w, labels)
+		_ = hbone.WritePrometheusAll(w,
+			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &wp.HBONEIn},
+			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &wp.HBONEOut})
+	})
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = admin.Serve(adminLn) }()
+	go watchReady(ctx, f.readyFile, ready, logf)
+	<-ctx.Done()
+	dctx, cancel := context.WithTimeout(context.Background(), f.drain)
+	defer cancel()
+	_ = srv.Shutdown(dctx)
+	_ = admin.Close()
+	wp.certs.Close()
+	return 0
+}
