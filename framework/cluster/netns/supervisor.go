@@ -110,6 +110,24 @@ func (pr *Process) kill() {
 // Kill SIGKILLs the process: a crash. The supervisor restarts it with back-off.
 func (pr *Process) Kill() { pr.kill() }
 
+// Pid is the process's current PID (in the sandbox's PID namespace), 0 when
+// it is not running.
+func (pr *Process) Pid() int {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if !pr.running || pr.cmd.Process == nil {
+		return 0
+	}
+	return pr.cmd.Process.Pid
+}
+
+// Resume lets the supervisor start a process that Stop stopped.
+func (pr *Process) Resume() {
+	pr.mu.Lock()
+	pr.nextTry, pr.backoff = time.Time{}, 0
+	pr.mu.Unlock()
+}
+
 // Running reports whether the process is alive.
 func (pr *Process) Running() bool { pr.mu.Lock(); defer pr.mu.Unlock(); return pr.running }
 
