@@ -64,8 +64,20 @@ type Reference struct {
 	reg    xds.Snapshot
 	eps    map[string][]string // service -> endpoint pods
 	agents map[string]*inpod.Server
+	gen    int
 	// Proxies is every data plane process by pod, for faults that target them.
 	Proxies map[string]*netns.Process
+}
+
+// Configure sets a scenario's certificate TTL and drain deadline (0 keeps
+// the default).
+func (r *Reference) Configure(certTTL, drain time.Duration) {
+	if certTTL > 0 {
+		r.CertTTL = certTTL
+	}
+	if drain > 0 {
+		r.Drain = drain
+	}
 }
 
 // Describe implements scenario.DataPlane.
@@ -161,7 +173,10 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 	cp, _ := cl.Pod(ControlPlanePod)
 	cpProc, err := cl.Start(ControlPlanePod, netns.ProcSpec{Name: "controlplane", Args: []string{"controlplane",
 		"--listen", fmt.Sprintf(":%d", XDSPort), "--admin", fmt.Sprintf(":%d", CPAdminPort),
-		"--registry", r.registryPath(), "--trust-domain", TrustDomain, "--cert-ttl", r.CertTTL.String()},
+		"--registry", r.registryPath(), "--trust-domain", TrustDomain, "--cert-ttl", r.CertTTL.String(),
+		// The CA root survives a control plane restart, as istiod's does in
+		// its Secret; otherwise every restart would break every identity.
+		"--ca-dir", filepath.Join(r.Dir, "ca")},
 		ProbePort: CPAdminPort, ProbePath: "/ready"})
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ const (
 	StatusFailed      = "failed"      // an expectation did not hold
 	StatusError       = "error"       // the run could not complete
 	StatusInterrupted = "interrupted" // stopped by a signal
+	StatusSkipped     = "skipped"     // the scenario cannot run on this provider or mode
 )
 
 // Run is run.json.
@@ -52,24 +53,25 @@ type Environment struct {
 
 // Trial is one run of one scenario.
 type Trial struct {
-	Scenario        string              `json:"scenario"`
-	Description     string              `json:"description"`
-	Status          string              `json:"status"`
-	Error           string              `json:"error,omitempty"`
-	Started         time.Time           `json:"started"`
-	BringUpSeconds  float64             `json:"bringUpSeconds"`
-	Dir             string              `json:"dir"` // relative to the run folder
-	Topology        Topology            `json:"topology"`
-	Flows           []FlowRef           `json:"flows"`
-	Window          *Window             `json:"window,omitempty"`
-	Faults          []FaultRecord       `json:"faults"`
-	EndpointChanges []EndpointChange    `json:"endpointChanges,omitempty"`
-	CPU             *CPU                `json:"cpu,omitempty"`
-	Summary         *measure.Trial      `json:"summary,omitempty"`
-	Precision       []PrecisionCheck    `json:"precision,omitempty"`
-	Expectations    []ExpectationResult `json:"expectations,omitempty"`
-	Noisy           bool                `json:"noisy"`
-	NoisyReasons    []string            `json:"noisyReasons,omitempty"`
+	Scenario        string               `json:"scenario"`
+	Description     string               `json:"description"`
+	Status          string               `json:"status"`
+	Error           string               `json:"error,omitempty"`
+	Started         time.Time            `json:"started"`
+	BringUpSeconds  float64              `json:"bringUpSeconds"`
+	Dir             string               `json:"dir"` // relative to the run folder
+	Topology        Topology             `json:"topology"`
+	Flows           []FlowRef            `json:"flows"`
+	Window          *Window              `json:"window,omitempty"`
+	Faults          []FaultRecord        `json:"faults"`
+	EndpointChanges []EndpointChange     `json:"endpointChanges,omitempty"`
+	CPU             *CPU                 `json:"cpu,omitempty"`
+	Summary         *measure.Trial       `json:"summary,omitempty"`
+	Precision       []PrecisionCheck     `json:"precision,omitempty"`
+	Expectations    []ExpectationResult  `json:"expectations,omitempty"`
+	CertExpiries    map[string]time.Time `json:"certExpiries,omitempty"` // identity -> NotAfter when the control plane went down
+	Noisy           bool                 `json:"noisy"`
+	NoisyReasons    []string             `json:"noisyReasons,omitempty"`
 }
 
 // Topology is the cluster a trial ran on.

@@ -3,6 +3,7 @@ package scenario
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"blastradius.dev/blastradius/framework/measure"
@@ -65,11 +66,121 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 			}
 		}
 		out = append(out, results.ExpectationResult{Name: "no outage outside the holes", Pass: len(stray) == 0, Detail: fmtList(stray, 5)})
+	case ExpectProxyRadius:
+		target := nodeName(p.Target)
+		var missed, extra []string
+		for _, s := range sums {
+			touches := s.Flow.ClientNode == target || s.Flow.ServerNode == target
+			switch {
+			// A new connection per request only fails if one is attempted
+			// while the proxy is down; kept-alive and stream connections
+			// through it always break.
+			case touches && s.Flow.Profile != ProfileNewConn && !s.Affected:
+				missed = append(missed, s.Flow.ID)
+			case !touches && len(s.Outages) > 0:
+				extra = append(extra, fmt.Sprintf("%s (%.3fs)", s.Flow.ID, s.DisruptionSeconds))
+			}
+		}
+		out = append(out,
+			results.ExpectationResult{Name: "kept-alive and stream flows through " + target + "'s proxy disrupted", Pass: len(missed) == 0, Detail: fmtList(missed, 5)},
+			results.ExpectationResult{Name: "no flow between other nodes disrupted", Pass: len(extra) == 0, Detail: fmtList(extra, 5)})
+	case ExpectGracefulHandoff:
+		out = append(out, handoff(sc, tr, sums)...)
+	case ExpectFailAtExpiry:
+		out = append(out, expiry(tr, sums)...)
 	}
 	if sc.Expect != ExpectNoOutage {
 		out = append(out, control)
 	}
 	return out
+}
+
+// handoff checks a graceful restart: request flows see no failure at all;
+// stream flows through the node break only at the drain deadline.
+func handoff(sc Scenario, tr *results.Trial, sums []measure.FlowSummary) []results.ExpectationResult {
+	var sigterm time.Time
+	for _, f := range tr.Faults {
+		if f.Kind == FaultNodeProxyRestart {
+			sigterm = f.Inject
+		}
+	}
+	if sigterm.IsZero() {
+		return []results.ExpectationResult{{Name: "graceful restart happened", Pass: false, Detail: "no restart recorded"}}
+	}
+	deadline := sigterm.Add(sc.Mesh.Drain)
+	var failed, early, none []string
+	requests := 0
+	for _, s := range sums {
+		if s.Flow.Control {
+			continue
+		}
+		if s.Flow.Profile != ProfileStream {
+			requests += s.Requests
+			if s.Failed > 0 {
+				failed = append(failed, fmt.Sprintf("%s (%d failed)", s.Flow.ID, s.Failed))
+			}
+			continue
+		}
+		if s.Streams.Broken == 0 {
+			none = append(none, s.Flow.ID)
+		}
+		for _, o := range s.Outages {
+			if o.Start.Before(deadline.Add(-500 * time.Millisecond)) {
+				early = append(early, fmt.Sprintf("%s broke %.2fs after SIGTERM", s.Flow.ID, o.Start.Sub(sigterm).Seconds()))
+			}
+		}
+	}
+	return []results.ExpectationResult{
+		{Name: fmt.Sprintf("no failed request across the handoff (%d requests)", requests), Pass: len(failed) == 0, Detail: fmtList(failed, 5)},
+		{Name: fmt.Sprintf("streams survive until the drain deadline (%s)", sc.Mesh.Drain), Pass: len(early) == 0, Detail: fmtList(early, 5)},
+		{Name: "streams are closed at the drain deadline", Pass: len(none) == 0, Detail: fmtList(none, 5)},
+	}
+}
+
+// expiry checks that certificate expiry, not the control plane outage
+// itself, is when traffic stops.
+func expiry(tr *results.Trial, sums []measure.FlowSummary) []results.ExpectationResult {
+	if len(tr.CertExpiries) == 0 {
+		return []results.ExpectationResult{{Name: "certificate expiries known", Pass: false, Detail: "no proxy reported its certificates"}}
+	}
+	expOf := func(pod string) (time.Time, bool) {
+		for id, t := range tr.CertExpiries {
+			if strings.HasSuffix(id, "/sa/"+pod) {
+				return t, true
+			}
+		}
+		return time.Time{}, false
+	}
+	var early, late []string
+	for _, s := range sums {
+		if s.Flow.Control {
+			continue
+		}
+		ce, ok1 := expOf(s.Flow.Client)
+		se, ok2 := expOf(s.Flow.Server)
+		if !ok1 || !ok2 {
+			late = append(late, s.Flow.ID+": certificate expiry unknown")
+			continue
+		}
+		exp := ce
+		if se.Before(exp) {
+			exp = se
+		}
+		if len(s.Outages) == 0 {
+			late = append(late, s.Flow.ID+": never failed")
+			continue
+		}
+		first := s.Outages[0].Start
+		if first.Before(exp.Add(-300 * time.Millisecond)) {
+			early = append(early, fmt.Sprintf("%s failed %.2fs before expiry", s.Flow.ID, exp.Sub(first).Seconds()))
+		} else if s.Flow.Profile == ProfileNewConn && first.After(exp.Add(1500*time.Millisecond)) {
+			late = append(late, fmt.Sprintf("%s first failed %.2fs after expiry", s.Flow.ID, first.Sub(exp).Seconds()))
+		}
+	}
+	return []results.ExpectationResult{
+		{Name: "nothing fails before the certificates expire", Pass: len(early) == 0, Detail: fmtList(early, 5)},
+		{Name: "new connections fail from expiry on", Pass: len(late) == 0, Detail: fmtList(late, 5)},
+	}
 }
 
 func coveredByHole(o measure.OutageInterval, faults []results.FaultRecord, flow string, slack time.Duration) bool {

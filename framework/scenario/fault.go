@@ -23,12 +23,25 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 // inject carries out the scenario's fault on schedule and records each
 // injection and recovery the moment it happens.
-func (r *Runner) inject(ctx context.Context, cl *netns.Cluster, sc Scenario, p plan, tr *results.Trial,
+func (r *Runner) inject(ctx context.Context, cl *netns.Cluster, dp DataPlane, sc Scenario, p plan, tr *results.Trial,
 	start time.Time, phase *phaseBox, logf func(string, ...any)) error {
 	f := sc.Fault
 	if f.Kind == FaultNone {
 		return nil
 	}
+	mf, _ := dp.(MeshFaulter)
+	switch f.Kind {
+	case FaultNodeProxyCrash, FaultNodeProxyRestart, FaultControlPlaneDown, FaultNodeProxyCrashCPDown:
+		if mf == nil {
+			return fmt.Errorf("fault %s needs a data plane that supports it (mode %s)", f.Kind, modeName(r.opt.Mode))
+		}
+	}
+	record := func(rec results.FaultRecord) int {
+		i := 0
+		r.update(func() { tr.Faults = append(tr.Faults, rec); i = len(tr.Faults) - 1 })
+		return i
+	}
+	recovered := func(i int, at time.Time) { r.update(func() { tr.Faults[i].Recover = &at }) }
 	if err := sleepUntil(ctx, start.Add(f.At)); err != nil {
 		return err
 	}
@@ -99,6 +112,87 @@ func (r *Runner) inject(ctx context.Context, cl *netns.Cluster, sc Scenario, p p
 			}
 		}
 		return nil
+	case FaultNodeProxyCrash:
+		target := nodeName(p.Target)
+		at, err := mf.CrashNodeProxy(target)
+		if err != nil {
+			return err
+		}
+		record(results.FaultRecord{Kind: f.Kind, Target: target, Inject: at, Detail: "SIGKILL of the node proxy; the supervisor restarts it"})
+		logf("fault: node proxy on %s killed", target)
+		return nil
+	case FaultNodeProxyRestart:
+		target := nodeName(p.Target)
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		started, ready, stopped, done, err := mf.RestartNodeProxy(rctx, target)
+		if err != nil {
+			return err
+		}
+		i := record(results.FaultRecord{Kind: f.Kind, Target: target, Inject: stopped,
+			Detail: fmt.Sprintf("new proxy started, ready after %.0f ms; old proxy drained (deadline %s)",
+				float64(ready.Sub(started).Microseconds())/1000, sc.Mesh.Drain)})
+		logf("fault: node proxy on %s handed over (new ready in %.0f ms), old draining", target, float64(ready.Sub(started).Microseconds())/1000)
+		select {
+		case <-done:
+			recovered(i, time.Now())
+			logf("fault: old node proxy on %s exited", target)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	case FaultControlPlaneDown, FaultNodeProxyCrashCPDown:
+		// Certificates held now are all the proxies will have.
+		if exp, err := mf.CertExpiries(ctx); err == nil {
+			r.update(func() { tr.CertExpiries = exp })
+		} else {
+			logf("certificate expiries: %v", err)
+		}
+		at, err := mf.StopControlPlane()
+		if err != nil {
+			return err
+		}
+		i := record(results.FaultRecord{Kind: FaultControlPlaneDown, Target: "controlplane", Inject: at, Detail: "control plane stopped"})
+		logf("fault: control plane down")
+		if f.Kind == FaultNodeProxyCrashCPDown {
+			if err := sleepUntil(ctx, at.Add(f.Then)); err != nil {
+				return err
+			}
+			target := nodeName(p.Target)
+			kat, err := mf.CrashNodeProxy(target)
+			if err != nil {
+				return err
+			}
+			record(results.FaultRecord{Kind: FaultNodeProxyCrash, Target: target, Inject: kat,
+				Detail: "SIGKILL of the node proxy while the control plane is down"})
+			logf("fault: node proxy on %s killed during the outage", target)
+		}
+		if f.RecoverAfter <= 0 {
+			return nil
+		}
+		if err := sleepUntil(ctx, at.Add(f.RecoverAfter)); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		back, err := mf.StartControlPlane(rctx)
+		if err != nil {
+			return err
+		}
+		recovered(i, back)
+		phase.set("recover")
+		logf("fault: control plane back")
+		return nil
 	}
 	return fmt.Errorf("unknown fault kind %q", f.Kind)
+}
+
+// MeshFaulter is what a data plane offers for mesh faults; modes without
+// it skip those scenarios.
+type MeshFaulter interface {
+	CrashNodeProxy(node string) (time.Time, error)
+	RestartNodeProxy(ctx context.Context, node string) (started, ready, stopped time.Time, done <-chan struct{}, err error)
+	StopControlPlane() (time.Time, error)
+	StartControlPlane(ctx context.Context) (time.Time, error)
+	CertExpiries(ctx context.Context) (map[string]time.Time, error)
 }

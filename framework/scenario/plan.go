@@ -46,7 +46,8 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 	if sc.Nodes < 1 {
 		return p, fmt.Errorf("scenario %s: needs at least one node", sc.Name)
 	}
-	if sc.Fault.Kind == FaultNodeCrash {
+	switch sc.Fault.Kind {
+	case FaultNodeCrash, FaultNodeProxyCrash, FaultNodeProxyRestart, FaultNodeProxyCrashCPDown:
 		p.Target = sc.Nodes
 		if sc.Fault.Node != "" {
 			found := false

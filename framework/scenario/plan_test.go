@@ -289,7 +289,7 @@ func TestRepeat(t *testing.T) {
 }
 
 func TestLookupAndNames(t *testing.T) {
-	if got, want := Names(), []string{"baseline", "blackhole-precision", "node-crash"}; !reflect.DeepEqual(got, want) {
+	if got, want := Names(), []string{"baseline", "blackhole-precision", "cert-expiry", "controlplane-down", "node-crash", "node-proxy-crash", "node-proxy-crash-during-cp-outage", "node-proxy-restart"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
 	}
 	for _, tc := range []struct {
@@ -302,8 +302,8 @@ func TestLookupAndNames(t *testing.T) {
 		{name: "baseline", wantNodes: 3, wantFault: FaultNone, wantExpect: ExpectNoOutage},
 		{name: "node-crash", wantNodes: 3, wantFault: FaultNodeCrash, wantExpect: ExpectNodeRadius},
 		{name: "blackhole-precision", wantNodes: 2, wantFault: FaultBlackHole, wantExpect: ExpectPrecision},
-		{name: "Baseline", wantErr: `unknown scenario "Baseline" (known: baseline, blackhole-precision, node-crash)`},
-		{name: "", wantErr: `unknown scenario "" (known: baseline, blackhole-precision, node-crash)`},
+		{name: "Baseline", wantErr: `unknown scenario "Baseline" (known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)`},
+		{name: "", wantErr: `unknown scenario "" (known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)`},
 	} {
 		sc, err := Lookup(tc.name)
 		if tc.wantErr != "" {
@@ -329,7 +329,7 @@ func TestLookupAndNames(t *testing.T) {
 }
 
 func TestParseList(t *testing.T) {
-	const known = "(known: baseline, blackhole-precision, node-crash)"
+	const known = "(known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)"
 	for _, tc := range []struct {
 		in      string
 		want    []string

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +97,12 @@ func (r *Runner) Trial(ctx context.Context, sc Scenario) (*results.Trial, error)
 		r.run.Trials = append(r.run.Trials, tr)
 	})
 	err := r.trial(ctx, sc, tr, logf)
+	var skip *SkipError
+	if errors.As(err, &skip) {
+		logf("skipped: %s", skip.Reason)
+		r.update(func() { tr.Status, tr.Error = results.StatusSkipped, skip.Reason })
+		return tr, nil
+	}
 	r.update(func() {
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -121,7 +128,14 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 			return err
 		}
 	}
-	p, err := makePlan(sc, r.opt.BudgetRPS)
+	if len(sc.Mesh.Modes) > 0 && !slices.Contains(sc.Mesh.Modes, modeName(r.opt.Mode)) {
+		return &SkipError{Reason: fmt.Sprintf("needs mode %s, this run is %s", strings.Join(sc.Mesh.Modes, " or "), modeName(r.opt.Mode))}
+	}
+	budget := r.opt.BudgetRPS
+	if sc.Budget > 0 {
+		budget = sc.Budget
+	}
+	p, err := makePlan(sc, budget)
 	if err != nil {
 		return err
 	}
@@ -136,6 +150,11 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	var onEndpoints func(netns.EndpointChange)
 	pods = append(pods, apps...)
 	if dp != nil {
+		if c, ok := dp.(interface {
+			Configure(certTTL, drain time.Duration)
+		}); ok {
+			c.Configure(sc.Mesh.CertTTL, sc.Mesh.Drain)
+		}
 		defer dp.Close()
 		pods = append(pods, dp.InfraPods(sc.Nodes)...)
 		onEndpoints = dp.EndpointsChanged
@@ -277,7 +296,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	}
 	go progress(runCtx, r.opt.Dir, refs, start, win.End, phase, logf)
 
-	faultErr := r.inject(runCtx, cl, sc, p, tr, start, phase, logf)
+	faultErr := r.inject(runCtx, cl, dp, sc, p, tr, start, phase, logf)
 	if faultErr != nil && ctx.Err() == nil {
 		logf("fault: %v", faultErr)
 	}
@@ -339,6 +358,18 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 		tr.Expectations = check(sc, p, tr, sums, r.opt.Bucket)
 	})
 	return nil
+}
+
+// SkipError says a scenario cannot run here; the trial is skipped, not failed.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return "skipped: " + e.Reason }
+
+func modeName(m string) string {
+	if m == "" {
+		return "none"
+	}
+	return m
 }
 
 func totalQPS(refs []results.FlowRef) float64 {

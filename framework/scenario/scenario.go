@@ -12,7 +12,26 @@ const (
 	FaultNone      = ""
 	FaultNodeCrash = "node-crash"
 	FaultBlackHole = "blackhole"
+	// FaultNodeProxyCrash SIGKILLs the target node's proxy (ambient).
+	FaultNodeProxyCrash = "node-proxy-crash"
+	// FaultNodeProxyRestart restarts the target node's proxy gracefully.
+	FaultNodeProxyRestart = "node-proxy-restart"
+	// FaultControlPlaneDown stops the control plane for RecoverAfter (0:
+	// until the end).
+	FaultControlPlaneDown = "controlplane-down"
+	// FaultNodeProxyCrashCPDown stops the control plane, SIGKILLs the target
+	// node's proxy Then later, and brings the control plane back after
+	// RecoverAfter.
+	FaultNodeProxyCrashCPDown = "node-proxy-crash-during-cp-outage"
 )
+
+// Mesh holds the data plane settings a scenario needs.
+type Mesh struct {
+	// Modes the scenario makes sense in; empty means every mode.
+	Modes   []string
+	CertTTL time.Duration // 0: the default (1h)
+	Drain   time.Duration // node proxy drain deadline; 0: the default (5s)
+}
 
 // Fault is what a scenario breaks and when, relative to the start of load.
 type Fault struct {
@@ -27,6 +46,8 @@ type Fault struct {
 	Flow  string
 	Holes []time.Duration
 	Gap   time.Duration
+	// Then is the delay of a fault's second step (see FaultNodeProxyCrashCPDown).
+	Then time.Duration
 }
 
 // Scenario is topology + flows + fault + timing + expectations.
@@ -42,6 +63,9 @@ type Scenario struct {
 	Custom   []CustomFlow
 	Duration time.Duration // total load duration
 	Fault    Fault
+	Mesh     Mesh
+	// Budget overrides the run's request budget (rps) when set.
+	Budget float64
 	// Expect is checked after measurement.
 	Expect Expectation
 }
@@ -71,6 +95,16 @@ const (
 	// ExpectPrecision: every black hole is measured within one bucket and
 	// nothing else is disrupted.
 	ExpectPrecision
+	// ExpectGracefulHandoff: no request-response flow fails at all; stream
+	// flows through the target node survive until the drain deadline and
+	// break only then.
+	ExpectGracefulHandoff
+	// ExpectProxyRadius: kept-alive and stream flows with an end on the
+	// target node are disrupted, no flow between other nodes is.
+	ExpectProxyRadius
+	// ExpectFailAtExpiry: no flow fails before the certificates expire, and
+	// new-connection flows fail from expiry on.
+	ExpectFailAtExpiry
 )
 
 // Profile names, as the agent knows them.
@@ -112,6 +146,66 @@ var builtin = map[string]Scenario{
 			Holes: repeat(5, 100*time.Millisecond, 300*time.Millisecond, time.Second)},
 		Expect: ExpectPrecision,
 	},
+}
+
+func init() {
+	ambient := []string{"ambient"}
+	meshed := []string{"ambient", "sidecar"}
+	for _, s := range []Scenario{
+		{
+			Name: "node-proxy-crash",
+			Description: "The node proxy of the last node is SIGKILLed 5 s into load; its supervisor restarts it. " +
+				"Flows through that node's proxy break; flows between other nodes must not.",
+			Nodes: 3, Profiles: defaultKinds, Duration: 15 * time.Second, Budget: 900,
+			Fault: Fault{Kind: FaultNodeProxyCrash, At: 5 * time.Second}, Mesh: Mesh{Modes: ambient},
+			Expect: ExpectProxyRadius,
+		},
+		{
+			Name: "node-proxy-restart",
+			Description: "Graceful restart of the last node's proxy under 500 rps of new-connection load through it: " +
+				"the new proxy binds the same listeners, then the old one drains for 3 s. No request may fail; " +
+				"long-lived streams survive until the drain deadline and are then closed.",
+			Nodes: 3, Duration: 14 * time.Second,
+			Custom: []CustomFlow{
+				{ClientNode: 1, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
+				{ClientNode: 3, ServerNode: 1, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
+				{ClientNode: 3, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 100},
+				{ClientNode: 2, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
+				{ClientNode: 3, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
+			},
+			Fault: Fault{Kind: FaultNodeProxyRestart, At: 4 * time.Second}, Mesh: Mesh{Modes: ambient, Drain: 3 * time.Second},
+			Expect: ExpectGracefulHandoff,
+		},
+		{
+			Name: "controlplane-down",
+			Description: "The control plane is down for 8 s from 4 s into load. Established and new flows between " +
+				"known workloads must keep working: proxies serve from the configuration and certificates they hold.",
+			Nodes: 3, Profiles: defaultKinds, Duration: 16 * time.Second,
+			Fault: Fault{Kind: FaultControlPlaneDown, At: 4 * time.Second, RecoverAfter: 8 * time.Second}, Mesh: Mesh{Modes: meshed},
+			Expect: ExpectNoOutage,
+		},
+		{
+			Name: "cert-expiry",
+			Description: "Certificates live 10 s; the control plane goes down 4 s into load and stays down. Nothing fails " +
+				"until the certificates expire; from expiry on, new connections fail.",
+			Nodes: 2, Profiles: []FlowKind{{Via: "pod", Profile: ProfileNewConn}}, Duration: 20 * time.Second,
+			Fault: Fault{Kind: FaultControlPlaneDown, At: 4 * time.Second}, Mesh: Mesh{Modes: meshed, CertTTL: 10 * time.Second},
+			Expect: ExpectFailAtExpiry,
+		},
+		{
+			Name: "node-proxy-crash-during-cp-outage",
+			Description: "The control plane goes down 4 s into load; 2 s later the last node's proxy is SIGKILLed; the " +
+				"control plane returns 8 s after it went down. The restarted proxy keeps nothing on disk, so it has no " +
+				"configuration and no certificates: every flow through that node fails until the control plane is back. " +
+				"Flows between other nodes must not be affected.",
+			Nodes: 3, Profiles: defaultKinds, Duration: 18 * time.Second,
+			Fault:  Fault{Kind: FaultNodeProxyCrashCPDown, At: 4 * time.Second, Then: 2 * time.Second, RecoverAfter: 8 * time.Second},
+			Mesh:   Mesh{Modes: ambient},
+			Expect: ExpectNodeRadius,
+		},
+	} {
+		builtin[s.Name] = s
+	}
 }
 
 func repeat(n int, ds ...time.Duration) []time.Duration {

@@ -254,30 +254,34 @@ func TestMutualTLSOverLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	peerSeen := make(chan string, 1)
+	peerSeen := make(chan string, 2)
 	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				tc := tls.Server(conn, &tls.Config{
+					Certificates:          []tls.Certificate{*sc},
+					ClientAuth:            tls.RequireAnyClientCert,
+					VerifyPeerCertificate: m.VerifyPeerCertificate,
+					MinVersion:            tls.VersionTLS13,
+				})
+				if err := tc.Handshake(); err != nil {
+					peerSeen <- "error: " + err.Error()
+					return
+				}
+				id, err := IdentityOf(tc.ConnectionState().PeerCertificates[0])
+				if err != nil {
+					peerSeen <- "error: " + err.Error()
+					return
+				}
+				peerSeen <- id
+				_, _ = io.Copy(io.Discard, tc)
+			}()
 		}
-		defer conn.Close()
-		tc := tls.Server(conn, &tls.Config{
-			Certificates:          []tls.Certificate{*sc},
-			ClientAuth:            tls.RequireAnyClientCert,
-			VerifyPeerCertificate: m.VerifyPeerCertificate,
-			MinVersion:            tls.VersionTLS13,
-		})
-		if err := tc.Handshake(); err != nil {
-			peerSeen <- "error: " + err.Error()
-			return
-		}
-		id, err := IdentityOf(tc.ConnectionState().PeerCertificates[0])
-		if err != nil {
-			peerSeen <- "error: " + err.Error()
-			return
-		}
-		peerSeen <- id
-		_, _ = io.Copy(io.Discard, tc)
 	}()
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{
 		Certificates:          []tls.Certificate{*cc},
@@ -314,6 +318,9 @@ func TestMutualTLSOverLoopback(t *testing.T) {
 	}
 	if err == nil {
 		t.Fatal("server accepted a client certificate from a foreign CA")
+	}
+	if got := <-peerSeen; !strings.Contains(got, "unknown authority") {
+		t.Fatalf("server: %q, want an unknown authority error", got)
 	}
 }
 

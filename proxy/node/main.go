@@ -255,6 +255,7 @@ func (p *Proxy) adminMux(f mainFlags, client *xds.Client, ready func() (bool, st
 		pods := p.Pods()
 		sort.Strings(pods)
 		dump["pods"] = pods
+		dump["certificates"] = p.CertExpiries()
 		if ix := p.Index(); ix != nil {
 			dump["config"] = ix.Snap
 		}

@@ -60,6 +60,7 @@ type Proxy struct {
 	HBONEIn   hbone.Metrics
 	HBONEOut  hbone.Metrics
 	mu        sync.Mutex
+	certExp   map[string]time.Time // identity -> NotAfter of the certificate in use
 	pods      map[string]*pod
 	conns     map[net.Conn]struct{} // live connections, closed at the drain deadline
 	draining  bool
@@ -89,7 +90,37 @@ func New(opt Options, sign ca.Signer, rootPEM func() []byte) *Proxy {
 		opt.Logf = func(string, ...any) {}
 	}
 	return &Proxy{opt: opt, certs: ca.NewCertManager(sign, rootPEM), rootPEM: rootPEM,
-		haveIdx: make(chan struct{}), pods: map[string]*pod{}, conns: map[net.Conn]struct{}{}}
+		haveIdx: make(chan struct{}), pods: map[string]*pod{}, conns: map[net.Conn]struct{}{}, certExp: map[string]time.Time{}}
+}
+
+// cert returns the certificate of identity id and remembers its expiry for
+// /config_dump (faults that outlast a certificate are checked against it).
+func (p *Proxy) cert(ctx context.Context, id string) (*tls.Certificate, error) {
+	c, err := p.certs.Get(ctx, id)
+	if err != nil || c == nil || len(c.Certificate) == 0 {
+		return c, err
+	}
+	leaf := c.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return c, nil
+		}
+	}
+	p.mu.Lock()
+	p.certExp[id] = leaf.NotAfter
+	p.mu.Unlock()
+	return c, nil
+}
+
+// CertExpiries lists the certificates in use by identity.
+func (p *Proxy) CertExpiries() map[string]time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]time.Time, len(p.certExp))
+	for k, v := range p.certExp {
+		out[k] = v
+	}
+	return out
 }
 
 // SetSnapshot installs a new accepted configuration.
@@ -164,7 +195,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 		pd.lns = append(pd.lns, ln)
 	}
 	pd.dialer = &hbone.Dialer{
-		Cert:  p.certs.Get,
+		Cert:  p.cert,
 		Roots: p.roots,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return netnsx.DialTCP(ctx, nsFD, addr, p.opt.Mark, p.opt.ConnectTimeout)
@@ -181,7 +212,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 			if err != nil {
 				return nil, err
 			}
-			return p.certs.Get(ctx, id)
+			return p.cert(ctx, id)
 		},
 		Roots:     p.roots,
 		Authorize: func(peer, authority string) int { return p.authorize(pd, peer, authority) },
@@ -202,7 +233,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 		defer cancel()
 		if ix, err := p.waitIndex(ctx); err == nil {
 			if id, _, err := p.identityOf(ix, uid); err == nil {
-				_, _ = p.certs.Get(ctx, id)
+				_, _ = p.cert(ctx, id)
 			}
 		}
 	}()
@@ -268,6 +299,13 @@ func (p *Proxy) track(c net.Conn) bool {
 	return true
 }
 
+func (p *Proxy) trackAlways(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns[c] = struct{}{}
+	p.connsDone.Add(1)
+}
+
 func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
@@ -309,6 +347,14 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 	var up net.Conn
 	switch rt.Kind {
 	case RouteHBONE, RouteWaypoint:
+		// A pooled connection would outlive the certificate it was opened
+		// with: a new connection needs a valid certificate of its source,
+		// which is what makes failures start at expiry when the CA is gone.
+		if _, err := p.cert(ctx, srcID); err != nil {
+			p.Metrics.Fail("certificate")
+			resetClose(c)
+			return
+		}
 		cctx, ccancel := context.WithTimeout(ctx, p.opt.ConnectTimeout)
 		up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
 		ccancel()
@@ -373,10 +419,10 @@ func (p *Proxy) forwardInbound(ctx context.Context, pd *pod, stream net.Conn, au
 		p.Metrics.Fail("app_dial")
 		return err
 	}
-	if !p.track(app) {
-		app.Close()
-		return errors.New("proxy draining")
-	}
+	// A stream the HBONE server admitted is served even while draining: the
+	// client may not have seen the GOAWAY yet, and refusing would turn a
+	// graceful restart into failed requests. The deadline still closes it.
+	p.trackAlways(app)
 	defer p.untrack(app)
 	pipe(stream, app, &p.Metrics.BytesIn, &p.Metrics.BytesOut)
 	return nil
