@@ -122,6 +122,14 @@ func (r *Reference) writeRegistry() error {
 	return os.Rename(tmp, r.registryPath())
 }
 
+// SetPolicies replaces the authorization policies and publishes them.
+func (r *Reference) SetPolicies(ps []xds.Policy) error {
+	r.mu.Lock()
+	r.reg.Policies = ps
+	r.mu.Unlock()
+	return r.writeRegistry()
+}
+
 // EndpointsChanged implements scenario.DataPlane.
 func (r *Reference) EndpointsChanged(ch netns.EndpointChange) {
 	r.mu.Lock()

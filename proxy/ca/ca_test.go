@@ -384,8 +384,8 @@ func TestCertManagerRotatesAndSurvivesCAOutage(t *testing.T) {
 		return c
 	}
 
-	// Before half life (issued with NotBefore = now-1m, lifetime 61m, half
-	// life at +29.5m): cached, no refresh.
+	// Before half life (valid for 1h from issuance, half life at +30m):
+	// cached, no refresh.
 	clock.Add(25 * time.Minute)
 	time.Sleep(50 * time.Millisecond) // many check intervals
 	if c := get(); serial(c) != serial(c1) {
@@ -396,7 +396,7 @@ func TestCertManagerRotatesAndSurvivesCAOutage(t *testing.T) {
 	}
 
 	// Past half life: the background loop renews it.
-	clock.Add(5 * time.Minute)
+	clock.Add(6 * time.Minute)
 	eventually(t, "rotation at half life", func() bool { return serial(get()) != serial(c1) })
 	c2 := get()
 	if !c2.Leaf.NotAfter.After(c1.Leaf.NotAfter) {
@@ -491,4 +491,34 @@ func TestCertManagerSharesConcurrentFetches(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("signer called %d times for 8 concurrent Gets, want 1", n)
 	}
+}
+
+// With a TTL shorter than the CA's one-minute backdating, half life must
+// still be counted from issuance: otherwise a 10s certificate would be "past
+// half life" at birth and renewed on every check.
+func TestCertManagerShortTTL(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	a, err := New(td, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Now = clock.Now
+	var calls atomic.Int32
+	m := NewCertManager(func(_ context.Context, csr []byte, id string) ([]byte, error) {
+		calls.Add(1)
+		return a.Sign(csr, id)
+	}, a.RootPEM)
+	m.Now = clock.Now
+	m.CheckInterval = 2 * time.Millisecond
+	defer m.Close()
+	if _, err := m.Get(context.Background(), fooID); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(4 * time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("signer called %d times before half life of a 10s certificate, want 1", n)
+	}
+	clock.Add(2 * time.Second)
+	eventually(t, "renewal after 5s", func() bool { return calls.Load() == 2 })
 }

@@ -191,7 +191,15 @@ func (m *CertManager) fetch(ctx context.Context, id string, e *certEntry, done c
 	}
 	e.cert = cert
 	e.notAfter = leaf.NotAfter
-	e.refreshAt = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	// Half life counted from when we got it, not from NotBefore: the CA
+	// backdates NotBefore by a minute for clock skew, and with short TTLs
+	// (the suite uses 10s to provoke expiry) NotBefore-based half life would
+	// already be over at issuance and we would renew continuously.
+	start := m.now()
+	if leaf.NotBefore.After(start) {
+		start = leaf.NotBefore
+	}
+	e.refreshAt = start.Add(leaf.NotAfter.Sub(start) / 2)
 	e.lastErr = nil
 	e.retryAt = time.Time{}
 	return nil

@@ -470,7 +470,7 @@ func (d *Dialer) open(ctx context.Context, c *clientConn, authority string) (net
 		})
 		return nil
 	}
-	go pump(res.Body, st.in, d.Metrics.received, nil)
+	go pump(res.Body, st.in, d.Metrics.received)
 	return st, "", nil
 }
 
@@ -489,7 +489,7 @@ func (b pipeBody) Close() error {
 // pump copies src into dst until either ends, then closes dst's write side
 // with src's outcome (clean on EOF). A failed delivery (dst's reader went
 // away) stops it without closing.
-func pump(src io.Reader, dst *pipe, count func(int), stopRead func() bool) {
+func pump(src io.Reader, dst *pipe, count func(int)) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -500,7 +500,7 @@ func pump(src io.Reader, dst *pipe, count func(int), stopRead func() bool) {
 			}
 		}
 		if err != nil {
-			if err == io.EOF || (stopRead != nil && stopRead()) {
+			if err == io.EOF {
 				dst.closeWrite(nil)
 			} else {
 				dst.closeWrite(err)

@@ -511,14 +511,35 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		closingBody atomic.Bool
 	)
 	go func() {
-		pump(readerFunc(func(b []byte) (int, error) {
+		buf := make([]byte, 32<<10)
+		for {
 			bodyMu.Lock()
-			defer bodyMu.Unlock()
-			if bodyDone {
-				return 0, io.EOF
+			n, err := 0, io.EOF
+			if !bodyDone {
+				n, err = r.Body.Read(buf)
 			}
-			return r.Body.Read(b)
-		}), ss.in, s.Metrics.received, closingBody.Load)
+			bodyMu.Unlock()
+			if n > 0 {
+				s.Metrics.received(n)
+				if _, werr := ss.in.write(buf[:n], nil); werr != nil {
+					return // Forward closed its read side
+				}
+			}
+			switch {
+			case err == nil:
+				continue
+			case err == io.EOF || closingBody.Load():
+				// The client half-closed, or the response ended first
+				// and x/net refuses the rest (see Forward's caveat).
+				ss.in.closeWrite(nil)
+			default:
+				// The client reset the stream or the connection died.
+				// Abort before Forward sees the error, so that its
+				// failing is not mistaken for a forward failure.
+				ss.abort(errStreamReset)
+			}
+			return
+		}
 	}()
 
 	// Download: Forward's writes → response, flushed per write so bytes
@@ -562,7 +583,3 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 }
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(b []byte) (int, error) { return f(b) }

@@ -112,8 +112,21 @@ func (p *Proxy) cert(ctx context.Context, id string) (*tls.Certificate, error) {
 	return c, nil
 }
 
-// CertExpiries lists the certificates in use by identity.
+// CertExpiries lists the certificates in use by identity. Each is looked up
+// again first: the manager renews in the background, and an identity only
+// used for accepted connections may not have been asked for in a while.
 func (p *Proxy) CertExpiries() map[string]time.Time {
+	p.mu.Lock()
+	ids := make([]string, 0, len(p.certExp))
+	for id := range p.certExp {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, id := range ids {
+		_, _ = p.cert(ctx, id)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[string]time.Time, len(p.certExp))

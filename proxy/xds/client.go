@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -76,6 +77,7 @@ type Client struct {
 	conn *grpc.ClientConn
 
 	updates chan Snapshot
+	running atomic.Bool
 
 	mu        sync.Mutex
 	cur       *Snapshot
@@ -185,8 +187,13 @@ func (c *Client) currentVersion() string {
 
 // Run keeps a discovery stream open until ctx ends, reconnecting with
 // exponential back-off forever: a proxy must outlive any control plane
-// outage. It returns ctx's error.
+// outage. It returns ctx's error. Only one Run at a time: two streams from
+// one node would fight over its status at the control plane.
 func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("xds: Client.Run called while already running")
+	}
+	defer c.running.Store(false)
 	delay := c.opts.backoffInitial
 	for {
 		progressed, err := c.runStream(ctx)

@@ -338,6 +338,10 @@ func (p *Pod) NetNSFD() int { return p.fd }
 // creates live there.
 func (p *Pod) InPod(fn func() error) error { return inNetNS(p.fd, fn) }
 
+// InNode runs fn on a thread inside the node's network namespace (to capture
+// on the node's link, for instance).
+func (n *Node) InNode(fn func() error) error { return inNetNS(n.fd, fn) }
+
 // Processes lists the pod's processes.
 func (p *Pod) Processes() []*Process {
 	p.Node.mu.Lock()

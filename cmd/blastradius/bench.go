@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"blastradius.dev/blastradius/framework/bench"
+	"blastradius.dev/blastradius/framework/sandbox"
+)
+
+// benchCmd is `blastradius bench`: latency, throughput and proxy cost for
+// each data plane mode on the same embedded topology (see framework/bench).
+func benchCmd(args []string, stdout, stderr io.Writer) int {
+	cfg, err := bench.ParseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+		return 2
+	}
+	if !sandbox.Inside() {
+		// Fix the results folder before entering the sandbox so both sides
+		// agree on it, and refuse to overwrite an earlier bench.
+		if cfg.Out == "" {
+			cfg.Out = filepath.Join("results", "bench-"+time.Now().UTC().Format("20060102-150405"))
+			args = append(args, "--out", cfg.Out)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Out, "bench.json")); err == nil {
+			fmt.Fprintf(stderr, "blastradius bench: %s already holds a bench; choose another --out\n", cfg.Out)
+			return 2
+		}
+		code, err := sandbox.Enter(append([]string{"bench"}, args...))
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+			return 1
+		}
+		return code
+	}
+	if err := sandbox.Setup(); err != nil {
+		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+		return 1
+	}
+	if cfg.Out, err = filepath.Abs(cfg.Out); err != nil {
+		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
+	}
+	env := bench.Environment{Version: version, Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
+		GoVersion: runtime.Version(), Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0"}
+	logf("results: %s", cfg.Out)
+	r, err := bench.Run(ctx, cfg, env, os.Args[1:], logf)
+	if r != nil {
+		bench.PrintTable(stdout, r)
+		fmt.Fprintf(stdout, "\nbench %s\nresults: %s\n", r.Status, filepath.Join(cfg.Out, "bench.json"))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+		return 1
+	}
+	if r.Status != bench.StatusDone {
+		return 1
+	}
+	return 0
+}
+
+// benchAgentCmd is the hidden `blastradius bench-agent` that bench starts in
+// pods: the throughput sink and sender.
+func benchAgentCmd(args []string, stdout, stderr io.Writer) int {
+	return bench.AgentMain(args, stdout, stderr)
+}
