@@ -73,7 +73,8 @@ func runMode(ctx context.Context, cfg *Config, mode string, logf func(string, ..
 	mlogf := func(format string, a ...any) { logf("[%s] "+format, append([]any{mode}, a...)...) }
 	m := &ModeResult{Mode: mode, DataPlane: "none", Proxies: []*ProcUsage{}, Others: []*ProcUsage{}}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		m.LoadAverage = strings.Join(strings.Fields(string(b))[:3], " ")
+		f := strings.Fields(string(b))
+		m.LoadAverage = strings.Join(f[:min(3, len(f))], " ")
 	}
 	if err := measureMode(ctx, cfg, m, mlogf); err != nil {
 		m.Error = err.Error()

@@ -739,7 +739,10 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("read after the drain deadline: %v, want the stream closed", err)
 	}
 	select {
-	case <-forwardDone:
+	case err := <-forwardDone:
+		if !errors.Is(err, errDraining) {
+			t.Errorf("Forward's stream failed with %v, want errDraining", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Forward still running after the drain deadline")
 	}

@@ -167,6 +167,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // clients open no new streams on it, and waits for the open streams to
 // finish. At ctx's deadline it closes whatever is left, counting each cut
 // stream as "draining", and returns ctx's error; nil if everything drained.
+// A Server is not reusable after Shutdown (a restarted proxy makes a new
+// one).
 func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.init(); err != nil {
 		return err
@@ -228,19 +230,23 @@ func (s *Server) drained() bool {
 
 func (s *Server) forceClose() {
 	s.mu.Lock()
-	for raw := range s.conns {
-		raw.Close()
-	}
 	streams := make([]*serverStream, 0, len(s.streams))
 	for st := range s.streams {
 		streams = append(streams, st)
 	}
 	s.mu.Unlock()
+	// Streams first, so Forward learns it was the drain deadline rather
+	// than the reset that closing the connections causes a moment later.
 	for _, st := range streams {
 		s.Metrics.Fail(FailDraining)
 		st.abort(errDraining)
 	}
 	s.cancelBase()
+	s.mu.Lock()
+	for raw := range s.conns {
+		raw.Close()
+	}
+	s.mu.Unlock()
 }
 
 func (s *Server) isShuttingDown() bool {
