@@ -173,9 +173,11 @@ func (d *Dialer) connect(ctx context.Context, key poolKey, authority, want strin
 		if reason == FailStream && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A pooled connection can die between the liveness check and
 			// the request (the server restarted, a middlebox reset it).
-			// Nothing of the caller's has been sent yet, so one retry on a
-			// freshly dialled connection is safe, as x/net's own Transport
-			// does for requests that never reached the server.
+			// Nothing of the caller's has been sent yet, so retry once on
+			// a fresh connection, as x/net's own Transport does. At worst
+			// the server got the first CONNECT and dialled the app before
+			// the connection died: the app sees one aborted connection,
+			// as it would from a TCP client's retry.
 			d.evict(c)
 			continue
 		}
@@ -368,10 +370,13 @@ func (d *Dialer) dial(ctx context.Context, key poolKey, want string) (*clientCon
 	}
 
 	c := &clientConn{key: key, peer: peer, tc: tc}
-	var opened atomic.Bool // counted only once the server accepted us
+	// The connection counts as opened only once the server accepted us,
+	// and as closed only if it was opened; the two can race.
+	const pending, opened, closed = 0, 1, 2
+	var state atomic.Int32
 	tracked := &trackedConn{Conn: tc, first: make(chan struct{}), onClose: func() {
 		c.dead.Store(true)
-		if opened.Load() {
+		if !state.CompareAndSwap(pending, closed) && state.CompareAndSwap(opened, closed) {
 			d.Metrics.connClosed()
 		}
 		// Not inline: x/net may close the connection from paths that hold
@@ -404,7 +409,9 @@ func (d *Dialer) dial(ctx context.Context, key poolKey, want string) (*clientCon
 		}
 		return nil, FailProtocol, fmt.Errorf("reading the server's HTTP/2 preface: %w", err)
 	}
-	opened.Store(true)
+	if !state.CompareAndSwap(pending, opened) {
+		return nil, FailStream, errors.New("connection lost right after the handshake")
+	}
 	d.Metrics.connOpened()
 	c.cc = cc
 	return c, "", nil

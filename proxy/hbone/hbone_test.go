@@ -353,6 +353,20 @@ func TestDeadConnectionIsEvictedAndRedialled(t *testing.T) {
 		t.Fatalf("server TLS connections = %d, want 2 (redialled)", got)
 	}
 	eventually(t, "client to count the dead connection closed", func() bool { return cm.ConnectionsClosed.Load() == 1 })
+
+	// Kill again and Connect at once, before the client can have noticed:
+	// the CONNECT goes out on the dead connection, fails, and is retried
+	// on a fresh one instead of failing the caller.
+	e.ln.killAll()
+	c3, err := d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:80", serverID)
+	if err != nil {
+		t.Fatalf("Connect right after a kill: %v", err)
+	}
+	echoOnce(t, c3, "again")
+	c3.Close()
+	if got := e.srvM.ConnectionsOpened.Load(); got != 3 {
+		t.Fatalf("server TLS connections = %d, want 3", got)
+	}
 }
 
 func TestPlaintextRefused(t *testing.T) {
@@ -674,11 +688,13 @@ func TestShutdownDrains(t *testing.T) {
 	forwardDone := make(chan error, 1)
 	e := newEnv(t, withForward(func(ctx context.Context, st net.Conn, p, a string) error {
 		err := echo(ctx, st, p, a)
-		forwardDone <- err
+		if a == "10.0.0.1:81" { // the long-lived stream, not the probes below
+			forwardDone <- err
+		}
 		return err
 	}))
 	d, _ := e.dialer(nil)
-	c, err := d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:80", serverID)
+	c, err := d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:81", serverID)
 	if err != nil {
 		t.Fatal(err)
 	}
