@@ -2,8 +2,10 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -38,10 +40,10 @@ type Waypoint struct {
 	HBONEOut hbone.Metrics
 }
 
-func (wp *Waypoint) roots() *x509Pool {
+func (wp *Waypoint) roots() *x509.CertPool {
 	pool, err := ca.PoolFromPEM(wp.rootPEM())
 	if err != nil {
-		return emptyPool()
+		return x509.NewCertPool() // nothing verifies: fail closed
 	}
 	return pool
 }
@@ -158,7 +160,7 @@ func (wp *Waypoint) roundTrip(ctx context.Context, id, authority string, req *ht
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = io.NopCloser(bytesReader(body))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 	resp.ContentLength = int64(len(body))
 	resp.TransferEncoding = nil
 	resp.Close = false
