@@ -65,7 +65,7 @@ type env struct {
 
 // deploy brings up two nodes, pod a on node-1, pod b (HTTP and TCP echo) on
 // node-2 behind a service, and the data plane in mode ("none" for none).
-func deploy(t *testing.T, mode string) *env {
+func deploy(t *testing.T, mode string, opts ...func(*Reference)) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -75,6 +75,9 @@ func deploy(t *testing.T, mode string) *env {
 	var onEP func(netns.EndpointChange)
 	if mode != "none" {
 		ref = &Reference{Mode: mode, Dir: t.TempDir(), CertTTL: time.Hour, Drain: time.Second, Logf: t.Logf}
+		for _, o := range opts {
+			o(ref)
+		}
 		pods = append(pods, ref.InfraPods(2)...)
 		onEP = ref.EndpointsChanged
 	}
@@ -355,5 +358,35 @@ func TestAmbientSecurity(t *testing.T) {
 	}
 	if accepted.Load() != before {
 		t.Fatal("the application saw the plaintext attempt")
+	}
+}
+
+func TestAmbientWaypointCarriesBoundService(t *testing.T) {
+	e := deploy(t, "ambient", func(r *Reference) { r.WaypointFor, r.WaypointReplicas = "echo-b", 2 })
+	z1, _ := e.cl.Pod(ZtunnelPod(1))
+	w0, _ := e.cl.Pod(WaypointPod(0))
+	w1, _ := e.cl.Pod(WaypointPod(1))
+	via0 := metric(t, z1, "proxy_routes_total", `route="waypoint"`)
+	in0 := metric(t, w0, "hbone_streams_total", `direction="inbound"`) + metric(t, w1, "hbone_streams_total", `direction="inbound"`)
+	const n = 20
+	for i := 0; i < n; i++ {
+		if code, err := e.httpGet(fmt.Sprintf("/?i=%d", i)); err != nil || code != 200 {
+			t.Fatalf("request %d through the waypoint: %d %v", i, code, err)
+		}
+	}
+	if d := metric(t, z1, "proxy_routes_total", `route="waypoint"`) - via0; d < n {
+		t.Errorf("node-1 proxy sent %d connections to the waypoint, want %d", d, n)
+	}
+	in := metric(t, w0, "hbone_streams_total", `direction="inbound"`) + metric(t, w1, "hbone_streams_total", `direction="inbound"`)
+	if in-in0 < n {
+		t.Errorf("waypoints accepted %d streams, want ≥ %d", in-in0, n)
+	}
+	// Both replicas serve: connections are spread over them.
+	if metric(t, w0, "hbone_streams_total", `direction="inbound"`) == 0 || metric(t, w1, "hbone_streams_total", `direction="inbound"`) == 0 {
+		t.Error("one waypoint replica got nothing")
+	}
+	// Pod-to-pod traffic (not bound to the waypoint) still goes direct.
+	if err := e.echoTCP(marker()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -57,6 +57,10 @@ type Reference struct {
 	CertTTL time.Duration
 	Drain   time.Duration
 	Logf    func(string, ...any)
+	// Waypoint, when WaypointFor is set, puts WaypointReplicas L7 proxies in
+	// front of that service: node proxies send its traffic to them.
+	WaypointFor      string
+	WaypointReplicas int
 
 	cl     *netns.Cluster
 	nodes  int
@@ -92,9 +96,20 @@ func (r *Reference) InfraPods(nodes int) []netns.PodSpec {
 		for i := 1; i <= nodes; i++ {
 			pods = append(pods, netns.PodSpec{Name: ZtunnelPod(i), Node: i})
 		}
+		if r.WaypointFor != "" {
+			for k := 0; k < r.WaypointReplicas; k++ {
+				pods = append(pods, netns.PodSpec{Name: WaypointPod(k), Node: k%nodes + 1})
+			}
+		}
 	}
 	return pods
 }
+
+// WaypointPod names waypoint replica k.
+func WaypointPod(k int) string { return fmt.Sprintf("waypoint-%d", k) }
+
+// WaypointService is the service in front of the waypoint replicas.
+const WaypointService = "waypoint"
 
 func (r *Reference) registryPath() string { return filepath.Join(r.Dir, "registry.json") }
 
@@ -159,8 +174,12 @@ func (r *Reference) syncServices() {
 	defer r.mu.Unlock()
 	r.reg.Services = nil
 	for _, s := range r.cl.Services() {
-		r.reg.Services = append(r.reg.Services, xds.Service{Name: s.Name, Namespace: Namespace, VIP: s.VIP.String(),
-			Ports: []xds.Port{{Port: s.Port, TargetPort: s.TargetPort}}})
+		sv := xds.Service{Name: s.Name, Namespace: Namespace, VIP: s.VIP.String(),
+			Ports: []xds.Port{{Port: s.Port, TargetPort: s.TargetPort}}}
+		if s.Name == r.WaypointFor {
+			sv.Waypoint = WaypointService
+		}
+		r.reg.Services = append(r.reg.Services, sv)
 	}
 }
 
@@ -173,6 +192,15 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 		p, _ := cl.Pod(a.Name)
 		r.reg.Workloads = append(r.reg.Workloads, xds.Workload{UID: UID(a.Name), Name: a.Name, Namespace: Namespace,
 			ServiceAccount: a.Name, Node: p.Node.Name, IP: p.IP.String(), Protocol: xds.ProtocolHBONE})
+	}
+	var waypoints []string
+	if r.Mode == "ambient" && r.WaypointFor != "" {
+		for k := 0; k < r.WaypointReplicas; k++ {
+			p, _ := cl.Pod(WaypointPod(k))
+			waypoints = append(waypoints, p.Name)
+			r.reg.Workloads = append(r.reg.Workloads, xds.Workload{UID: UID(p.Name), Name: p.Name, Namespace: Namespace,
+				ServiceAccount: WaypointService, Node: p.Node.Name, IP: p.IP.String(), Protocol: xds.ProtocolHBONE})
+		}
 	}
 	sort.Slice(r.reg.Workloads, func(i, j int) bool { return r.reg.Workloads[i].UID < r.reg.Workloads[j].UID })
 	if err := r.writeRegistry(); err != nil {
@@ -217,6 +245,24 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 			}
 			r.Proxies[zp.Name] = pr
 			procs = append(procs, pr)
+		}
+		for _, name := range waypoints {
+			p, _ := cl.Pod(name)
+			pr, err := cl.Start(name, netns.ProcSpec{Name: "waypoint", Args: []string{"proxy", "--mode", "waypoint",
+				"--node", p.Node.Name, "--pod", UID(name), "--control-plane", cpAddr,
+				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
+				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			if err != nil {
+				return err
+			}
+			r.Proxies[name] = pr
+			procs = append(procs, pr)
+		}
+		if len(waypoints) > 0 {
+			// Node proxies find the replicas through this service's endpoints.
+			if _, err := cl.AddService(WaypointService, node.HBONEPort, node.HBONEPort, waypoints); err != nil {
+				return err
+			}
 		}
 		for _, a := range apps {
 			p, _ := cl.Pod(a.Name)
