@@ -23,6 +23,8 @@ vet:
 	$(GO) vet ./...
 
 bench:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/blastradius
+	$(BIN) bench $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./framework/cluster/netns ./framework/measure
 
 clean:

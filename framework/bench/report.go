@@ -69,24 +69,38 @@ type ModeResult struct {
 }
 
 // PhaseCPU compares the machine's CPU use during a phase with what the
-// cluster's processes used. Outside is the difference: other processes on
-// the machine, and kernel work (such as network softirqs) not charged to
-// any of ours. A large Outside means the numbers are noisy.
+// cluster's processes used, to tell how much else competed for the cores.
+//
+// The kernel here accounts CPU by ticks: interrupt and softirq time (most of
+// the network stack's receive work) is charged both to the irq/softirq
+// counters and to whichever task was interrupted. So OtherAtLeast =
+// Machine - Cluster - IRQ is a lower bound of the CPU that went to processes
+// that are not the bench's (other work on the machine, kernel threads): when
+// it is large, the numbers are noisy.
 type PhaseCPU struct {
 	Seconds        float64 `json:"seconds"`        // wall time of the phase
 	MachineBusy    float64 `json:"machineBusy"`    // busy fraction of all cores
 	MachineSeconds float64 `json:"machineSeconds"` // busy CPU seconds, all cores
+	IRQSeconds     float64 `json:"irqSeconds"`     // of which irq and softirq
 	ClusterSeconds float64 `json:"clusterSeconds"` // CPU seconds of the cluster's processes
-	OutsideSeconds float64 `json:"outsideSeconds"` // MachineSeconds - ClusterSeconds
+	OtherAtLeast   float64 `json:"otherAtLeastSeconds"`
+	Noisy          bool    `json:"noisy"` // OtherAtLeast above 10 % of the cores' time
 }
 
-func newPhaseCPU(wall time.Duration, b0, t0, b1, t1 uint64, cluster float64, cpus int) *PhaseCPU {
+func newPhaseCPU(wall time.Duration, m0, m1 MachineCPU, cluster float64, cpus int) *PhaseCPU {
 	p := &PhaseCPU{Seconds: round(wall.Seconds(), 2), ClusterSeconds: round(cluster, 2)}
-	if t1 > t0 && b1 >= b0 {
-		p.MachineBusy = round(float64(b1-b0)/float64(t1-t0), 3)
-		p.MachineSeconds = round(p.MachineBusy*wall.Seconds()*float64(cpus), 2)
-		p.OutsideSeconds = round(p.MachineSeconds-p.ClusterSeconds, 2)
+	if m1.Total <= m0.Total || m1.Busy < m0.Busy || m1.IRQ < m0.IRQ {
+		return p
 	}
+	// Scale ticks to seconds by the wall time rather than assuming USER_HZ
+	// ticks per core: the ratio is what /proc/stat measures exactly.
+	capacity := wall.Seconds() * float64(cpus)
+	frac := func(v uint64) float64 { return float64(v) / float64(m1.Total-m0.Total) }
+	p.MachineBusy = round(frac(m1.Busy-m0.Busy), 3)
+	p.MachineSeconds = round(frac(m1.Busy-m0.Busy)*capacity, 2)
+	p.IRQSeconds = round(frac(m1.IRQ-m0.IRQ)*capacity, 2)
+	p.OtherAtLeast = round(max(0, p.MachineSeconds-p.ClusterSeconds-p.IRQSeconds), 2)
+	p.Noisy = p.OtherAtLeast > 0.1*capacity
 	return p
 }
 
@@ -280,6 +294,7 @@ func PrintTable(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "* %s: the sink did not confirm the byte count (%s); rate from bytes written\n", m.Mode, t.AckError)
 		}
 	}
+	fmt.Fprintln(w, "(! after machine busy: a noisy phase, other processes used at least 10 % of the cores' time)")
 	fmt.Fprintln(w)
 	for _, m := range r.Modes {
 		for _, p := range m.Proxies {
@@ -298,8 +313,12 @@ func PrintTable(w io.Writer, r *Report) {
 			p    *PhaseCPU
 		}{{"latency", m.LatencyCPU}, {"throughput", m.ThroughputCPU}} {
 			if ph.p != nil && ph.p.MachineSeconds > 0 {
-				fmt.Fprintf(w, "  %-8s %s phase: machine %.0f%% busy, %.2f CPU s: cluster processes %.2f s, outside them %.2f s (load average at start %s)\n",
-					m.Mode, ph.name, ph.p.MachineBusy*100, ph.p.MachineSeconds, ph.p.ClusterSeconds, ph.p.OutsideSeconds, m.LoadAverage)
+				noisy := ""
+				if ph.p.Noisy {
+					noisy = " NOISY: other work competed for the CPU"
+				}
+				fmt.Fprintf(w, "  %-8s %s phase: machine %.0f%% busy = %.2f CPU s: bench processes %.2f s, irq+softirq %.2f s, other processes at least %.2f s%s\n",
+					m.Mode, ph.name, ph.p.MachineBusy*100, ph.p.MachineSeconds, ph.p.ClusterSeconds, ph.p.IRQSeconds, ph.p.OtherAtLeast, noisy)
 			}
 		}
 		if l := m.Latency; l != nil && (l.Errors > 0 || l.WarmupErrors > 0) {
@@ -323,6 +342,9 @@ func PrintTable(w io.Writer, r *Report) {
 func busyPct(p *PhaseCPU) string {
 	if p == nil {
 		return "-"
+	}
+	if p.Noisy {
+		return fmt.Sprintf("%.0f%%!", p.MachineBusy*100)
 	}
 	return fmt.Sprintf("%.0f%%", p.MachineBusy*100)
 }

@@ -193,7 +193,7 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 	tail := &events.Tail{Path: evPath}
 	var total, ok int
 	var before, after map[string]procSample
-	var b0, t0, b1, t1 uint64
+	var m0, m1 MachineCPU
 	warmT, endT := time.NewTimer(time.Until(warmEnd)), time.NewTimer(time.Until(end))
 	defer warmT.Stop()
 	defer endT.Stop()
@@ -205,10 +205,10 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 			return ctx.Err()
 		case <-warmT.C:
 			before = acct.snapshot()
-			b0, t0, _ = readMachineCPU()
+			m0 = readMachineCPU()
 		case <-endT.C:
 			after = acct.snapshot()
-			b1, t1, _ = readMachineCPU()
+			m1 = readMachineCPU()
 			done = true
 		case <-tk.C:
 			if pr.Restarts() > 0 {
@@ -233,7 +233,7 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 				max(0, time.Since(start).Seconds()), end.Sub(start).Seconds(), total, pct(ok, total), float64(n)/2)
 		}
 	}
-	m.LatencyCPU = newPhaseCPU(cfg.Duration, b0, t0, b1, t1, acct.record(phaseLatency, before, after), runtime.NumCPU())
+	m.LatencyCPU = newPhaseCPU(cfg.Duration, m0, m1, acct.record(phaseLatency, before, after), runtime.NumCPU())
 	// Stopping lets requests in flight finish (within the timeout) and be
 	// recorded; the window only counts requests that started before end.
 	stopProc(cl, pr, cfg.Timeout+3*time.Second)
@@ -259,7 +259,7 @@ func measureThroughput(ctx context.Context, cfg *Config, cl *netns.Cluster, dir 
 	logPath := filepath.Join(dir, "logs", ClientPod+".bulk.log")
 	_ = os.Remove(resPath)
 	before := acct.snapshot()
-	b0, t0, _ := readMachineCPU()
+	m0 := readMachineCPU()
 	started := time.Now()
 	pr, err := cl.Start(ClientPod, netns.ProcSpec{Name: "bulk", Args: []string{"bench-agent",
 		"--send", target, "--duration", cfg.ThroughputDuration.String(), "--result", resPath,
@@ -295,8 +295,8 @@ func measureThroughput(ctx context.Context, cfg *Config, cl *netns.Cluster, dir 
 		}
 	}
 	after := acct.snapshot()
-	b1, t1, _ := readMachineCPU()
-	m.ThroughputCPU = newPhaseCPU(time.Since(started), b0, t0, b1, t1, acct.record(phaseThroughput, before, after), runtime.NumCPU())
+	m1 := readMachineCPU()
+	m.ThroughputCPU = newPhaseCPU(time.Since(started), m0, m1, acct.record(phaseThroughput, before, after), runtime.NumCPU())
 	b, err := os.ReadFile(resPath)
 	if err != nil {
 		return err

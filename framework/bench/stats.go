@@ -189,34 +189,45 @@ func sampleProc(pid int) procSample {
 	return s
 }
 
-// readMachineCPU reads the busy and total jiffies of the whole machine from
-// /proc/stat (busy: everything but idle and iowait).
-func readMachineCPU() (busy, total uint64, err error) {
+// MachineCPU is the first ("cpu") line of /proc/stat, in clock ticks.
+type MachineCPU struct {
+	Busy  uint64 // everything but idle and iowait
+	IRQ   uint64 // irq + softirq (part of Busy)
+	Total uint64
+}
+
+// readMachineCPU reads the whole machine's CPU counters; zero on error.
+func readMachineCPU() MachineCPU {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0, err
+		return MachineCPU{}
 	}
-	return ParseMachineCPU(b)
+	m, _ := ParseMachineCPU(b)
+	return m
 }
 
 // ParseMachineCPU parses the first ("cpu") line of /proc/stat.
-func ParseMachineCPU(stat []byte) (busy, total uint64, err error) {
+func ParseMachineCPU(stat []byte) (MachineCPU, error) {
+	var m MachineCPU
 	line, _, _ := bytes.Cut(stat, []byte("\n"))
 	f := strings.Fields(string(line))
-	if len(f) < 5 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return m, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
 	// user nice system idle iowait irq softirq steal [guest guest_nice]: guest
 	// time is already counted in user, so only the first eight are summed.
 	for i, s := range f[1:min(len(f), 9)] {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/stat: %q: %v", s, err)
+			return MachineCPU{}, fmt.Errorf("/proc/stat: %q: %v", s, err)
 		}
-		total += v
+		m.Total += v
 		if i != 3 && i != 4 {
-			busy += v
+			m.Busy += v
+		}
+		if i == 5 || i == 6 {
+			m.IRQ += v
 		}
 	}
-	return busy, total, nil
+	return m, nil
 }

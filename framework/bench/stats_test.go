@@ -105,15 +105,15 @@ func TestParseStatusKB(t *testing.T) {
 
 func TestParseMachineCPU(t *testing.T) {
 	stat := "cpu  100 5 50 800 20 3 2 0 40 0\ncpu0 1 2 3 4 5 6 7 8\n"
-	busy, total, err := ParseMachineCPU([]byte(stat))
+	m, err := ParseMachineCPU([]byte(stat))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// busy: user+nice+system+irq+softirq+steal = 160; total adds idle and iowait; guest is in user already.
-	if busy != 160 || total != 980 {
-		t.Errorf("busy/total = %d/%d, want 160/980", busy, total)
+	if m.Busy != 160 || m.Total != 980 || m.IRQ != 5 {
+		t.Errorf("busy/total/irq = %d/%d/%d, want 160/980/5", m.Busy, m.Total, m.IRQ)
 	}
-	if _, _, err := ParseMachineCPU([]byte("intr 1 2 3\n")); err == nil {
+	if _, err := ParseMachineCPU([]byte("intr 1 2 3\n")); err == nil {
 		t.Error("no cpu line: no error")
 	}
 }
