@@ -13,10 +13,11 @@ build:
 e2e: build
 	$(BIN) run --provider netns --mode none --scenario baseline,node-crash --out $(OUT)
 
-# Every test: unit, namespace and end-to-end suites. -timeout 0 because Ginkgo
+# Every test: unit, namespace and end-to-end suites, one package at a time (-p 1):
+# the end-to-end timings must not share the two cores with other packages. Ginkgo
 # suites run whole scenarios; each wait inside has its own deadline.
 test: vet
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
 vet:
 	@test -z "$$(gofmt -l cmd framework proxy reports suites manifests)" || (gofmt -l cmd framework proxy reports suites manifests; echo "gofmt needed"; exit 1)

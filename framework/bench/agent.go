@@ -20,7 +20,8 @@ import (
 // AgentMain is the hidden `blastradius bench-agent` subcommand started inside
 // pods: either a throughput sink (--sink-listen) that runs until SIGTERM, or a
 // bulk sender (--send) that sends on one TCP connection for --duration and
-// writes its load.BulkResult as JSON to --result.
+// writes its load.BulkResult as JSON to --result, then, with --linger, waits
+// to be stopped.
 //
 // The cluster's supervisor restarts a process that exits, so a sender that
 // finds its result already written, or is started after --not-after, does
@@ -36,11 +37,12 @@ func AgentMain(args []string, stdout, stderr io.Writer) int {
 		duration = fs.Duration("duration", 5*time.Second, "--send: how long to send")
 		result   = fs.String("result", "", "--send: write the result as JSON to this file")
 		notAfter = fs.Int64("not-after", 0, "--send: do nothing if started after this Unix time in nanoseconds (0: no limit)")
+		linger   = fs.Duration("linger", 0, "--send: after writing the result, stay until SIGTERM or this long, so that the caller can read the process's CPU time before it goes")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintln(stderr, "usage: blastradius bench-agent --sink-listen addr | --send ip:port --duration d --result file [--not-after unix-ns]")
+			fmt.Fprintln(stderr, "usage: blastradius bench-agent --sink-listen addr | --send ip:port --duration d --result file [--not-after unix-ns] [--linger d]")
 			fs.PrintDefaults()
 			return 0
 		}
@@ -60,13 +62,24 @@ func AgentMain(args []string, stdout, stderr io.Writer) int {
 		return fail("--send needs --result")
 	case *duration <= 0:
 		return fail("--duration must be positive")
+	case *linger < 0:
+		return fail("--linger must not be negative")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if *sink != "" {
 		return runSink(ctx, *sink, stdout, stderr)
 	}
-	return runSend(ctx, *send, *duration, *result, *notAfter, stdout, stderr)
+	code := runSend(ctx, *send, *duration, *result, *notAfter, stdout, stderr)
+	if code == 0 && *linger > 0 {
+		t := time.NewTimer(*linger)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return code
 }
 
 func runSink(ctx context.Context, addr string, stdout, stderr io.Writer) int {

@@ -264,7 +264,7 @@ func PrintTable(w io.Writer, r *Report) {
 	fmt.Fprintln(tw, "mode\tp50 ms\tp99 ms\tachieved rps\terrors\tthroughput MB/s\tproxies\tCPU s latency sum/max\tCPU s throughput sum/max\tpeak RSS MB max/sum\tmachine busy lat/tput\t")
 	for _, m := range r.Modes {
 		if m.Error != "" {
-			fmt.Fprintf(tw, "%s\tERROR: %s\t\t\t\t\t\t\t\t\t\t\n", m.Mode, oneLine(m.Error, 90))
+			fmt.Fprintf(tw, "%s\tERROR\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", m.Mode)
 			continue
 		}
 		p50, p99, rps, errs, tput := "-", "-", "-", "-", "-"
@@ -289,12 +289,19 @@ func PrintTable(w io.Writer, r *Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.Mode, p50, p99, rps, errs, tput, np, cpuL, cpuT, rss, busy)
 	}
 	tw.Flush()
+	noisy := false
 	for _, m := range r.Modes {
+		noisy = noisy || (m.LatencyCPU != nil && m.LatencyCPU.Noisy) || (m.ThroughputCPU != nil && m.ThroughputCPU.Noisy)
+		if m.Error != "" {
+			fmt.Fprintf(w, "%s: ERROR: %s\n", m.Mode, oneLine(m.Error, 300))
+		}
 		if t := m.Throughput; t != nil && !t.Acked {
 			fmt.Fprintf(w, "* %s: the sink did not confirm the byte count (%s); rate from bytes written\n", m.Mode, t.AckError)
 		}
 	}
-	fmt.Fprintln(w, "(! after machine busy: a noisy phase, other processes used at least 10 % of the cores' time)")
+	if noisy {
+		fmt.Fprintln(w, "! after machine busy: a noisy phase, where other processes used at least 10 % of the cores' time")
+	}
 	fmt.Fprintln(w)
 	for _, m := range r.Modes {
 		for _, p := range m.Proxies {

@@ -2,9 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +78,7 @@ func TestPrintTable(t *testing.T) {
 	var b bytes.Buffer
 	PrintTable(&b, r)
 	out := b.String()
-	for _, want := range []string{"p50 ms", "0.200", "900.0", "ERROR: deploy: boom", "n/a"} {
+	for _, want := range []string{"p50 ms", "0.200", "900.0", "ambient: ERROR: deploy: boom", "n/a"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -137,5 +142,49 @@ func TestAgentMainBadFlags(t *testing.T) {
 		if code := AgentMain(args, &out, &errb); code != 2 || strings.Count(errb.String(), "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, errb.String())
 		}
+	}
+}
+
+// The sender writes its result file, confirmed by a sink, and a restarted
+// sender that finds it does not send again.
+func TestAgentMainSend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- load.ServeSink(ctx, ln, nil) }()
+	defer func() { cancel(); <-done }()
+
+	result := filepath.Join(t.TempDir(), "throughput.json")
+	args := []string{"--send", ln.Addr().String(), "--duration", "200ms", "--result", result}
+	var out, errb bytes.Buffer
+	if code := AgentMain(args, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r load.BulkResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Acked || r.Bytes == 0 || r.Delivered != r.Bytes {
+		t.Errorf("result %+v", r)
+	}
+	out.Reset()
+	if code := AgentMain(args, &out, &errb); code != 0 || !strings.Contains(out.String(), "not sending") {
+		t.Errorf("second run: exit %d, %q", code, out.String())
+	}
+	late := append(args[:len(args):len(args)], "--not-after", "1")
+	os.Remove(result)
+	out.Reset()
+	if code := AgentMain(late, &out, &errb); code != 0 || !strings.Contains(out.String(), "not sending") {
+		t.Errorf("after --not-after: exit %d, %q", code, out.String())
+	}
+	if _, err := os.Stat(result); err == nil {
+		t.Error("a late sender wrote a result")
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,16 +72,30 @@ func Run(ctx context.Context, cfg *Config, env Environment, command []string, lo
 
 func runMode(ctx context.Context, cfg *Config, mode string, logf func(string, ...any)) *ModeResult {
 	mlogf := func(format string, a ...any) { logf("[%s] "+format, append([]any{mode}, a...)...) }
-	m := &ModeResult{Mode: mode, DataPlane: "none", Proxies: []*ProcUsage{}, Others: []*ProcUsage{}}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(b))
-		m.LoadAverage = strings.Join(f[:min(3, len(f))], " ")
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		m := &ModeResult{Mode: mode, DataPlane: "none", Proxies: []*ProcUsage{}, Others: []*ProcUsage{}}
+		if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+			f := strings.Fields(string(b))
+			m.LoadAverage = strings.Join(f[:min(3, len(f))], " ")
+		}
+		err := measureMode(ctx, cfg, m, mlogf)
+		if errors.Is(err, errStray) && attempt < attempts && ctx.Err() == nil {
+			// Keep the spoiled attempt's files as evidence, out of the way.
+			dir := filepath.Join(cfg.Out, mode)
+			spoiled := fmt.Sprintf("%s.spoiled-%d", dir, attempt)
+			if rerr := os.Rename(dir, spoiled); rerr != nil {
+				mlogf("warning: %v", rerr)
+			}
+			mlogf("%v; measuring again on a fresh cluster (attempt %d of %d; the spoiled one is in %s)", err, attempt+1, attempts, spoiled)
+			continue
+		}
+		if err != nil {
+			m.Error = err.Error()
+			mlogf("error: %v", err)
+		}
+		return m
 	}
-	if err := measureMode(ctx, cfg, m, mlogf); err != nil {
-		m.Error = err.Error()
-		mlogf("error: %v", err)
-	}
-	return m
 }
 
 func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(string, ...any)) error {
@@ -113,9 +128,17 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 	if err != nil {
 		return fmt.Errorf("bring up cluster: %w", err)
 	}
+	strays := newStrayWatch(cl)
 	defer func() {
 		logf("tearing down")
+		strays.observe()
 		cl.Down()
+		// Down stops the processes the cluster tracks; duplicates launched
+		// by its supervisor (see strays.go) would live on and take CPU from
+		// the next mode.
+		if n := strays.afterDown(); n > 0 {
+			logf("killed %d stray process(es) the cluster did not track", n)
+		}
 	}()
 	if dp != nil {
 		logf("deploying %s", dp.Describe())
@@ -123,6 +146,9 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 		err := dp.Deploy(dctx, cl, apps)
 		cancel()
 		if err != nil {
+			if serr := strays.check(); serr != nil {
+				return fmt.Errorf("deploy %s: %w (%w)", dp.Describe(), serr, err)
+			}
 			return fmt.Errorf("deploy %s: %w", dp.Describe(), err)
 		}
 	}
@@ -136,10 +162,20 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 		"--sink-listen", fmt.Sprintf(":%d", SinkPort)}, ProbePort: SinkPort}); err != nil {
 		return err
 	}
+	// A duplicate launch happens within a supervisor tick (100 ms) of
+	// Start; one that holds a listening port keeps the tracked copy from
+	// ever getting ready, so look before waiting.
+	time.Sleep(300 * time.Millisecond)
+	if err := strays.check(); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	err = cl.WaitReady(rctx)
 	cancel()
 	if err != nil {
+		if serr := strays.check(); serr != nil {
+			return fmt.Errorf("servers: %w (%w)", serr, err)
+		}
 		return fmt.Errorf("servers: %w", err)
 	}
 	m.BringUpSeconds = round(time.Since(t0).Seconds(), 2)
@@ -149,12 +185,21 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 	m.Topology = Topology{Client: cp.Name, ClientNode: cp.Node.Name, ClientIP: cp.IP.String(),
 		Server: sp.Name, ServerNode: sp.Node.Name, ServerIP: sp.IP.String()}
 
+	// A failed phase does not stop the other: what was measured is kept.
 	acct := newAccounting(cl, dp)
+	acct.strays = strays
+	var errs []error
 	if err := measureLatency(ctx, cfg, cl, dir, m, acct, logf); err != nil {
-		return fmt.Errorf("latency: %w", err)
+		errs = append(errs, fmt.Errorf("latency: %w", err))
+		if ctx.Err() != nil || errors.Is(err, errStray) {
+			return errors.Join(errs...)
+		}
 	}
 	if err := measureThroughput(ctx, cfg, cl, dir, m, acct, logf); err != nil {
-		return fmt.Errorf("throughput: %w", err)
+		errs = append(errs, fmt.Errorf("throughput: %w", err))
+		if ctx.Err() != nil || errors.Is(err, errStray) {
+			return errors.Join(errs...)
+		}
 	}
 	acct.final()
 	m.Proxies, m.Others = acct.results()
@@ -166,7 +211,7 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 		}
 		cancel()
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // measureLatency runs the fixed-rate keep-alive load from the client pod and
@@ -187,6 +232,11 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 		return err
 	}
 	defer stopProc(cl, pr, cfg.Timeout+3*time.Second)
+	// A duplicate launch happens within a supervisor tick (100 ms) of Start.
+	time.Sleep(300 * time.Millisecond)
+	if err := acct.strays.check(); err != nil {
+		return err
+	}
 	logf("latency: %g rps over %d keep-alive connections to %s, %s warm-up + %s measured",
 		cfg.QPS, cfg.Connections, target, cfg.Warmup, cfg.Duration)
 
@@ -194,6 +244,7 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 	var total, ok int
 	var before, after map[string]procSample
 	var m0, m1 MachineCPU
+	var w0, w1 time.Time
 	warmT, endT := time.NewTimer(time.Until(warmEnd)), time.NewTimer(time.Until(end))
 	defer warmT.Stop()
 	defer endT.Stop()
@@ -204,11 +255,9 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-warmT.C:
-			before = acct.snapshot()
-			m0 = readMachineCPU()
+			w0, before, m0 = time.Now(), acct.snapshot(), readMachineCPU()
 		case <-endT.C:
-			after = acct.snapshot()
-			m1 = readMachineCPU()
+			w1, after, m1 = time.Now(), acct.snapshot(), readMachineCPU()
 			done = true
 		case <-tk.C:
 			if pr.Restarts() > 0 {
@@ -233,7 +282,10 @@ func measureLatency(ctx context.Context, cfg *Config, cl *netns.Cluster, dir str
 				max(0, time.Since(start).Seconds()), end.Sub(start).Seconds(), total, pct(ok, total), float64(n)/2)
 		}
 	}
-	m.LatencyCPU = newPhaseCPU(cfg.Duration, m0, m1, acct.record(phaseLatency, before, after), runtime.NumCPU())
+	m.LatencyCPU = newPhaseCPU(w1.Sub(w0), m0, m1, acct.record(phaseLatency, before, after), runtime.NumCPU())
+	if err := acct.strays.check(); err != nil {
+		return err
+	}
 	// Stopping lets requests in flight finish (within the timeout) and be
 	// recorded; the window only counts requests that started before end.
 	stopProc(cl, pr, cfg.Timeout+3*time.Second)
@@ -258,16 +310,22 @@ func measureThroughput(ctx context.Context, cfg *Config, cl *netns.Cluster, dir 
 	resPath := filepath.Join(dir, "throughput.json")
 	logPath := filepath.Join(dir, "logs", ClientPod+".bulk.log")
 	_ = os.Remove(resPath)
-	before := acct.snapshot()
-	m0 := readMachineCPU()
-	started := time.Now()
+	started, before, m0 := time.Now(), acct.snapshot(), readMachineCPU()
 	pr, err := cl.Start(ClientPod, netns.ProcSpec{Name: "bulk", Args: []string{"bench-agent",
 		"--send", target, "--duration", cfg.ThroughputDuration.String(), "--result", resPath,
-		"--not-after", strconv.FormatInt(started.Add(5*time.Second).UnixNano(), 10)}})
+		"--not-after", strconv.FormatInt(started.Add(5*time.Second).UnixNano(), 10),
+		// Stay after writing the result until stopped, so that the CPU
+		// reading after the phase still sees the sender (and its
+		// supervisor does not restart it meanwhile).
+		"--linger", "1m"}})
 	if err != nil {
 		return err
 	}
 	defer stopProc(cl, pr, 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if err := acct.strays.check(); err != nil {
+		return err
+	}
 	logf("throughput: one TCP connection to %s for %s", target, cfg.ThroughputDuration)
 	// Dial (5s) + sending + the sink's confirmation (10s) + margin.
 	deadline := time.NewTimer(cfg.ThroughputDuration + 25*time.Second)
@@ -294,9 +352,11 @@ func measureThroughput(ctx context.Context, cfg *Config, cl *netns.Cluster, dir 
 			logf("throughput t=%.0fs/%.0fs", time.Since(started).Seconds(), cfg.ThroughputDuration.Seconds())
 		}
 	}
-	after := acct.snapshot()
-	m1 := readMachineCPU()
-	m.ThroughputCPU = newPhaseCPU(time.Since(started), m0, m1, acct.record(phaseThroughput, before, after), runtime.NumCPU())
+	ended, after, m1 := time.Now(), acct.snapshot(), readMachineCPU()
+	m.ThroughputCPU = newPhaseCPU(ended.Sub(started), m0, m1, acct.record(phaseThroughput, before, after), runtime.NumCPU())
+	if err := acct.strays.check(); err != nil {
+		return err
+	}
 	b, err := os.ReadFile(resPath)
 	if err != nil {
 		return err
@@ -347,6 +407,7 @@ type accounting struct {
 	proxies map[string]bool           // pod/name of the data plane's proxies
 	usage   map[string]*ProcUsage
 	last    map[string]procSample // last good reading
+	strays  *strayWatch
 }
 
 func newAccounting(cl *netns.Cluster, dp scenario.DataPlane) *accounting {

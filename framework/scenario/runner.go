@@ -278,7 +278,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 		for _, f := range byClient[c] {
 			args = append(args, "--flow", f)
 		}
-		pr, err := cl.Start(c, netns.ProcSpec{Name: "load", Args: args})
+		pr, err := cl.Start(c, netns.ProcSpec{Name: "load", Args: args, RunOnce: true})
 		if err != nil {
 			return err
 		}

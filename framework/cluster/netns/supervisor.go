@@ -24,6 +24,9 @@ type ProcSpec struct {
 	// ProbePath, when set, makes the probe an HTTP GET of that path on
 	// ProbePort that must answer 200 (a process can listen before it is ready).
 	ProbePath string
+	// RunOnce: a clean exit (status 0) is final, like a Job's pod; only a
+	// failure is restarted. Load clients that finish their schedule use it.
+	RunOnce bool
 }
 
 // Process is one supervised process. Its supervisor restarts it with back-off
@@ -60,12 +63,14 @@ func (c *Cluster) Start(pod string, spec ProcSpec) (*Process, error) {
 		return nil, fmt.Errorf("start %s: no pod %s", spec.Name, pod)
 	}
 	pr := &Process{Spec: spec, pod: p}
-	p.Node.mu.Lock()
-	p.procs = append(p.procs, pr)
-	p.Node.mu.Unlock()
+	// Launch before the supervisor can see it: a tick in between would take
+	// the not-yet-running process for a dead one and start a second copy.
 	if err := c.launch(pr); err != nil {
 		return nil, fmt.Errorf("start %s in %s: %w", spec.Name, pod, err)
 	}
+	p.Node.mu.Lock()
+	p.procs = append(p.procs, pr)
+	p.Node.mu.Unlock()
 	return pr, nil
 }
 
@@ -93,6 +98,9 @@ func (c *Cluster) launch(pr *Process) error {
 		err := cmd.Wait()
 		pr.mu.Lock()
 		pr.running, pr.ready, pr.lastErr = false, false, err
+		if err == nil && pr.Spec.RunOnce {
+			pr.nextTry = time.Now().Add(100 * 365 * 24 * time.Hour) // completed
+		}
 		pr.mu.Unlock()
 		close(done)
 	}()
