@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// Streams are built from synchronous one-way pipes rather than handing the
-// HTTP/2 bodies straight to callers, because neither end of x/net/http2 offers
-// what a net.Conn must: the client's response body and request body have no
+// Streams are built from in-memory pipes rather than handing the HTTP/2
+// bodies straight to callers, because neither end of x/net/http2 offers what a
+// net.Conn must: the client's response body and request body have no
 // deadlines, and the server's ResponseController read deadline tears the body
 // down for good when it fires (net.Conn deadlines are recoverable). A pipe
 // gives both ends deadlines that can be moved and half-close semantics we
@@ -23,15 +23,23 @@ var (
 	errPipeClosed  = io.ErrClosedPipe
 )
 
-// pipe is a synchronous, one-directional in-memory pipe, like io.Pipe but
-// with a deadline on each Read and Write and distinct errors for each side.
-// Being unbuffered is the point: a Write returns only once the reader has
-// taken the bytes, so HTTP/2 flow control stays the only buffer and
-// backpressure reaches the writer.
+// pipeBuffer bounds what a pipe holds. A synchronous pipe (a Write returns
+// only once the reader took the bytes) made every chunk a lockstep handoff
+// between two goroutines, which capped a stream's throughput; a bounded
+// buffer lets both sides run while keeping backpressure: a full buffer blocks
+// the writer, and HTTP/2 flow control does the rest.
+const pipeBuffer = 256 << 10
+
+// pipe is a bounded, one-directional in-memory pipe, like io.Pipe but
+// buffered, with a deadline on each Read and Write and distinct errors for
+// each side.
 type pipe struct {
 	wmu      sync.Mutex    // serialises Writes so one Write's bytes are contiguous
-	data     chan []byte   // writer → reader: the bytes on offer
-	consumed chan int      // reader → writer: how many the reader took
+	mu       sync.Mutex    // guards ring, r, n
+	ring     []byte        // allocated on first write: pipeBuffer bytes
+	r, n     int           // start and length of the buffered bytes in ring
+	readable chan struct{} // signalled (cap 1) when bytes arrive or the write side closes
+	writable chan struct{} // signalled (cap 1) when space frees up
 	wdone    chan struct{} // closed by closeWrite
 	rdone    chan struct{} // closed by closeRead
 	wonce    sync.Once
@@ -44,15 +52,23 @@ type pipe struct {
 
 func newPipe() *pipe {
 	return &pipe{
-		data:     make(chan []byte),
-		consumed: make(chan int),
+		readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1),
 		wdone:    make(chan struct{}),
 		rdone:    make(chan struct{}),
 	}
 }
 
-// write offers b to the reader until all of it is taken, the pipe closes or
-// the deadline channel fires. Bytes already taken are reported in n.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// write copies b into the pipe, waiting for space while it is full, until
+// all of it is in, the pipe closes or the deadline channel fires. Bytes
+// already in are reported in n.
 func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
@@ -68,11 +84,27 @@ func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	for len(b) > 0 {
+		if isClosed(p.rdone) {
+			return n, p.rerr
+		}
+		p.mu.Lock()
+		if p.ring == nil {
+			p.ring = make([]byte, pipeBuffer)
+		}
+		if room := pipeBuffer - p.n; room > 0 {
+			k := min(room, len(b))
+			w := (p.r + p.n) % pipeBuffer
+			c := copy(p.ring[w:], b[:k])
+			copy(p.ring, b[c:k]) // the part that wraps around
+			p.n += k
+			p.mu.Unlock()
+			signal(p.readable)
+			b, n = b[k:], n+k
+			continue
+		}
+		p.mu.Unlock()
 		select {
-		case p.data <- b:
-			k := <-p.consumed
-			b = b[k:]
-			n += k
+		case <-p.writable:
 		case <-p.wdone:
 			return n, p.werrSelf
 		case <-p.rdone:
@@ -84,7 +116,7 @@ func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 	return n, nil
 }
 
-// read takes what one pending write offers, up to len(b).
+// read takes up to len(b) buffered bytes, waiting while the pipe is empty.
 func (p *pipe) read(b []byte, deadline <-chan struct{}) (int, error) {
 	switch {
 	case isClosed(p.rdone):
@@ -95,22 +127,39 @@ func (p *pipe) read(b []byte, deadline <-chan struct{}) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	select {
-	case bw := <-p.data:
-		k := copy(b, bw)
-		p.consumed <- k
-		return k, nil
-	case <-p.wdone:
-		return 0, p.werr
-	case <-p.rdone:
-		return 0, p.rerrSelf
-	case <-deadline:
-		return 0, os.ErrDeadlineExceeded
+	for {
+		p.mu.Lock()
+		if p.n > 0 {
+			k := min(len(b), p.n)
+			end := min(p.r+k, pipeBuffer)
+			c := copy(b, p.ring[p.r:end])
+			copy(b[c:k], p.ring) // the part that wrapped around
+			p.r, p.n = (p.r+k)%pipeBuffer, p.n-k
+			p.mu.Unlock()
+			signal(p.writable)
+			return k, nil
+		}
+		p.mu.Unlock()
+		// Empty: a closed write side means the end (after the buffered
+		// bytes, which were read above).
+		if isClosed(p.wdone) {
+			return 0, p.werr
+		}
+		select {
+		case <-p.readable:
+		case <-p.wdone:
+		case <-p.rdone:
+			return 0, p.rerrSelf
+		case <-deadline:
+			return 0, os.ErrDeadlineExceeded
+		}
 	}
 }
 
 // closeWrite ends the writing side. A nil cause is a clean end: readers get
-// io.EOF and later writes errWriteClosed; otherwise both get cause.
+// io.EOF and later writes errWriteClosed; otherwise both get cause. Either
+// way readers first get what is already buffered (bytes sent before a reset
+// were sent).
 func (p *pipe) closeWrite(cause error) {
 	p.wonce.Do(func() {
 		p.werr, p.werrSelf = io.EOF, errWriteClosed
@@ -130,6 +179,9 @@ func (p *pipe) closeRead(cause error) {
 			p.rerr, p.rerrSelf = cause, cause
 		}
 		close(p.rdone)
+		p.mu.Lock()
+		p.ring, p.r, p.n = nil, 0, 0
+		p.mu.Unlock()
 	})
 }
 

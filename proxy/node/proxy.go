@@ -56,15 +56,13 @@ type Proxy struct {
 	haveIdx  chan struct{}
 	haveOnce sync.Once
 
-	Metrics   Metrics
-	HBONEIn   hbone.Metrics
-	HBONEOut  hbone.Metrics
-	mu        sync.Mutex
-	certExp   map[string]time.Time // identity -> NotAfter of the certificate in use
-	pods      map[string]*pod
-	conns     map[net.Conn]struct{} // live connections, closed at the drain deadline
-	draining  bool
-	connsDone sync.WaitGroup
+	Metrics  Metrics
+	HBONEIn  hbone.Metrics
+	HBONEOut hbone.Metrics
+	mu       sync.Mutex
+	certExp  map[string]time.Time // identity -> NotAfter of the certificate in use
+	pods     map[string]*pod
+	conns    map[net.Conn]struct{} // live connections, closed at the drain deadline
 }
 
 // pod is one pod the proxy serves.
@@ -290,10 +288,10 @@ func (p *Proxy) acceptLoop(pd *pod, ln net.Listener, handle func(*pod, net.Conn)
 		if err != nil {
 			return
 		}
-		if !p.track(c) {
-			resetClose(c)
-			continue
-		}
+		// A connection the kernel handed over is served even if a drain has
+		// begun: the client already got its SYN-ACK from this listener, and
+		// resetting it would turn a graceful restart into a failed request.
+		p.trackAlways(c)
 		go func() {
 			defer p.untrack(c)
 			handle(pd, c)
@@ -301,29 +299,16 @@ func (p *Proxy) acceptLoop(pd *pod, ln net.Listener, handle func(*pod, net.Conn)
 	}
 }
 
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.draining {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	p.connsDone.Add(1)
-	return true
-}
-
 func (p *Proxy) trackAlways(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.conns[c] = struct{}{}
-	p.connsDone.Add(1)
 }
 
 func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
 	p.mu.Unlock()
-	p.connsDone.Done()
 }
 
 // handleOutbound carries one connection a pod opened.
@@ -369,7 +354,19 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 			return
 		}
 		cctx, ccancel := context.WithTimeout(ctx, p.opt.ConnectTimeout)
-		up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
+		// One retry when the tunnel could not be set up at all (not when the
+		// peer answered with a status): a destination proxy that is handing
+		// over to its successor cuts handshakes in progress, and the next
+		// connection lands on the successor. The application's connection is
+		// still untouched, so a retry is invisible to it.
+		for attempt := 0; attempt < 2; attempt++ {
+			up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
+			var se *hbone.StatusError
+			if err == nil || errors.As(err, &se) || cctx.Err() != nil {
+				break
+			}
+			p.Metrics.Fail("hbone_retry")
+		}
 		ccancel()
 	default:
 		up, err = netnsx.DialTCP(ctx, pd.fd, rt.Dial, p.opt.Mark, p.opt.ConnectTimeout)
@@ -480,7 +477,6 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 // connections that had to be closed.
 func (p *Proxy) Drain(deadline time.Duration) int {
 	p.mu.Lock()
-	p.draining = true
 	pods := make([]*pod, 0, len(p.pods))
 	for _, pd := range p.pods {
 		pods = append(pods, pd)
@@ -496,18 +492,28 @@ func (p *Proxy) Drain(deadline time.Duration) int {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = pd.hbone.Shutdown(ctx) }()
 	}
-	done := make(chan struct{})
-	go func() { p.connsDone.Wait(); close(done) }()
+	// Connections come and go while draining (one accepted just before the
+	// listener closed is still served), so poll rather than wait on a count.
 	closed := 0
-	select {
-	case <-done:
-	case <-ctx.Done():
+	for {
+		p.mu.Lock()
+		left := len(p.conns)
+		p.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+			continue
+		case <-ctx.Done():
+		}
 		p.mu.Lock()
 		for c := range p.conns {
 			c.Close()
 			closed++
 		}
 		p.mu.Unlock()
+		break
 	}
 	wg.Wait()
 	for _, pd := range pods {
