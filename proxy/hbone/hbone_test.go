@@ -52,7 +52,7 @@ func (l *recordingListener) killAll() {
 type forwardCall struct{ peer, authority string }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	ca       *testCA
 	srv      *Server
 	srvM     *Metrics
@@ -88,7 +88,7 @@ func echo(_ context.Context, st net.Conn, _, _ string) error {
 	return err
 }
 
-func newEnv(t *testing.T, opts ...envOpt) *env {
+func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{t: t, ca: newTestCA(t), srvM: new(Metrics), served: make(chan error, 1)}
 	srvCert := e.ca.leaf(t, serverID)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -249,6 +250,9 @@ func (p *Proxy) adminMux(f mainFlags, client *xds.Client, ready func() (bool, st
 			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &p.HBONEIn},
 			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &p.HBONEOut})
 	})
+	// Profiles of a live proxy, for performance work (docs/performance.md).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		dump := map[string]any{"mode": f.mode, "node": f.node, "controlPlaneConnected": client.Connected(),
 			"lastNack": client.LastNack()}
