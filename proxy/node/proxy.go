@@ -319,25 +319,25 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 	defer cancel()
 	dst, err := netnsx.OriginalDst(c)
 	if err != nil {
-		p.Metrics.Fail("original_dst")
+		p.fail("original_dst", err)
 		resetClose(c)
 		return
 	}
 	ix, err := p.waitIndex(ctx)
 	if err != nil {
-		p.Metrics.Fail("no_config")
+		p.fail("no_config", err)
 		resetClose(c)
 		return
 	}
 	srcID, src, err := p.identityOf(ix, pd.uid)
 	if err != nil {
-		p.Metrics.Fail("unknown_source")
+		p.fail("unknown_source", nil)
 		resetClose(c)
 		return
 	}
 	rt, err := ix.Resolve(src, dst, rand.IntN)
 	if err != nil {
-		p.Metrics.Fail("no_route")
+		p.fail("no_route", err)
 		resetClose(c)
 		return
 	}
@@ -349,30 +349,33 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		// with: a new connection needs a valid certificate of its source,
 		// which is what makes failures start at expiry when the CA is gone.
 		if _, err := p.cert(ctx, srcID); err != nil {
-			p.Metrics.Fail("certificate")
+			p.fail("certificate", err)
 			resetClose(c)
 			return
 		}
 		cctx, ccancel := context.WithTimeout(ctx, p.opt.ConnectTimeout)
-		// One retry when the tunnel could not be set up at all (not when the
+		// Retries (up to 4 attempts) when the tunnel could not be set up at all (not when the
 		// peer answered with a status): a destination proxy that is handing
 		// over to its successor cuts handshakes in progress, and the next
 		// connection lands on the successor. The application's connection is
 		// still untouched, so a retry is invisible to it.
-		for attempt := 0; attempt < 2; attempt++ {
+		for attempt := 1; ; attempt++ {
 			up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
 			var se *hbone.StatusError
-			if err == nil || errors.As(err, &se) || cctx.Err() != nil {
+			if err == nil || errors.As(err, &se) || cctx.Err() != nil || attempt == 4 {
 				break
 			}
-			p.Metrics.Fail("hbone_retry")
+			p.fail("hbone_retry", err)
+			// Concurrent connects can share the one dead connection; give
+			// the pool a moment to drop it.
+			time.Sleep(time.Duration(attempt) * 5 * time.Millisecond)
 		}
 		ccancel()
 	default:
 		up, err = netnsx.DialTCP(ctx, pd.fd, rt.Dial, p.opt.Mark, p.opt.ConnectTimeout)
 	}
 	if err != nil {
-		p.Metrics.Fail(failReason(err))
+		p.fail(failReason(err), err)
 		resetClose(c)
 		return
 	}
@@ -399,17 +402,17 @@ func failReason(err error) string {
 func (p *Proxy) authorize(pd *pod, peer, authority string) int {
 	ap, err := netip.ParseAddrPort(authority)
 	if err != nil || ap.Addr() != pd.ip {
-		p.Metrics.Fail("bad_authority")
+		p.fail("bad_authority", nil)
 		return 400
 	}
 	ix := p.idx.Load()
 	if ix == nil {
-		p.Metrics.Fail("no_config")
+		p.fail("no_config", err)
 		return 503
 	}
 	w, ok := ix.Workload(pd.uid)
 	if !ok {
-		p.Metrics.Fail("unknown_destination")
+		p.fail("unknown_destination", nil)
 		return 503
 	}
 	if !ix.Allowed(w, peer) {
@@ -426,7 +429,7 @@ func (p *Proxy) forwardInbound(ctx context.Context, pd *pod, stream net.Conn, au
 	defer p.Metrics.InboundClosed.Add(1)
 	app, err := netnsx.DialTCP(ctx, pd.fd, authority, p.opt.Mark, p.opt.ConnectTimeout)
 	if err != nil {
-		p.Metrics.Fail("app_dial")
+		p.fail("app_dial", err)
 		return err
 	}
 	// A stream the HBONE server admitted is served even while draining: the
@@ -445,7 +448,7 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 	defer p.Metrics.InboundClosed.Add(1)
 	dst, err := netnsx.OriginalDst(c)
 	if err != nil {
-		p.Metrics.Fail("original_dst")
+		p.fail("original_dst", err)
 		resetClose(c)
 		return
 	}
@@ -453,7 +456,7 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 	defer cancel()
 	ix, err := p.waitIndex(ctx)
 	if err != nil {
-		p.Metrics.Fail("no_config")
+		p.fail("no_config", err)
 		resetClose(c)
 		return
 	}
@@ -464,7 +467,7 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 	}
 	app, err := netnsx.DialTCP(ctx, pd.fd, dst.String(), p.opt.Mark, p.opt.ConnectTimeout)
 	if err != nil {
-		p.Metrics.Fail("app_dial")
+		p.fail("app_dial", err)
 		resetClose(c)
 		return
 	}
@@ -521,4 +524,15 @@ func (p *Proxy) Drain(deadline time.Duration) int {
 	}
 	p.certs.Close()
 	return closed
+}
+
+// fail counts a failure and logs it: every one of the first 20 per reason,
+// then one in 500, so a long outage does not flood the log but a rare failure
+// always leaves its cause behind (the counters die with the process).
+func (p *Proxy) fail(reason string, err error) {
+	p.Metrics.Fail(reason)
+	n := p.Metrics.Failures(reason)
+	if n <= 20 || n%500 == 0 {
+		p.opt.Logf("failure #%d %s: %v", n, reason, err)
+	}
 }
