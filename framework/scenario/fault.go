@@ -142,15 +142,16 @@ func (r *Runner) inject(ctx context.Context, cl *netns.Cluster, dp DataPlane, sc
 		}
 		return nil
 	case FaultControlPlaneDown, FaultNodeProxyCrashCPDown:
-		// Certificates held now are all the proxies will have.
+		at, err := mf.StopControlPlane()
+		if err != nil {
+			return err
+		}
+		// Certificates held now are all the proxies will have. Asked after
+		// the stop: a renewal just before it would otherwise be missed.
 		if exp, err := mf.CertExpiries(ctx); err == nil {
 			r.update(func() { tr.CertExpiries = exp })
 		} else {
 			logf("certificate expiries: %v", err)
-		}
-		at, err := mf.StopControlPlane()
-		if err != nil {
-			return err
 		}
 		i := record(results.FaultRecord{Kind: FaultControlPlaneDown, Target: "controlplane", Inject: at, Detail: "control plane stopped"})
 		logf("fault: control plane down")

@@ -526,13 +526,13 @@ func (p *Proxy) Drain(deadline time.Duration) int {
 	return closed
 }
 
-// fail counts a failure and logs it: every one of the first 20 per reason,
+// fail counts a failure and logs it: every one of the first 200 per reason,
 // then one in 500, so a long outage does not flood the log but a rare failure
 // always leaves its cause behind (the counters die with the process).
 func (p *Proxy) fail(reason string, err error) {
 	p.Metrics.Fail(reason)
 	n := p.Metrics.Failures(reason)
-	if n <= 20 || n%500 == 0 {
+	if n <= 200 || n%500 == 0 {
 		p.opt.Logf("failure #%d %s: %v", n, reason, err)
 	}
 }
