@@ -23,6 +23,9 @@ vet:
 	@test -z "$$(gofmt -l cmd framework proxy reports suites manifests)" || (gofmt -l cmd framework proxy reports suites manifests; echo "gofmt needed"; exit 1)
 	$(GO) vet ./...
 
+fmt:
+	gofmt -w cmd framework proxy reports suites manifests
+
 bench:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/blastradius
 	$(BIN) bench $(BENCH_FLAGS)
