@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"blastradius.dev/blastradius/proxy/netnsx"
 )
 
 // PodSpec places one workload.
@@ -178,7 +180,7 @@ func (c *Cluster) setupBridge() error {
 }
 
 func (c *Cluster) addNode(i int) (*Node, error) {
-	fd, err := newNetNS()
+	fd, err := netnsx.NewNS()
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +215,7 @@ func (c *Cluster) addNode(i int) (*Node, error) {
 	if err := n.nl.AddrAdd(eth, addr(n.IP, 24)); err != nil {
 		return n, err
 	}
-	if err := writeSysctl(fd, "net/ipv4/ip_forward", "1"); err != nil {
+	if err := netnsx.SetSysctl(fd, "net.ipv4.ip_forward", "1"); err != nil {
 		return n, fmt.Errorf("ip_forward: %w", err)
 	}
 	return n, nil
@@ -250,7 +252,7 @@ func (c *Cluster) nodeRoutes(n *Node) error {
 }
 
 func (c *Cluster) addPod(n *Node, name string) (*Pod, error) {
-	fd, err := newNetNS()
+	fd, err := netnsx.NewNS()
 	if err != nil {
 		return nil, err
 	}
@@ -336,11 +338,11 @@ func (p *Pod) NetNSFD() int { return p.fd }
 
 // InPod runs fn on a thread inside the pod's network namespace: sockets fn
 // creates live there.
-func (p *Pod) InPod(fn func() error) error { return inNetNS(p.fd, fn) }
+func (p *Pod) InPod(fn func() error) error { return netnsx.Do(p.fd, fn) }
 
 // InNode runs fn on a thread inside the node's network namespace (to capture
 // on the node's link, for instance).
-func (n *Node) InNode(fn func() error) error { return inNetNS(n.fd, fn) }
+func (n *Node) InNode(fn func() error) error { return netnsx.Do(n.fd, fn) }
 
 // Processes lists the pod's processes.
 func (p *Pod) Processes() []*Process {

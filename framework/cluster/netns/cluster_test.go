@@ -66,7 +66,7 @@ func testCluster(t testing.TB, nodes int, pods []PodSpec) *Cluster {
 func dialFrom(c *Cluster, pod, addr string, timeout time.Duration) error {
 	p, _ := c.Pod(pod)
 	var conn net.Conn
-	err := inNetNS(p.fd, func() (err error) {
+	err := p.InPod(func() (err error) {
 		conn, err = net.DialTimeout("tcp", addr, timeout)
 		return err
 	})

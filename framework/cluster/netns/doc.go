@@ -8,6 +8,9 @@
 //	node i netns:   eth0 10.0.0.(10+i)/24 ──┘   routes: 10.244.k.0/24 via node k
 //	                vp<j> 10.244.i.1/32 ── pod netns eth0 10.244.i.(2+j)/32 (point-to-point)
 //
+// Namespace switching (thread-locked setns) comes from proxy/netnsx, which
+// the node proxy uses for the same job.
+//
 // It must run inside the sandbox (package sandbox), where it holds
 // CAP_NET_ADMIN over everything it creates and nothing can outlive the run.
 package netns

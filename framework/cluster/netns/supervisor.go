@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"blastradius.dev/blastradius/proxy/netnsx"
 )
 
 // ProcSpec is a process a pod runs, like a container.
@@ -86,7 +88,8 @@ func (c *Cluster) launch(pr *Process) error {
 		cmd.Stdout, cmd.Stderr = f, f
 		defer f.Close() // the child holds its own copy
 	}
-	if err := startIn(pr.pod.fd, cmd); err != nil {
+	// A child forked from a thread inside the pod's namespace starts there.
+	if err := netnsx.Do(pr.pod.fd, cmd.Start); err != nil {
 		return err
 	}
 	done := make(chan struct{})
