@@ -31,19 +31,8 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 		out = append(out, results.ExpectationResult{Name: "no outage on any flow", Pass: len(bad) == 0, Detail: fmtList(bad, 5)})
 	case ExpectNodeRadius:
 		target := nodeName(p.Target)
-		var missed, extra []string
-		for _, s := range sums {
-			touches := s.Flow.ClientNode == target || s.Flow.ServerNode == target
-			switch {
-			case touches && !s.Affected:
-				missed = append(missed, s.Flow.ID)
-			case !touches && len(s.Outages) > 0:
-				extra = append(extra, fmt.Sprintf("%s (%.3fs)", s.Flow.ID, s.DisruptionSeconds))
-			}
-		}
-		out = append(out,
-			results.ExpectationResult{Name: "every flow to or from " + target + " disrupted", Pass: len(missed) == 0, Detail: fmtList(missed, 5)},
-			results.ExpectationResult{Name: "no flow between other nodes disrupted", Pass: len(extra) == 0, Detail: fmtList(extra, 5)})
+		out = append(out, radius(sums, target, "every flow to or from "+target+" disrupted",
+			func(measure.FlowSummary) bool { return true })...)
 	case ExpectPrecision:
 		var bad []string
 		for _, pc := range tr.Precision {
@@ -68,22 +57,11 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 		out = append(out, results.ExpectationResult{Name: "no outage outside the holes", Pass: len(stray) == 0, Detail: fmtList(stray, 5)})
 	case ExpectProxyRadius:
 		target := nodeName(p.Target)
-		var missed, extra []string
-		for _, s := range sums {
-			touches := s.Flow.ClientNode == target || s.Flow.ServerNode == target
-			switch {
-			// A new connection per request only fails if one is attempted
-			// while the proxy is down; kept-alive and stream connections
-			// through it always break.
-			case touches && s.Flow.Profile != ProfileNewConn && !s.Affected:
-				missed = append(missed, s.Flow.ID)
-			case !touches && len(s.Outages) > 0:
-				extra = append(extra, fmt.Sprintf("%s (%.3fs)", s.Flow.ID, s.DisruptionSeconds))
-			}
-		}
-		out = append(out,
-			results.ExpectationResult{Name: "kept-alive and stream flows through " + target + "'s proxy disrupted", Pass: len(missed) == 0, Detail: fmtList(missed, 5)},
-			results.ExpectationResult{Name: "no flow between other nodes disrupted", Pass: len(extra) == 0, Detail: fmtList(extra, 5)})
+		// A new connection per request only fails if one is attempted while
+		// the proxy is down; kept-alive and stream connections through it
+		// always break.
+		out = append(out, radius(sums, target, "kept-alive and stream flows through "+target+"'s proxy disrupted",
+			func(s measure.FlowSummary) bool { return s.Flow.Profile != ProfileNewConn })...)
 	case ExpectGracefulHandoff:
 		out = append(out, handoff(sc, tr, sums)...)
 	case ExpectFailAtExpiry:
@@ -200,6 +178,26 @@ func expiry(tr *results.Trial, sums []measure.FlowSummary) []results.Expectation
 	return []results.ExpectationResult{
 		{Name: "nothing fails before the certificates expire", Pass: len(early) == 0, Detail: fmtList(early, 5)},
 		{Name: "new connections fail from expiry on", Pass: len(late) == 0, Detail: fmtList(late, 5)},
+	}
+}
+
+// radius checks a fault's blast radius around target: every flow with an end
+// there that must break (mustBreak) is affected, and no flow between other
+// nodes has any outage.
+func radius(sums []measure.FlowSummary, target, name string, mustBreak func(measure.FlowSummary) bool) []results.ExpectationResult {
+	var missed, extra []string
+	for _, s := range sums {
+		touches := s.Flow.ClientNode == target || s.Flow.ServerNode == target
+		switch {
+		case touches && mustBreak(s) && !s.Affected:
+			missed = append(missed, s.Flow.ID)
+		case !touches && len(s.Outages) > 0:
+			extra = append(extra, fmt.Sprintf("%s (%.3fs)", s.Flow.ID, s.DisruptionSeconds))
+		}
+	}
+	return []results.ExpectationResult{
+		{Name: name, Pass: len(missed) == 0, Detail: fmtList(missed, 5)},
+		{Name: "no flow between other nodes disrupted", Pass: len(extra) == 0, Detail: fmtList(extra, 5)},
 	}
 }
 
