@@ -29,29 +29,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !sandbox.Inside() {
-		// Fix the results folder before entering the sandbox so both sides
-		// agree on it, and refuse to overwrite an earlier bench.
-		if cfg.Out == "" {
-			cfg.Out = filepath.Join("results", "bench-"+time.Now().UTC().Format("20060102-150405"))
-			args = append(args, "--out", cfg.Out)
-		}
-		if _, err := os.Stat(filepath.Join(cfg.Out, "bench.json")); err == nil {
-			fmt.Fprintf(stderr, "blastradius bench: %s already holds a bench; choose another --out\n", cfg.Out)
-			return 2
-		}
-		code, err := sandbox.Enter(append([]string{"bench"}, args...))
-		if err != nil {
-			fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
-			return 1
-		}
-		return code
+		return enterSandbox("bench", args, cfg.Out, "bench-", "bench.json", stderr)
 	}
-	if err := sandbox.Setup(); err != nil {
-		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
-		return 1
-	}
-	if cfg.Out, err = filepath.Abs(cfg.Out); err != nil {
-		fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+	var ok bool
+	if cfg.Out, ok = setupInside("bench", cfg.Out, stderr); !ok {
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -98,34 +97,14 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !sandbox.Inside() {
-		// Fix the results folder before entering the sandbox so both sides
-		// agree on it, and refuse to overwrite an earlier run.
-		if f.out == "" {
-			f.out = filepath.Join("results", time.Now().UTC().Format("20060102-150405"))
-			args = append(args, "--out", f.out)
-		}
-		if _, err := os.Stat(filepath.Join(f.out, "run.json")); err == nil {
-			fmt.Fprintf(stderr, "blastradius run: %s already holds a run; choose another --out\n", f.out)
-			return 2
-		}
-		code, err := sandbox.Enter(append([]string{"run"}, args...))
-		if err != nil {
-			fmt.Fprintf(stderr, "blastradius run: %v\n", err)
-			return 1
-		}
-		return code
+		return enterSandbox("run", args, f.out, "", "run.json", stderr)
 	}
 	return runInside(f, scs, stdout, stderr)
 }
 
 func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int {
-	if err := sandbox.Setup(); err != nil {
-		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
-		return 1
-	}
-	out, err := filepath.Abs(f.out)
-	if err != nil {
-		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+	out, ok := setupInside("run", f.out, stderr)
+	if !ok {
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
