@@ -236,26 +236,18 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 				return fmt.Errorf("node agent on node-%d: %w", i, err)
 			}
 			r.agents[zp.Node.Name] = agent
-			pr, err := cl.Start(zp.Name, netns.ProcSpec{Name: "proxy", Args: []string{"proxy", "--mode", "node",
-				"--node", zp.Node.Name, "--control-plane", cpAddr, "--inpod", InpodSocket,
-				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
-				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			pr, err := r.startProxy(zp, "proxy", "node", cpAddr, "--inpod", InpodSocket)
 			if err != nil {
 				return err
 			}
-			r.Proxies[zp.Name] = pr
 			procs = append(procs, pr)
 		}
 		for _, name := range waypoints {
 			p, _ := cl.Pod(name)
-			pr, err := cl.Start(name, netns.ProcSpec{Name: "waypoint", Args: []string{"proxy", "--mode", "waypoint",
-				"--node", p.Node.Name, "--pod", UID(name), "--control-plane", cpAddr,
-				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
-				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			pr, err := r.startProxy(p, "waypoint", "waypoint", cpAddr, "--pod", UID(name))
 			if err != nil {
 				return err
 			}
-			r.Proxies[name] = pr
 			procs = append(procs, pr)
 		}
 		if len(waypoints) > 0 {
@@ -266,9 +258,8 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 		}
 		for _, a := range apps {
 			p, _ := cl.Pod(a.Name)
-			ip, _ := netip.ParseAddr(p.IP.String())
-			if err := inpod.ApplyRedirect(p.NetNSFD(), ip, mark); err != nil {
-				return fmt.Errorf("redirect in %s: %w", a.Name, err)
+			if err := redirect(p, mark); err != nil {
+				return err
 			}
 			w, _ := json.Marshal(map[string]string{"ip": p.IP.String(), "uid": UID(a.Name)})
 			if err := r.agents[p.Node.Name].Add(UID(a.Name), p.NetNSFD(), w); err != nil {
@@ -278,18 +269,13 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 	case "sidecar":
 		for _, a := range apps {
 			p, _ := cl.Pod(a.Name)
-			ip, _ := netip.ParseAddr(p.IP.String())
-			if err := inpod.ApplyRedirect(p.NetNSFD(), ip, mark); err != nil {
-				return fmt.Errorf("redirect in %s: %w", a.Name, err)
+			if err := redirect(p, mark); err != nil {
+				return err
 			}
-			pr, err := cl.Start(a.Name, netns.ProcSpec{Name: "sidecar", Args: []string{"proxy", "--mode", "sidecar",
-				"--node", p.Node.Name, "--pod", UID(a.Name), "--pod-ip", p.IP.String(), "--control-plane", cpAddr,
-				"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()},
-				ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+			pr, err := r.startProxy(p, "sidecar", "sidecar", cpAddr, "--pod", UID(a.Name), "--pod-ip", p.IP.String())
 			if err != nil {
 				return err
 			}
-			r.Proxies[a.Name] = pr
 			procs = append(procs, pr)
 		}
 	}
@@ -297,6 +283,28 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 		if err := cl.WaitProcessReady(ctx, pr); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// startProxy starts a proxy process (node, sidecar or waypoint mode) in pod,
+// probed on its admin /ready, and records it for faults and collection.
+func (r *Reference) startProxy(p *netns.Pod, name, mode, cpAddr string, extra ...string) (*netns.Process, error) {
+	args := append([]string{"proxy", "--mode", mode, "--node", p.Node.Name, "--control-plane", cpAddr,
+		"--admin", fmt.Sprintf(":%d", ProxyAdminPort), "--drain-deadline", r.Drain.String()}, extra...)
+	pr, err := r.cl.Start(p.Name, netns.ProcSpec{Name: name, Args: args, ProbePort: ProxyAdminPort, ProbePath: "/ready"})
+	if err != nil {
+		return nil, err
+	}
+	r.Proxies[p.Name] = pr
+	return pr, nil
+}
+
+// redirect installs the in-pod redirect rules (what istio-cni does).
+func redirect(p *netns.Pod, mark uint32) error {
+	ip, _ := netip.AddrFromSlice(p.IP.To4())
+	if err := inpod.ApplyRedirect(p.NetNSFD(), ip, mark); err != nil {
+		return fmt.Errorf("redirect in %s: %w", p.Name, err)
 	}
 	return nil
 }
