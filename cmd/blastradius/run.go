@@ -21,8 +21,11 @@ import (
 
 type runFlags struct {
 	provider, mode, scenarios, out string
+	modes                          []string
 	bucket, grace, timeout         time.Duration
 	budget                         float64
+	trials                         int
+	flows                          bool
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scenario, error) {
@@ -30,8 +33,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.SetOutput(io.Discard)
 	f := &runFlags{}
 	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default)")
-	fs.StringVar(&f.mode, "mode", "none", "data plane mode: none (plain networking with kube-proxy-like service VIPs), sidecar (a reference proxy in every pod) or ambient (a reference node proxy per node, HBONE between pods)")
-	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios to run, one trial each (list them: blastradius scenarios)")
+	fs.StringVar(&f.mode, "mode", "none", "comma-separated data plane modes, each scenario runs in each: none (plain networking with kube-proxy-like service VIPs), sidecar (a reference proxy in every pod), ambient (a reference node proxy per node, HBONE between pods)")
+	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios: built-in names, scenario files (.yaml), or \"matrix\" for the default fault matrix (list them: blastradius scenarios)")
+	fs.IntVar(&f.trials, "trials", 0, "trials per scenario and mode (0: what the scenario says, default 1); several give mean, p95 and a 95% interval")
+	fs.BoolVar(&f.flows, "flows", false, "print every flow of every trial (default: one line per trial, then the verdict table)")
 	fs.StringVar(&f.out, "out", "", "results folder (default: results/<UTC timestamp>); created, must not already hold a run")
 	fs.DurationVar(&f.bucket, "bucket", 100*time.Millisecond, "timeline bucket: the resolution outages are reported at")
 	fs.Float64Var(&f.budget, "budget", 600, "total requests per second, split across all flows (sized for 2 cores; CPU is sampled and a saturated run flagged noisy)")
@@ -63,10 +68,22 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	default:
 		return nil, nil, fmt.Errorf("--provider %q unknown (netns)", f.provider)
 	}
-	switch f.mode {
-	case "none", "ambient", "sidecar":
-	default:
-		return nil, nil, fmt.Errorf("--mode %q unknown (none, sidecar, ambient)", f.mode)
+	for _, m := range strings.Split(f.mode, ",") {
+		m = strings.TrimSpace(m)
+		switch m {
+		case "none", "ambient", "sidecar":
+		default:
+			return nil, nil, fmt.Errorf("--mode %q unknown (none, sidecar, ambient, comma-separated)", m)
+		}
+		for _, have := range f.modes {
+			if have == m {
+				return nil, nil, fmt.Errorf("--mode %s given twice", m)
+			}
+		}
+		f.modes = append(f.modes, m)
+	}
+	if f.trials < 0 || f.trials > 100 {
+		return nil, nil, fmt.Errorf("--trials %d out of range 0..100", f.trials)
 	}
 	if f.bucket < time.Millisecond || f.bucket > 10*time.Second {
 		return nil, nil, fmt.Errorf("--bucket %s out of range 1ms..10s", f.bucket)
@@ -113,13 +130,13 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
 	}
 	env := results.Environment{
-		Provider: f.provider, Mode: f.mode, DataPlane: dataPlaneName(f.mode), Version: version,
+		Provider: f.provider, Mode: strings.Join(f.modes, ","), DataPlane: dataPlaneName(f.modes), Version: version,
 		Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
 		Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0", NotReadyGrace: f.grace.String(),
 		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget,
 	}
 	r, err := scenario.NewRunner(scenario.Options{
-		Dir: out, Mode: f.mode, Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
+		Dir: out, Mode: f.modes[0], Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
 	}, env, os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
@@ -127,30 +144,60 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 	}
 	logf("results: %s", out)
 	status := results.StatusDone
+	total := 0
 	for _, sc := range scs {
-		tr, err := r.Trial(ctx, sc)
-		if err != nil {
-			fmt.Fprintf(stderr, "blastradius run: %s: %v\n", sc.Name, err)
-			status = results.StatusError
-			if ctx.Err() != nil {
-				status = results.StatusInterrupted
-				break
+		total += len(f.modes) * trialsOf(f, sc)
+	}
+	n := 0
+	t0 := time.Now()
+run:
+	for _, sc := range scs {
+		for _, mode := range f.modes {
+			for i := 1; i <= trialsOf(f, sc); i++ {
+				n++
+				logf("trial %d/%d: %s in %s (%s elapsed)", n, total, sc.Name, mode, time.Since(t0).Round(time.Second))
+				tr, err := r.TrialIn(ctx, sc, mode, i)
+				if err != nil {
+					fmt.Fprintf(stderr, "blastradius run: %s (%s): %v\n", sc.Name, mode, err)
+					status = results.StatusError
+					if ctx.Err() != nil {
+						status = results.StatusInterrupted
+						break run
+					}
+					continue
+				}
+				logf("%s", reports.TrialLine(tr))
+				if tr.Status == results.StatusFailed && status == results.StatusDone {
+					status = results.StatusFailed
+				}
 			}
-			continue
-		}
-		if tr.Status == results.StatusFailed && status == results.StatusDone {
-			status = results.StatusFailed
 		}
 	}
 	if err := r.Finish(status); err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 	}
-	reports.Summary(stdout, r.Run())
+	if f.flows || total == 1 {
+		reports.Summary(stdout, r.Run())
+	} else {
+		reports.Failures(stdout, r.Run())
+	}
+	reports.Verdicts(stdout, r.Run())
 	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\n", r.Run().ID, status, out)
 	if status != results.StatusDone {
 		return 1
 	}
 	return 0
+}
+
+// trialsOf is how many trials a scenario gets in each mode.
+func trialsOf(f *runFlags, sc scenario.Scenario) int {
+	switch {
+	case f.trials > 0:
+		return f.trials
+	case sc.Trials > 0:
+		return sc.Trials
+	}
+	return 1
 }
 
 func kernel() string {
@@ -182,16 +229,35 @@ func cpuModel() string {
 }
 
 func scenariosCmd(stdout io.Writer) int {
+	fmt.Fprintln(stdout, "Scenarios (blastradius run --scenario <name>[,<name>...] or a .yaml file; \"matrix\" = every * below):")
 	for _, n := range scenario.Names() {
 		s, _ := scenario.Lookup(n)
-		fmt.Fprintf(stdout, "%-20s %s\n", n, s.Description)
+		mark := " "
+		if s.Matrix {
+			mark = "*"
+		}
+		fmt.Fprintf(stdout, "%s %-34s %s\n", mark, n, s.Description)
+	}
+	fmt.Fprintln(stdout, "\nFaults (the fault.kind of a scenario file):")
+	for _, n := range scenario.FaultNames() {
+		k, _ := scenario.LookupFault(n)
+		modes := "all modes"
+		if k.Modes != nil {
+			modes = strings.Join(k.Modes, ", ")
+		}
+		fmt.Fprintf(stdout, "  %-34s %s [%s]\n", n, k.Doc, modes)
 	}
 	return 0
 }
 
-func dataPlaneName(mode string) string {
-	if mode == "none" {
-		return "none"
+func dataPlaneName(modes []string) string {
+	var out []string
+	for _, mode := range modes {
+		if mode == "none" {
+			out = append(out, "none")
+			continue
+		}
+		out = append(out, "reference "+mode+" (blastradius proxy "+version+")")
 	}
-	return "reference " + mode + " (blastradius proxy " + version + ")"
+	return strings.Join(out, "; ")
 }

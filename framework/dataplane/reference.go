@@ -66,8 +66,9 @@ type Reference struct {
 	nodes  int
 	mu     sync.Mutex
 	reg    xds.Snapshot
-	eps    map[string][]string // service -> endpoint pods
-	agents map[string]*inpod.Server
+	eps    map[string][]string      // service -> endpoint pods
+	agents map[string]*inpod.Server // node -> its agent; guarded by mu (faults crash and restart them)
+	apps   []string                 // application pods, in Deploy's order
 	gen    int
 	// Proxies is every data plane process by pod, for faults that target them.
 	Proxies map[string]*netns.Process
@@ -187,6 +188,10 @@ func (r *Reference) syncServices() {
 func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.PodSpec) error {
 	r.cl = cl
 	r.Proxies = map[string]*netns.Process{}
+	r.apps = nil
+	for _, a := range apps {
+		r.apps = append(r.apps, a.Name)
+	}
 	r.reg = xds.Snapshot{TrustDomain: TrustDomain}
 	for _, a := range apps {
 		p, _ := cl.Pod(a.Name)
@@ -226,7 +231,9 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 	var procs []*netns.Process
 	switch r.Mode {
 	case "ambient":
+		r.mu.Lock()
 		r.agents = map[string]*inpod.Server{}
+		r.mu.Unlock()
 		for i := 1; i <= r.nodes; i++ {
 			zp, _ := cl.Pod(ZtunnelPod(i))
 			var agent *inpod.Server
@@ -235,7 +242,9 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 			if err := zp.InPod(func() (err error) { agent, err = inpod.NewServer(InpodSocket); return err }); err != nil {
 				return fmt.Errorf("node agent on node-%d: %w", i, err)
 			}
+			r.mu.Lock()
 			r.agents[zp.Node.Name] = agent
+			r.mu.Unlock()
 			pr, err := r.startProxy(zp, "proxy", "node", cpAddr, "--inpod", InpodSocket)
 			if err != nil {
 				return err
@@ -261,8 +270,10 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 			if err := redirect(p, mark); err != nil {
 				return err
 			}
-			w, _ := json.Marshal(map[string]string{"ip": p.IP.String(), "uid": UID(a.Name)})
-			if err := r.agents[p.Node.Name].Add(UID(a.Name), p.NetNSFD(), w); err != nil {
+			r.mu.Lock()
+			agent := r.agents[p.Node.Name]
+			r.mu.Unlock()
+			if err := agent.Add(UID(a.Name), p.NetNSFD(), agentWorkload(p)); err != nil {
 				r.Logf("node agent: add %s: %v (the node proxy gets it when it connects)", a.Name, err)
 			}
 		}
@@ -309,9 +320,20 @@ func redirect(p *netns.Pod, mark uint32) error {
 	return nil
 }
 
-// Close implements scenario.DataPlane.
+// agentWorkload is what the node agent tells the node proxy about a pod.
+func agentWorkload(p *netns.Pod) json.RawMessage {
+	w, _ := json.Marshal(map[string]string{"ip": p.IP.String(), "uid": UID(p.Name)})
+	return w
+}
+
+// Close implements scenario.DataPlane: it closes every node agent that runs
+// (a crashed one is already closed).
 func (r *Reference) Close() {
-	for _, a := range r.agents {
+	r.mu.Lock()
+	agents := r.agents
+	r.agents = nil
+	r.mu.Unlock()
+	for _, a := range agents {
 		a.Close()
 	}
 }

@@ -152,3 +152,15 @@ func affected(outs []OutageInterval, we int64, fault *Fault, bucket int64) bool 
 // ts converts Unix ns to a time in UTC so reports from hosts in different
 // zones print alike.
 func ts(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// FaultOutages returns the outages that overlap the period a fault can be
+// blamed for (the same period Affected uses).
+func FaultOutages(outs []OutageInterval, windowEnd time.Time, fault *Fault, bucket time.Duration) []OutageInterval {
+	var in []OutageInterval
+	for _, o := range outs {
+		if affected([]OutageInterval{o}, windowEnd.UnixNano(), fault, int64(bucket)) {
+			in = append(in, o)
+		}
+	}
+	return in
+}

@@ -33,6 +33,9 @@ type Run struct {
 	Status        string      `json:"status"`
 	Environment   Environment `json:"environment"`
 	Trials        []*Trial    `json:"trials"`
+	// Matrix is the verdict per scenario (fault) and mode over its trials,
+	// recomputed as trials finish.
+	Matrix []MatrixCell `json:"matrix,omitempty"`
 }
 
 // Environment says where and against what the run measured.
@@ -54,6 +57,9 @@ type Environment struct {
 // Trial is one run of one scenario.
 type Trial struct {
 	Scenario        string               `json:"scenario"`
+	Fault           string               `json:"fault,omitempty"` // fault kind, empty for none
+	Mode            string               `json:"mode"`            // data plane mode: none, sidecar, ambient
+	Index           int                  `json:"index"`           // 1-based trial number of this scenario and mode
 	Description     string               `json:"description"`
 	Status          string               `json:"status"`
 	Error           string               `json:"error,omitempty"`
@@ -72,6 +78,63 @@ type Trial struct {
 	CertExpiries    map[string]time.Time `json:"certExpiries,omitempty"` // identity -> NotAfter when the control plane went down
 	Noisy           bool                 `json:"noisy"`
 	NoisyReasons    []string             `json:"noisyReasons,omitempty"`
+	Verdict         *Verdict             `json:"verdict,omitempty"`
+	// RunnerPeakRSSMB is the runner process's peak resident memory at the
+	// end of the trial (VmHWM): what blastradius itself needed.
+	RunnerPeakRSSMB float64 `json:"runnerPeakRssMb,omitempty"`
+}
+
+// Verdict is what a fault reached, computed from the measured flows.
+type Verdict struct {
+	// Value: no-impact (no flow affected), contained (every affected flow
+	// has an endpoint or a traversed proxy on a faulted node), cluster-wide
+	// (some other flow affected); for a control-plane fault
+	// no-data-plane-impact replaces no-impact.
+	Value      string   `json:"value"`
+	FaultNodes []string `json:"faultNodes"` // the nodes the fault was aimed at
+	Affected   int      `json:"affected"`   // flows affected
+	Total      int      `json:"total"`      // flows measured
+	// Beyond lists affected flows with no end and no proxy on a fault node.
+	Beyond            []string `json:"beyond,omitempty"`
+	DisruptionSeconds float64  `json:"disruptionSeconds"` // sum over flows
+	FailedRequests    int      `json:"failedRequests"`    // failed plus expected-but-missing requests
+	BrokenStreams     int      `json:"brokenStreams"`
+	// Isolated lists flows with a single failure in the fault period, not
+	// counted as affected (see docs/verdict.md).
+	Isolated []string `json:"isolated,omitempty"`
+}
+
+// Stats summarizes one figure over the trials of a cell.
+type Stats struct {
+	N    int     `json:"n"`
+	Mean float64 `json:"mean"`
+	P95  float64 `json:"p95"`
+	// CILow and CIHigh bound the mean at 95 % confidence (Student's t);
+	// equal to the mean with one trial.
+	CILow  float64 `json:"ciLow"`
+	CIHigh float64 `json:"ciHigh"`
+}
+
+// MatrixCell is one fault (scenario) in one mode over its trials.
+type MatrixCell struct {
+	Scenario string `json:"scenario"`
+	Fault    string `json:"fault,omitempty"`
+	Mode     string `json:"mode"`
+	Trials   int    `json:"trials"` // trials measured
+	// Skipped says why the scenario could not run in this mode.
+	Skipped string `json:"skipped,omitempty"`
+	// Errors counts trials that could not be carried out.
+	Errors int `json:"errors,omitempty"`
+	// Verdict is the worst over the trials; Verdicts counts each.
+	Verdict           string         `json:"verdict,omitempty"`
+	Verdicts          map[string]int `json:"verdicts,omitempty"`
+	Affected          Stats          `json:"affected"`
+	Total             int            `json:"total"`
+	DisruptionSeconds Stats          `json:"disruptionSeconds"`
+	FailedRequests    Stats          `json:"failedRequests"`
+	BrokenStreams     Stats          `json:"brokenStreams"`
+	Noisy             int            `json:"noisy,omitempty"`  // trials flagged noisy
+	Failed            int            `json:"failed,omitempty"` // trials with a failed expectation
 }
 
 // Topology is the cluster a trial ran on.

@@ -20,8 +20,8 @@ func ptrTime(t time.Time) *time.Time { return &t }
 
 // outage is one synthetic outage interval from..to after t0.
 func outage(from, to time.Duration, c events.Class) measure.OutageInterval {
-	return measure.OutageInterval{Start: at(from), End: at(to), Seconds: (to - from).Seconds(), Failures: 1,
-		ByClass: map[events.Class]int{c: 1}, Class: c}
+	return measure.OutageInterval{Start: at(from), End: at(to), Seconds: (to - from).Seconds(), Failures: 5,
+		ByClass: map[events.Class]int{c: 5}, Class: c}
 }
 
 // summaries turns a plan into flow summaries the way the runner would, with

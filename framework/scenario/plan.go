@@ -46,20 +46,35 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 	if sc.Nodes < 1 {
 		return p, fmt.Errorf("scenario %s: needs at least one node", sc.Name)
 	}
-	switch sc.Fault.Kind {
-	case FaultNodeCrash, FaultNodeProxyCrash, FaultNodeProxyRestart, FaultNodeProxyCrashCPDown:
-		p.Target = sc.Nodes
-		if sc.Fault.Node != "" {
-			found := false
-			for i := 1; i <= sc.Nodes; i++ {
-				if nodeName(i) == sc.Fault.Node {
-					p.Target, found = i, true
+	isNode := func(n string) bool {
+		var i int
+		_, err := fmt.Sscanf(n, "node-%d", &i)
+		return err == nil && nodeName(i) == n && i >= 1 && i <= sc.Nodes
+	}
+	if sc.Fault.Kind != "" {
+		k, err := LookupFault(sc.Fault.Kind)
+		if err != nil {
+			return p, fmt.Errorf("scenario %s: %w", sc.Name, err)
+		}
+		if k.Target {
+			p.Target = sc.Nodes
+			if sc.Fault.Node != "" {
+				if !isNode(sc.Fault.Node) {
+					return p, fmt.Errorf("scenario %s: fault target %s is not a node (the topology has node-1..node-%d)", sc.Name, sc.Fault.Node, sc.Nodes)
 				}
-			}
-			if !found {
-				return p, fmt.Errorf("scenario %s: fault target %s is not a node", sc.Name, sc.Fault.Node)
+				fmt.Sscanf(sc.Fault.Node, "node-%d", &p.Target)
 			}
 		}
+		if sc.Fault.Peer != "" && (!isNode(sc.Fault.Peer) || sc.Fault.Peer == nodeName(p.Target)) {
+			return p, fmt.Errorf("scenario %s: fault peer %s is not another node (the topology has node-1..node-%d)", sc.Name, sc.Fault.Peer, sc.Nodes)
+		}
+		if sc.Fault.Kind == FaultPartition && sc.Nodes < 2 {
+			return p, fmt.Errorf("scenario %s: a partition needs at least two nodes", sc.Name)
+		}
+	}
+	workloads := sc.WorkloadsPerNode
+	if workloads < 1 {
+		workloads = 1
 	}
 	have := map[string]bool{}
 	addPod := func(name, role string, node int) {
@@ -69,24 +84,42 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 		}
 	}
 	client := func(n int) string { return fmt.Sprintf("client-n%d", n) }
-	server := func(n int) string { return fmt.Sprintf("server-n%d", n) }
+	servers := func(n int) []string {
+		if workloads == 1 {
+			return []string{fmt.Sprintf("server-n%d", n)}
+		}
+		var out []string
+		for k := 1; k <= workloads; k++ {
+			out = append(out, fmt.Sprintf("server-n%d-%d", n, k))
+		}
+		return out
+	}
 	addFlow := func(c, s int, k FlowKind, qps float64) {
 		addPod(client(c), "client", c)
-		addPod(server(s), "server", s)
+		for _, srv := range servers(s) {
+			addPod(srv, "server", s)
+		}
+		// A pod flow targets the node's first server; a service flow
+		// reaches all of them.
 		f := plannedFlow{
 			ID:     fmt.Sprintf("n%d-to-n%d.%s.%s", c, s, k.Via, k.Profile),
-			Client: client(c), Server: server(s), ClientNode: c, ServerNode: s, Kind: k, QPS: qps,
+			Client: client(c), Server: servers(s)[0], ClientNode: c, ServerNode: s, Kind: k, QPS: qps,
 		}
 		if k.Via == "svc" {
 			f.Service = fmt.Sprintf("echo-n%d", s)
-			if !slices.Contains(p.Services[f.Service], server(s)) {
-				p.Services[f.Service] = append(p.Services[f.Service], server(s))
+			for _, srv := range servers(s) {
+				if !slices.Contains(p.Services[f.Service], srv) {
+					p.Services[f.Service] = append(p.Services[f.Service], srv)
+				}
 			}
 		}
 		p.Flows = append(p.Flows, f)
 	}
 	if len(sc.Custom) > 0 {
 		for _, cf := range sc.Custom {
+			if cf.ClientNode < 1 || cf.ClientNode > sc.Nodes || cf.ServerNode < 1 || cf.ServerNode > sc.Nodes {
+				return p, fmt.Errorf("scenario %s: flow %d->%d: the topology has nodes 1..%d", sc.Name, cf.ClientNode, cf.ServerNode, sc.Nodes)
+			}
 			addFlow(cf.ClientNode, cf.ServerNode, cf.Kind, cf.QPS)
 		}
 	} else {
@@ -96,6 +129,36 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 					addFlow(c, s, k, 0)
 				}
 			}
+		}
+	}
+	// A drain moves the target's servers to the next node: their
+	// replacements exist from the start (meshed like any pod) but idle.
+	if sc.Fault.Kind == FaultNodeDrain {
+		if sc.Nodes < 2 {
+			return p, fmt.Errorf("scenario %s: a drain needs another node to move workloads to", sc.Name)
+		}
+		to := p.Target%sc.Nodes + 1
+		for _, pp := range slices.Clone(p.Pods) {
+			if pp.Role != "server" || pp.Node != p.Target {
+				continue
+			}
+			spare := pp.Name + spareSuffix
+			addPod(spare, "spare", to)
+			for svc, pods := range p.Services {
+				if slices.Contains(pods, pp.Name) {
+					p.Services[svc] = append(pods, spare)
+				}
+			}
+		}
+	}
+	if sc.Mesh.Waypoint != nil {
+		if _, ok := p.Services[sc.Mesh.Waypoint.Service]; !ok {
+			var names []string
+			for n := range p.Services {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			return p, fmt.Errorf("scenario %s: waypoint service %s is not a service of this topology (%v)", sc.Name, sc.Mesh.Waypoint.Service, names)
 		}
 	}
 	// The control flow runs between the first nodes the fault leaves alone.

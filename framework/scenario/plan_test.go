@@ -3,6 +3,7 @@ package scenario
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,10 +145,10 @@ func TestMakePlanNodeTarget(t *testing.T) {
 		{name: "explicit last node", sc: withNode("node-3"), wantTarget: 3, wantFlows: 28, wantCtl: [2]int{1, 2}},
 		{name: "first node", sc: withNode("node-1"), wantTarget: 1, wantFlows: 28, wantCtl: [2]int{2, 3}},
 		{name: "middle node", sc: withNode("node-2"), wantTarget: 2, wantFlows: 28, wantCtl: [2]int{1, 3}},
-		{name: "node beyond the cluster", sc: withNode("node-4"), wantErr: "scenario node-crash: fault target node-4 is not a node"},
-		{name: "node zero", sc: withNode("node-0"), wantErr: "scenario node-crash: fault target node-0 is not a node"},
-		{name: "bare index", sc: withNode("3"), wantErr: "scenario node-crash: fault target 3 is not a node"},
-		{name: "pod name", sc: withNode("server-n3"), wantErr: "scenario node-crash: fault target server-n3 is not a node"},
+		{name: "node beyond the cluster", sc: withNode("node-4"), wantErr: "scenario node-crash: fault target node-4 is not a node (the topology has node-1..node-3)"},
+		{name: "node zero", sc: withNode("node-0"), wantErr: "scenario node-crash: fault target node-0 is not a node (the topology has node-1..node-3)"},
+		{name: "bare index", sc: withNode("3"), wantErr: "scenario node-crash: fault target 3 is not a node (the topology has node-1..node-3)"},
+		{name: "pod name", sc: withNode("server-n3"), wantErr: "scenario node-crash: fault target server-n3 is not a node (the topology has node-1..node-3)"},
 		{name: "two nodes: control on the survivor alone", sc: func() Scenario { s := crash; s.Nodes = 2; return s }(),
 			wantTarget: 2, wantFlows: 13, wantCtl: [2]int{1, 1}},
 		{name: "one node: nothing is spared, no control flow", sc: func() Scenario { s := crash; s.Nodes = 1; return s }(),
@@ -289,21 +290,29 @@ func TestRepeat(t *testing.T) {
 }
 
 func TestLookupAndNames(t *testing.T) {
-	if got, want := Names(), []string{"baseline", "blackhole-precision", "cert-expiry", "controlplane-down", "node-crash", "node-proxy-crash", "node-proxy-crash-during-cp-outage", "node-proxy-restart"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("Names() = %v, want %v", got, want)
+	names := Names()
+	for _, want := range []string{"baseline", "blackhole-precision", "node-crash", "node-drain", "segment-partition", "scale"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("Names() = %v, lacks %s", names, want)
+		}
 	}
+	if !slices.IsSorted(names) {
+		t.Errorf("Names() not sorted: %v", names)
+	}
+	known := "(known: " + strings.Join(names, ", ") + "; or a .yaml file)"
 	for _, tc := range []struct {
 		name       string
 		wantNodes  int
 		wantFault  string
-		wantExpect Expectation
+		wantExpect string
 		wantErr    string
 	}{
-		{name: "baseline", wantNodes: 3, wantFault: FaultNone, wantExpect: ExpectNoOutage},
+		{name: "baseline", wantNodes: 3, wantFault: "", wantExpect: ExpectNoOutage},
 		{name: "node-crash", wantNodes: 3, wantFault: FaultNodeCrash, wantExpect: ExpectNodeRadius},
 		{name: "blackhole-precision", wantNodes: 2, wantFault: FaultBlackHole, wantExpect: ExpectPrecision},
-		{name: "Baseline", wantErr: `unknown scenario "Baseline" (known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)`},
-		{name: "", wantErr: `unknown scenario "" (known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)`},
+		{name: "segment-partition", wantNodes: 3, wantFault: FaultSegmentPartition, wantExpect: "verdict cluster-wide"},
+		{name: "Baseline", wantErr: `unknown scenario "Baseline" ` + known},
+		{name: "", wantErr: `unknown scenario "" ` + known},
 	} {
 		sc, err := Lookup(tc.name)
 		if tc.wantErr != "" {
@@ -319,8 +328,8 @@ func TestLookupAndNames(t *testing.T) {
 			t.Errorf("Lookup(%q): %v", tc.name, err)
 			continue
 		}
-		if sc.Name != tc.name || sc.Nodes != tc.wantNodes || sc.Fault.Kind != tc.wantFault || sc.Expect != tc.wantExpect {
-			t.Errorf("Lookup(%q) = name %q, %d nodes, fault %q, expect %d", tc.name, sc.Name, sc.Nodes, sc.Fault.Kind, sc.Expect)
+		if sc.Name != tc.name || sc.Nodes != tc.wantNodes || sc.Fault.Kind != tc.wantFault || len(sc.Expect) != 1 || sc.Expect[0].String() != tc.wantExpect {
+			t.Errorf("Lookup(%q) = name %q, %d nodes, fault %q, expect %v", tc.name, sc.Name, sc.Nodes, sc.Fault.Kind, sc.Expect)
 		}
 		if sc.Description == "" || sc.Duration <= 0 {
 			t.Errorf("Lookup(%q): description %q, duration %s", tc.name, sc.Description, sc.Duration)
@@ -328,8 +337,36 @@ func TestLookupAndNames(t *testing.T) {
 	}
 }
 
+// Every built-in scenario plans without error, its fault is in the
+// catalogue, and the matrix holds at least ten faults.
+func TestCatalogueConsistent(t *testing.T) {
+	for _, n := range Names() {
+		sc, _ := Lookup(n)
+		if sc.Fault.Kind != "" {
+			if _, err := LookupFault(sc.Fault.Kind); err != nil {
+				t.Errorf("%s: %v", n, err)
+			}
+			if sc.Fault.At >= sc.Duration {
+				t.Errorf("%s: fault at %s, after load ends at %s", n, sc.Fault.At, sc.Duration)
+			}
+		}
+		if _, err := makePlan(sc, 450); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	faults := map[string]bool{}
+	for _, n := range MatrixNames() {
+		sc, _ := Lookup(n)
+		faults[sc.Fault.Kind] = true
+	}
+	if len(faults) < 10 {
+		t.Errorf("matrix has %d faults, want >= 10: %v", len(faults), MatrixNames())
+	}
+}
+
 func TestParseList(t *testing.T) {
-	const known = "(known: baseline, blackhole-precision, cert-expiry, controlplane-down, node-crash, node-proxy-crash, node-proxy-crash-during-cp-outage, node-proxy-restart)"
+	known := "(known: " + strings.Join(Names(), ", ") + ")"
+	knownOrFile := "(known: " + strings.Join(Names(), ", ") + "; or a .yaml file)"
 	for _, tc := range []struct {
 		in      string
 		want    []string
@@ -341,8 +378,8 @@ func TestParseList(t *testing.T) {
 		{in: "baseline,baseline", want: []string{"baseline", "baseline"}},
 		{in: "", wantErr: "no scenario given " + known},
 		{in: " , ,", wantErr: "no scenario given " + known},
-		{in: "baseline,nope", wantErr: `unknown scenario "nope" ` + known},
-		{in: "node_crash", wantErr: `unknown scenario "node_crash" ` + known},
+		{in: "baseline,nope", wantErr: `unknown scenario "nope" ` + knownOrFile},
+		{in: "node_crash", wantErr: `unknown scenario "node_crash" ` + knownOrFile},
 	} {
 		got, err := ParseList(tc.in)
 		if tc.wantErr != "" {
@@ -366,7 +403,72 @@ func TestParseList(t *testing.T) {
 			t.Errorf("ParseList(%q) = %v, want %v", tc.in, names, tc.want)
 		}
 	}
-	if !strings.Contains(known, strings.Join(Names(), ", ")) {
-		t.Errorf("known list %q out of date with Names() %v", known, Names())
+}
+
+func TestMakePlanDrainSpares(t *testing.T) {
+	p, err := makePlan(mustLookup(t, "node-drain"), 450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spare *plannedPod
+	for i, pp := range p.Pods {
+		if pp.Role == "spare" {
+			if spare != nil {
+				t.Fatalf("two spares: %s and %s", spare.Name, pp.Name)
+			}
+			spare = &p.Pods[i]
+		}
+	}
+	if spare == nil || spare.Name != "server-n3-moved" || spare.Node != 1 {
+		t.Fatalf("spare = %+v, want server-n3-moved on node 1", spare)
+	}
+	if got := p.Services["echo-n3"]; !reflect.DeepEqual(got, []string{"server-n3", "server-n3-moved"}) {
+		t.Errorf("echo-n3 pods = %v", got)
+	}
+	if got := p.Services["echo-n1"]; !reflect.DeepEqual(got, []string{"server-n1"}) {
+		t.Errorf("echo-n1 pods = %v, the drain must not touch it", got)
+	}
+}
+
+func TestMakePlanWorkloadsPerNode(t *testing.T) {
+	p, err := makePlan(mustLookup(t, "scale"), 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := 0
+	for _, pp := range p.Pods {
+		if pp.Role == "server" {
+			servers++
+		}
+	}
+	if servers != 200 {
+		t.Errorf("%d server pods, want 200", servers)
+	}
+	if got := len(p.Services["echo-n10"]); got != 20 {
+		t.Errorf("echo-n10 has %d pods, want 20", got)
+	}
+	if len(p.Flows) != 101 {
+		t.Errorf("%d flows, want 100 + control", len(p.Flows))
+	}
+}
+
+func TestMakePlanImpossible(t *testing.T) {
+	wp := mustLookup(t, "waypoint-outage")
+	wp.Mesh.Waypoint = &Waypoint{Service: "echo-n7", Replicas: 2}
+	part := mustLookup(t, "node-partition")
+	part.Fault.Peer = "node-3"
+	custom := mustLookup(t, "node-proxy-restart")
+	custom.Custom = append(custom.Custom, CustomFlow{ClientNode: 1, ServerNode: 4, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}})
+	for _, tc := range []struct {
+		sc   Scenario
+		want string
+	}{
+		{wp, "waypoint service echo-n7 is not a service of this topology"},
+		{part, "fault peer node-3 is not another node"},
+		{custom, "flow 1->4: the topology has nodes 1..3"},
+	} {
+		if _, err := makePlan(tc.sc, 450); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.sc.Name, err, tc.want)
+		}
 	}
 }

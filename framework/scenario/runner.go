@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,7 +27,7 @@ type Options struct {
 	NotReadyGrace time.Duration // endpoint controller grace for NotReady nodes
 	Timeout       time.Duration // per-request timeout of the load agents
 	Binary        string        // executable started in pods ("" = this one)
-	Mode          string        // data plane mode: none, sidecar, ambient
+	Mode          string        // default data plane mode: none, sidecar, ambient
 	Logf          func(format string, args ...any)
 }
 
@@ -87,16 +86,33 @@ func (r *Runner) Finish(status string) error {
 // Run returns the run record (do not modify while trials run).
 func (r *Runner) Run() *results.Run { return r.run }
 
-// Trial runs one scenario on a fresh cluster. A non-nil error means the trial
-// could not be carried out; expectation failures are in the trial's status.
+// Trial runs one scenario in the runner's default mode.
 func (r *Runner) Trial(ctx context.Context, sc Scenario) (*results.Trial, error) {
-	logf := func(format string, args ...any) { r.opt.Logf("[%s] "+format, append([]any{sc.Name}, args...)...) }
-	tr := &results.Trial{Scenario: sc.Name, Description: sc.Description, Status: results.StatusRunning, Started: time.Now()}
+	return r.TrialIn(ctx, sc, modeName(r.opt.Mode), 1)
+}
+
+// TrialIn runs one scenario on a fresh cluster in a data plane mode; index
+// numbers the trials of one scenario and mode from 1. A non-nil error means
+// the trial could not be carried out; expectation failures are in the
+// trial's status, a mode the scenario cannot run in is a skipped trial.
+func (r *Runner) TrialIn(ctx context.Context, sc Scenario, mode string, index int) (*results.Trial, error) {
+	mode = modeName(mode)
+	tag := sc.Name + " " + mode
+	if index > 1 {
+		tag += fmt.Sprintf(" #%d", index)
+	}
+	logf := func(format string, args ...any) { r.opt.Logf("[%s] "+format, append([]any{tag}, args...)...) }
+	tr := &results.Trial{Scenario: sc.Name, Fault: sc.Fault.Kind, Mode: mode, Index: index, Description: sc.Description,
+		Status: results.StatusRunning, Started: time.Now()}
 	r.update(func() {
-		tr.Dir = fmt.Sprintf("%02d-%s", len(r.run.Trials)+1, sc.Name)
+		tr.Dir = fmt.Sprintf("%02d-%s-%s", len(r.run.Trials)+1, sc.Name, mode)
+		if index > 1 {
+			tr.Dir += fmt.Sprintf("-%d", index)
+		}
 		r.run.Trials = append(r.run.Trials, tr)
 	})
-	err := r.trial(ctx, sc, tr, logf)
+	err := r.trial(ctx, sc, mode, tr, logf)
+	defer r.update(func() { r.run.Matrix = Matrix(r.run.Trials) })
 	var skip *SkipError
 	if errors.As(err, &skip) {
 		logf("skipped: %s", skip.Reason)
@@ -121,15 +137,15 @@ func (r *Runner) Trial(ctx context.Context, sc Scenario) (*results.Trial, error)
 	return tr, err
 }
 
-func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf func(string, ...any)) error {
+func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *results.Trial, logf func(string, ...any)) error {
+	if why := skipReason(sc, mode); why != "" {
+		return &SkipError{Reason: why}
+	}
 	dir := filepath.Join(r.opt.Dir, tr.Dir)
 	for _, d := range []string{"flows", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
-	}
-	if len(sc.Mesh.Modes) > 0 && !slices.Contains(sc.Mesh.Modes, modeName(r.opt.Mode)) {
-		return &SkipError{Reason: fmt.Sprintf("needs mode %s, this run is %s", strings.Join(sc.Mesh.Modes, " or "), modeName(r.opt.Mode))}
 	}
 	budget := r.opt.BudgetRPS
 	if sc.Budget > 0 {
@@ -143,9 +159,16 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	for _, pp := range p.Pods {
 		apps = append(apps, netns.PodSpec{Name: pp.Name, Node: pp.Node})
 	}
-	dp, err := NewDataPlane(r.opt.Mode, dir, logf)
+	dp, err := NewDataPlane(mode, dir, logf)
 	if err != nil {
 		return err
+	}
+	if w := sc.Mesh.Waypoint; w != nil && mode == "ambient" {
+		wc, ok := dp.(waypointConfigurer)
+		if !ok {
+			return fmt.Errorf("the %s data plane cannot deploy a waypoint", mode)
+		}
+		wc.ConfigureWaypoint(w.Service, w.Replicas)
 	}
 	var onEndpoints func(netns.EndpointChange)
 	pods = append(pods, apps...)
@@ -191,8 +214,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	// Servers first, then their services.
 	for _, pp := range p.Pods {
 		if pp.Role == "server" || pp.Role == "control-server" {
-			args := []string{"agent", "--http-listen", fmt.Sprintf(":%d", HTTPPort), "--tcp-listen", fmt.Sprintf(":%d", TCPPort)}
-			if _, err := cl.Start(pp.Name, netns.ProcSpec{Name: "server", Args: args, ProbePort: HTTPPort}); err != nil {
+			if _, err := cl.Start(pp.Name, serverSpec()); err != nil {
 				return err
 			}
 		}
@@ -291,16 +313,27 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 	cpu := &cpuSampler{interval: 500 * time.Millisecond}
 	go cpu.run(runCtx)
 	phase := &phaseBox{v: "load"}
-	if sc.Fault.Kind != FaultNone {
+	if sc.Fault.Kind != "" {
 		phase.set("warm-up")
 	}
 	go progress(runCtx, r.opt.Dir, refs, start, win.End, phase, logf)
 
-	faultErr := r.inject(runCtx, cl, dp, sc, p, tr, start, phase, logf)
+	fe := &FaultEnv{Ctx: runCtx, Cluster: cl, DataPlane: dp, Scenario: sc, Fault: sc.Fault, Mode: mode,
+		Start: start, Logf: logf, plan: p, r: r, tr: tr, phase: phase}
+	if p.Target > 0 {
+		fe.Target = nodeName(p.Target)
+	}
+	var faultErr error
+	var kind *FaultKind
+	if sc.Fault.Kind != "" {
+		if kind, faultErr = LookupFault(sc.Fault.Kind); faultErr == nil {
+			faultErr = kind.Inject(fe)
+		}
+	}
 	if faultErr != nil && ctx.Err() == nil {
 		logf("fault: %v", faultErr)
 	}
-	if sc.Fault.Kind != FaultNone {
+	if sc.Fault.Kind != "" {
 		phase.set("observe")
 	}
 	// Let requests in flight at the end time out before stopping the agents.
@@ -345,7 +378,13 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 			measure.Options{Bucket: r.opt.Bucket}))
 	}
 	summary := measure.Summarize(sums)
+	var verdict *results.Verdict
+	if kind != nil {
+		verdict = computeVerdict(r.verdictInput(fe, kind, p, tr, sc, mode, mfault), sums)
+	}
+	rss := peakRSSMB()
 	r.update(func() {
+		tr.Verdict, tr.RunnerPeakRSSMB = verdict, rss
 		tr.EndpointChanges = eps
 		tr.CPU = &results.CPU{IntervalMs: 500, Busy: busy, Mean: mean, Max: maxBusy, Saturated: saturated}
 		tr.Summary = &summary
@@ -358,6 +397,56 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, tr *results.Trial, logf
 		tr.Expectations = check(sc, p, tr, sums, r.opt.Bucket)
 	})
 	return nil
+}
+
+// serverSpec is the echo server every server pod runs.
+func serverSpec() netns.ProcSpec {
+	return netns.ProcSpec{Name: "server", ProbePort: HTTPPort,
+		Args: []string{"agent", "--http-listen", fmt.Sprintf(":%d", HTTPPort), "--tcp-listen", fmt.Sprintf(":%d", TCPPort)}}
+}
+
+// verdictInput gathers the topology facts a verdict needs: which nodes the
+// fault aimed at, and which nodes each flow's traffic can cross.
+func (r *Runner) verdictInput(fe *FaultEnv, kind *FaultKind, p plan, tr *results.Trial, sc Scenario, mode string, mf *measure.Fault) verdictInput {
+	in := verdictInput{controlPlane: kind.ControlPlane, fault: mf, windowEnd: tr.Window.End, bucket: r.opt.Bucket,
+		extraNodes: map[string][]string{}, endpointNodes: map[string][]string{}}
+	if kind.Scope != nil {
+		in.faultNodes = kind.Scope(fe)
+	} else if fe.Target != "" {
+		in.faultNodes = []string{fe.Target}
+	}
+	podNode := map[string]string{}
+	for _, pi := range tr.Topology.Pods {
+		podNode[pi.Name] = pi.Node
+	}
+	var wpNodes []string
+	if wp, ok := fe.DataPlane.(waypoints); ok && sc.Mesh.Waypoint != nil && mode == "ambient" {
+		wpNodes = fe.nodesOf(wp.WaypointPods()...)
+	}
+	for _, f := range p.Flows {
+		for _, pod := range p.Services[f.Service] {
+			in.endpointNodes[f.ID] = append(in.endpointNodes[f.ID], podNode[pod])
+		}
+		if sc.Mesh.Waypoint != nil && f.Service == sc.Mesh.Waypoint.Service {
+			in.extraNodes[f.ID] = wpNodes
+		}
+	}
+	return in
+}
+
+// peakRSSMB is this process's peak resident memory (VmHWM) in MB.
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return round3(kb / 1000)
+		}
+	}
+	return 0
 }
 
 // SkipError says a scenario cannot run here; the trial is skipped, not failed.

@@ -7,30 +7,25 @@ import (
 	"time"
 )
 
-// Fault kinds.
-const (
-	FaultNone      = ""
-	FaultNodeCrash = "node-crash"
-	FaultBlackHole = "blackhole"
-	// FaultNodeProxyCrash SIGKILLs the target node's proxy (ambient).
-	FaultNodeProxyCrash = "node-proxy-crash"
-	// FaultNodeProxyRestart restarts the target node's proxy gracefully.
-	FaultNodeProxyRestart = "node-proxy-restart"
-	// FaultControlPlaneDown stops the control plane for RecoverAfter (0:
-	// until the end).
-	FaultControlPlaneDown = "controlplane-down"
-	// FaultNodeProxyCrashCPDown stops the control plane, SIGKILLs the target
-	// node's proxy Then later, and brings the control plane back after
-	// RecoverAfter.
-	FaultNodeProxyCrashCPDown = "node-proxy-crash-during-cp-outage"
-)
+// Modes a scenario can run in.
+var AllModes = []string{"none", "sidecar", "ambient"}
 
 // Mesh holds the data plane settings a scenario needs.
 type Mesh struct {
-	// Modes the scenario makes sense in; empty means every mode.
+	// Modes the scenario makes sense in; empty means every mode. A fault
+	// adds its own requirement (see Faults).
 	Modes   []string
 	CertTTL time.Duration // 0: the default (1h)
-	Drain   time.Duration // node proxy drain deadline; 0: the default (5s)
+	Drain   time.Duration // proxy drain deadline; 0: the default (5s)
+	// Waypoint puts an L7 waypoint with Replicas replicas in front of
+	// Service (ambient mode): node proxies send its traffic through them.
+	Waypoint *Waypoint
+}
+
+// Waypoint binds a service to a waypoint.
+type Waypoint struct {
+	Service  string // e.g. "echo-n3"
+	Replicas int
 }
 
 // Fault is what a scenario breaks and when, relative to the start of load.
@@ -38,7 +33,13 @@ type Fault struct {
 	Kind string
 	// Node is the target of a node fault ("node-3"); empty means the last node.
 	Node string
-	At   time.Duration
+	// Peer is the other side of a partition ("node-1"); empty means the first
+	// node other than Node.
+	Peer string
+	// Pod is the target of a pod fault (sidecar crash); empty means the
+	// server on the target node.
+	Pod string
+	At  time.Duration
 	// RecoverAfter brings the target back that long after injection; 0 = never.
 	RecoverAfter time.Duration
 	// BlackHole: the flow to drop, the hole lengths in order, and the pause
@@ -46,7 +47,8 @@ type Fault struct {
 	Flow  string
 	Holes []time.Duration
 	Gap   time.Duration
-	// Then is the delay of a fault's second step (see FaultNodeProxyCrashCPDown).
+	// Then is the delay of a fault's second step (a node-proxy crash inside
+	// a control plane outage) or between the steps of a rolling fault.
 	Then time.Duration
 }
 
@@ -54,7 +56,12 @@ type Fault struct {
 type Scenario struct {
 	Name        string
 	Description string
-	Nodes       int
+	// File is where the scenario was read from; empty for a built-in one.
+	File  string
+	Nodes int
+	// WorkloadsPerNode is how many server workloads each node runs (default
+	// 1). With more than one, a node's service spans all of them.
+	WorkloadsPerNode int
 	// Profiles are the flows every (client node, server node) pair gets. Empty
 	// means no pair flows (only Custom flows).
 	Profiles []FlowKind
@@ -66,8 +73,13 @@ type Scenario struct {
 	Mesh     Mesh
 	// Budget overrides the run's request budget (rps) when set.
 	Budget float64
+	// Trials is how many times each mode runs the scenario (default 1; the
+	// run's --trials overrides it).
+	Trials int
 	// Expect is checked after measurement.
-	Expect Expectation
+	Expect []Expect
+	// Matrix marks the scenarios of the default fault matrix (make e2e).
+	Matrix bool
 }
 
 // FlowKind is a (via, profile) pair.
@@ -83,29 +95,100 @@ type CustomFlow struct {
 	QPS                    float64
 }
 
-// Expectation names what must hold.
-type Expectation int
+// Expect is one named expectation: a Name from the list below, with an
+// argument for the ones that take one.
+type Expect struct {
+	Name    string
+	Max     time.Duration // max-disruption
+	Verdict string        // verdict
+}
 
+// Expectation names, as written in scenario files.
 const (
 	// ExpectNoOutage: no flow has any outage interval.
-	ExpectNoOutage Expectation = iota
-	// ExpectNodeRadius: every flow with an end on the crashed node has an
+	ExpectNoOutage = "no-disruption"
+	// ExpectNodeRadius: every flow with an end on the target node has an
 	// outage, every other flow (the control flow included) none.
-	ExpectNodeRadius
+	ExpectNodeRadius = "node-radius"
+	// ExpectProxyRadius: kept-alive and stream flows with an end on the
+	// target node are disrupted, no flow between other nodes is.
+	ExpectProxyRadius = "proxy-radius"
+	// ExpectContained: the verdict is contained or no-impact.
+	ExpectContained = "contained-to-node"
+	// ExpectMaxDisruption: no flow is disrupted for longer than Max in total.
+	ExpectMaxDisruption = "max-disruption"
+	// ExpectVerdict: the verdict is exactly Verdict.
+	ExpectVerdict = "verdict"
 	// ExpectPrecision: every black hole is measured within one bucket and
 	// nothing else is disrupted.
-	ExpectPrecision
+	ExpectPrecision = "precision"
 	// ExpectGracefulHandoff: no request-response flow fails at all; stream
 	// flows through the target node survive until the drain deadline and
 	// break only then.
-	ExpectGracefulHandoff
-	// ExpectProxyRadius: kept-alive and stream flows with an end on the
-	// target node are disrupted, no flow between other nodes is.
-	ExpectProxyRadius
+	ExpectGracefulHandoff = "graceful-handoff"
 	// ExpectFailAtExpiry: no flow fails before the certificates expire, and
 	// new-connection flows fail from expiry on.
-	ExpectFailAtExpiry
+	ExpectFailAtExpiry = "fail-at-expiry"
 )
+
+// expectNames documents every expectation for errors and help.
+var expectNames = []string{ExpectNoOutage, ExpectNodeRadius, ExpectProxyRadius, ExpectContained,
+	ExpectMaxDisruption + " <duration>", ExpectVerdict + " <" + strings.Join(Verdicts, "|") + ">",
+	ExpectPrecision, ExpectGracefulHandoff, ExpectFailAtExpiry}
+
+// ParseExpect reads one expectation as written in a scenario file:
+// "contained-to-node", "max-disruption 2s", "verdict cluster-wide".
+func ParseExpect(s string) (Expect, error) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return Expect{}, fmt.Errorf("empty expectation (known: %s)", strings.Join(expectNames, ", "))
+	}
+	e := Expect{Name: f[0]}
+	args := f[1:]
+	switch e.Name {
+	case ExpectMaxDisruption:
+		if len(args) != 1 {
+			return e, fmt.Errorf("%q: want %q", s, "max-disruption <duration>")
+		}
+		d, err := time.ParseDuration(args[0])
+		if err != nil || d < 0 {
+			return e, fmt.Errorf("%q: %q is not a duration", s, args[0])
+		}
+		e.Max = d
+		return e, nil
+	case ExpectVerdict:
+		if len(args) != 1 || !contains(Verdicts, args[0]) {
+			return e, fmt.Errorf("%q: want verdict one of %s", s, strings.Join(Verdicts, ", "))
+		}
+		e.Verdict = args[0]
+		return e, nil
+	case ExpectNoOutage, ExpectNodeRadius, ExpectProxyRadius, ExpectContained, ExpectPrecision, ExpectGracefulHandoff, ExpectFailAtExpiry:
+		if len(args) != 0 {
+			return e, fmt.Errorf("%q: %s takes no argument", s, e.Name)
+		}
+		return e, nil
+	}
+	return e, fmt.Errorf("unknown expectation %q (known: %s)", f[0], strings.Join(expectNames, ", "))
+}
+
+func (e Expect) String() string {
+	switch e.Name {
+	case ExpectMaxDisruption:
+		return e.Name + " " + e.Max.String()
+	case ExpectVerdict:
+		return e.Name + " " + e.Verdict
+	}
+	return e.Name
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
 
 // Profile names, as the agent knows them.
 const (
@@ -114,101 +197,27 @@ const (
 	ProfileStream    = "tcp-stream"
 )
 
+// Profiles lists the load profiles.
+var Profiles = []string{ProfileKeepAlive, ProfileNewConn, ProfileStream}
+
 var defaultKinds = []FlowKind{
 	{Via: "svc", Profile: ProfileKeepAlive},
 	{Via: "pod", Profile: ProfileNewConn},
 	{Via: "pod", Profile: ProfileStream},
 }
 
-// builtin is the scenario catalogue.
-var builtin = map[string]Scenario{
-	"baseline": {
-		Name:        "baseline",
-		Description: "No fault: every flow on every node pair for 10 s; any outage is noise in the harness itself.",
-		Nodes:       3, Profiles: defaultKinds, Duration: 10 * time.Second,
-		Expect: ExpectNoOutage,
-	},
-	"node-crash": {
-		Name: "node-crash",
-		Description: "The last node crashes (links down, every process SIGKILLed) 5 s into load and reboots 8 s later; " +
-			"flows to or from it must show outages, every other flow none.",
-		Nodes: 3, Profiles: defaultKinds, Duration: 22 * time.Second,
-		Fault:  Fault{Kind: FaultNodeCrash, At: 5 * time.Second, RecoverAfter: 8 * time.Second},
-		Expect: ExpectNodeRadius,
-	},
-	"blackhole-precision": {
-		Name: "blackhole-precision",
-		Description: "Ground truth for the measurement: one 250 rps new-connection flow between two nodes is black-holed " +
-			"(nftables drop) for exactly 100 ms, 300 ms and 1 s, five times each; each hole must be measured within one bucket.",
-		Nodes:  2,
-		Custom: []CustomFlow{{ClientNode: 1, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 250}},
-		Fault: Fault{Kind: FaultBlackHole, At: 2 * time.Second, Gap: 700 * time.Millisecond,
-			Holes: repeat(5, 100*time.Millisecond, 300*time.Millisecond, time.Second)},
-		Expect: ExpectPrecision,
-	},
-}
+// DefaultFlows is the flow kinds every node pair gets unless a scenario
+// says otherwise.
+func DefaultFlows() []FlowKind { return append([]FlowKind(nil), defaultKinds...) }
 
-func init() {
-	ambient := []string{"ambient"}
-	meshed := []string{"ambient", "sidecar"}
-	for _, s := range []Scenario{
-		{
-			Name: "node-proxy-crash",
-			// A lighter load than the default: every request crosses two
-			// proxies on the same two cores, and a starved machine times
-			// out requests on flows the fault never touched.
-			Description: "The node proxy of the last node is SIGKILLed 5 s into load; its supervisor restarts it. " +
-				"Flows through that node's proxy break; flows between other nodes must not.",
-			Nodes: 3, Profiles: defaultKinds, Duration: 15 * time.Second, Budget: 450,
-			Fault: Fault{Kind: FaultNodeProxyCrash, At: 5 * time.Second}, Mesh: Mesh{Modes: ambient},
-			Expect: ExpectProxyRadius,
-		},
-		{
-			Name: "node-proxy-restart",
-			Description: "Graceful restart of the last node's proxy under 500 rps of new-connection load through it: " +
-				"the new proxy binds the same listeners, then the old one drains for 3 s. No request may fail; " +
-				"long-lived streams survive until the drain deadline and are then closed.",
-			Nodes: 3, Duration: 14 * time.Second,
-			Custom: []CustomFlow{
-				{ClientNode: 1, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
-				{ClientNode: 3, ServerNode: 1, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
-				{ClientNode: 3, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 100},
-				{ClientNode: 2, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
-				{ClientNode: 3, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
-			},
-			Fault: Fault{Kind: FaultNodeProxyRestart, At: 4 * time.Second}, Mesh: Mesh{Modes: ambient, Drain: 3 * time.Second},
-			Expect: ExpectGracefulHandoff,
-		},
-		{
-			Name: "controlplane-down",
-			Description: "The control plane is down for 8 s from 4 s into load. Established and new flows between " +
-				"known workloads must keep working: proxies serve from the configuration and certificates they hold.",
-			Nodes: 3, Profiles: defaultKinds, Duration: 16 * time.Second, Budget: 450,
-			Fault: Fault{Kind: FaultControlPlaneDown, At: 4 * time.Second, RecoverAfter: 8 * time.Second}, Mesh: Mesh{Modes: meshed},
-			Expect: ExpectNoOutage,
-		},
-		{
-			Name: "cert-expiry",
-			Description: "Certificates live 10 s; the control plane goes down 4 s into load and stays down. Nothing fails " +
-				"until the certificates expire; from expiry on, new connections fail.",
-			Nodes: 2, Profiles: []FlowKind{{Via: "pod", Profile: ProfileNewConn}}, Duration: 20 * time.Second, Budget: 300,
-			Fault: Fault{Kind: FaultControlPlaneDown, At: 4 * time.Second}, Mesh: Mesh{Modes: meshed, CertTTL: 10 * time.Second},
-			Expect: ExpectFailAtExpiry,
-		},
-		{
-			Name: "node-proxy-crash-during-cp-outage",
-			Description: "The control plane goes down 4 s into load; 2 s later the last node's proxy is SIGKILLed; the " +
-				"control plane returns 8 s after it went down. The restarted proxy keeps nothing on disk, so it has no " +
-				"configuration and no certificates: every flow through that node fails until the control plane is back. " +
-				"Flows between other nodes must not be affected.",
-			Nodes: 3, Profiles: defaultKinds, Duration: 18 * time.Second, Budget: 450,
-			Fault:  Fault{Kind: FaultNodeProxyCrashCPDown, At: 4 * time.Second, Then: 2 * time.Second, RecoverAfter: 8 * time.Second},
-			Mesh:   Mesh{Modes: ambient},
-			Expect: ExpectNodeRadius,
-		},
-	} {
-		builtin[s.Name] = s
+// builtin is the scenario catalogue (catalogue.go).
+var builtin = map[string]Scenario{}
+
+func register(s Scenario) {
+	if _, dup := builtin[s.Name]; dup {
+		panic("scenario " + s.Name + " registered twice")
 	}
+	builtin[s.Name] = s
 }
 
 func repeat(n int, ds ...time.Duration) []time.Duration {
@@ -217,17 +226,6 @@ func repeat(n int, ds ...time.Duration) []time.Duration {
 		out = append(out, ds...)
 	}
 	return out
-}
-
-func init() {
-	// The precision scenario's length follows from its holes.
-	s := builtin["blackhole-precision"]
-	total := s.Fault.At
-	for _, h := range s.Fault.Holes {
-		total += h + s.Fault.Gap
-	}
-	s.Duration = total + 2*time.Second
-	builtin["blackhole-precision"] = s
 }
 
 // Names lists the built-in scenarios.
@@ -240,21 +238,48 @@ func Names() []string {
 	return out
 }
 
+// MatrixNames lists the scenarios of the default fault matrix, in the order
+// they run.
+func MatrixNames() []string {
+	var out []string
+	for _, n := range matrixOrder {
+		if builtin[n].Matrix {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Lookup returns a built-in scenario by name.
 func Lookup(name string) (Scenario, error) {
 	s, ok := builtin[name]
 	if !ok {
-		return Scenario{}, fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(Names(), ", "))
+		return Scenario{}, fmt.Errorf("unknown scenario %q (known: %s; or a .yaml file)", name, strings.Join(Names(), ", "))
 	}
 	return s, nil
 }
 
-// ParseList resolves a comma-separated list of scenario names.
+// ParseList resolves a comma-separated list of scenario names and scenario
+// files (anything ending in .yaml or .yml, or containing a slash). "matrix"
+// stands for the default fault matrix.
 func ParseList(list string) ([]Scenario, error) {
 	var out []Scenario
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)
-		if n == "" {
+		switch {
+		case n == "":
+			continue
+		case n == "matrix":
+			for _, m := range MatrixNames() {
+				out = append(out, builtin[m])
+			}
+			continue
+		case strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml") || strings.Contains(n, "/"):
+			s, err := LoadFile(n)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
 			continue
 		}
 		s, err := Lookup(n)

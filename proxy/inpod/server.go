@@ -34,6 +34,7 @@ type Server struct {
 	ln         *net.UnixListener
 	ackTimeout time.Duration
 	logf       func(format string, args ...any)
+	initial    []Pod
 
 	mu      sync.Mutex
 	pods    map[string]*pod
@@ -63,6 +64,22 @@ func WithLogf(f func(format string, args ...any)) ServerOption {
 	return func(s *Server) { s.logf = f }
 }
 
+// Pod is a pod a server knows from the start (WithPods).
+type Pod struct {
+	UID      string
+	NetNSFD  int // the caller keeps ownership; the server keeps a duplicate
+	Workload json.RawMessage
+}
+
+// WithPods makes the server know these pods before it accepts its first
+// proxy, as if added with Add. A restarted node agent needs it: istio-cni
+// rebuilds its pod set before it lets ztunnel connect, and a proxy that
+// connected to an agent still adding its pods would take the empty snapshot
+// to mean they were all deleted.
+func WithPods(pods ...Pod) ServerOption {
+	return func(s *Server) { s.initial = append(s.initial, pods...) }
+}
+
 // NewServer listens on the unix SOCK_SEQPACKET socket path. A stale socket
 // left at path by a previous agent is replaced; a socket another server still
 // accepts on, or any other file, is an error. Close removes the socket.
@@ -76,23 +93,43 @@ func NewServer(path string, opts ...ServerOption) (*Server, error) {
 	for _, o := range opts {
 		o(s)
 	}
+	for _, ip := range s.initial {
+		p, err := newPod(ip.UID, ip.NetNSFD, ip.Workload)
+		if err != nil {
+			for _, q := range s.pods {
+				unix.Close(q.fd)
+			}
+			return nil, err
+		}
+		if old := s.pods[ip.UID]; old != nil {
+			unix.Close(old.fd)
+		}
+		s.pods[ip.UID] = p
+	}
+	s.initial = nil
+	fail := func(err error) (*Server, error) {
+		for _, q := range s.pods {
+			unix.Close(q.fd)
+		}
+		return nil, err
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("inpod: %s exists and is not a socket", path)
+			return fail(fmt.Errorf("inpod: %s exists and is not a socket", path))
 		}
 		// Left by an agent that died, unless one still answers there:
 		// unlinking a live agent's socket would orphan its proxies.
 		if c, err := net.DialTimeout("unixpacket", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("inpod: another node agent is listening on %s", path)
+			return fail(fmt.Errorf("inpod: another node agent is listening on %s", path))
 		}
 		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("inpod: remove stale socket: %w", err)
+			return fail(fmt.Errorf("inpod: remove stale socket: %w", err))
 		}
 	}
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
-		return nil, fmt.Errorf("inpod: listen: %w", err)
+		return fail(fmt.Errorf("inpod: listen: %w", err))
 	}
 	s.ln = ln
 	s.wg.Add(1)
@@ -107,20 +144,11 @@ func NewServer(path string, opts ...ServerOption) (*Server, error) {
 // if a proxy rejects it; the error then names each proxy that NACKed or did
 // not answer in time.
 func (s *Server) Add(uid string, nsFD int, workload json.RawMessage) error {
-	if uid == "" {
-		return errors.New("inpod: add: empty uid")
-	}
-	if len(workload) > 0 && !json.Valid(workload) {
-		return fmt.Errorf("inpod: add %s: workload is not valid JSON", uid)
-	}
-	if err := checkNetNS(nsFD); err != nil {
-		return fmt.Errorf("inpod: add %s: %w", uid, err)
-	}
-	dup, err := unix.FcntlInt(uintptr(nsFD), unix.F_DUPFD_CLOEXEC, 0)
+	p, err := newPod(uid, nsFD, workload)
 	if err != nil {
-		return fmt.Errorf("inpod: add %s: dup netns fd: %w", uid, err)
+		return err
 	}
-	p := &pod{fd: dup, workload: slices.Clone(workload)}
+	dup := p.fd
 	msg, err := json.Marshal(request{Type: TypeAdd, UID: uid, Workload: p.workload})
 	if err != nil {
 		unix.Close(dup)
@@ -140,6 +168,24 @@ func (s *Server) Add(uid string, nsFD int, workload json.RawMessage) error {
 		return fmt.Errorf("inpod: add %s: %w", uid, err)
 	}
 	return nil
+}
+
+// newPod checks a pod and takes a duplicate of its namespace descriptor.
+func newPod(uid string, nsFD int, workload json.RawMessage) (*pod, error) {
+	if uid == "" {
+		return nil, errors.New("inpod: add: empty uid")
+	}
+	if len(workload) > 0 && !json.Valid(workload) {
+		return nil, fmt.Errorf("inpod: add %s: workload is not valid JSON", uid)
+	}
+	if err := checkNetNS(nsFD); err != nil {
+		return nil, fmt.Errorf("inpod: add %s: %w", uid, err)
+	}
+	dup, err := unix.FcntlInt(uintptr(nsFD), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("inpod: add %s: dup netns fd: %w", uid, err)
+	}
+	return &pod{fd: dup, workload: slices.Clone(workload)}, nil
 }
 
 // Del forgets the pod uid and tells every connected proxy, waiting for their

@@ -540,3 +540,14 @@ func TestNewServerSocketFile(t *testing.T) {
 		t.Fatal("NewServer replaced a regular file")
 	}
 }
+
+func TestWithPodsIsInTheFirstSnapshot(t *testing.T) {
+	fdA, inoA := podNS(t)
+	if _, err := NewServer(sockPath(t), WithPods(Pod{UID: "ns/a", NetNSFD: int(os.Stdin.Fd())})); err == nil {
+		t.Fatal("a preloaded pod with a non-netns fd accepted")
+	}
+	_, path := newServer(t, WithPods(Pod{UID: "ns/a", NetNSFD: fdA, Workload: json.RawMessage(`{"ip":"10.0.0.1"}`)}))
+	h := newRec(t)
+	runClient(t, path, h)
+	h.expect(t, event{kind: "add", uid: "ns/a", ino: inoA, workload: `{"ip":"10.0.0.1"}`}, event{kind: "snapshot"})
+}

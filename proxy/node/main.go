@@ -111,9 +111,23 @@ func (f *mainFlags) validate() error {
 }
 
 // inpodHandler adapts the node agent protocol to the proxy.
+//
+// When the connection to the node agent drops, the proxy keeps serving every
+// pod it has (their namespaces are open descriptors it holds) and inpod.Run
+// reconnects with back-off, as ztunnel does when istio-cni restarts. The
+// agent's snapshot on reconnection re-adds the pods it still knows (a no-op
+// for an unchanged pod, see Proxy.AddPod); once it is complete, pods it did
+// not mention were deleted while the proxy was disconnected and are dropped
+// (ztunnel's reconciliation).
 type inpodHandler struct {
 	p    *Proxy
+	logf func(string, ...any)
 	done atomic.Bool
+	// seen holds the pods added on the current connection. Handler methods
+	// and Disconnected are called one at a time by inpod.Run, so it needs
+	// no lock.
+	seen     map[string]bool
+	snapshot bool // the current connection's snapshot is complete
 }
 
 func (h *inpodHandler) Add(uid string, nsFD int, workload json.RawMessage) error {
@@ -129,11 +143,40 @@ func (h *inpodHandler) Add(uid string, nsFD int, workload json.RawMessage) error
 		closeFD(nsFD)
 		return fmt.Errorf("workload of %s: bad ip %q", uid, w.IP)
 	}
+	if h.seen == nil {
+		h.seen = map[string]bool{}
+	}
+	h.seen[uid] = true
 	return h.p.AddPod(uid, nsFD, ip)
 }
 
-func (h *inpodHandler) Del(uid string) error { h.p.DelPod(uid); return nil }
-func (h *inpodHandler) SnapshotDone()        { h.done.Store(true) }
+func (h *inpodHandler) Del(uid string) error {
+	delete(h.seen, uid)
+	h.p.DelPod(uid)
+	return nil
+}
+
+func (h *inpodHandler) SnapshotDone() {
+	if !h.snapshot {
+		h.snapshot = true
+		for _, uid := range h.p.Pods() {
+			if !h.seen[uid] {
+				h.logf("pod %s not in the node agent's snapshot: deleted while disconnected, dropping it", uid)
+				h.p.DelPod(uid)
+			}
+		}
+	}
+	h.done.Store(true)
+}
+
+// Disconnected implements inpod.DisconnectHandler: the pods stay served, and
+// the next connection starts a new snapshot.
+func (h *inpodHandler) Disconnected(err error) {
+	if h.snapshot || len(h.seen) > 0 {
+		h.logf("node agent connection lost (%v); serving %d pods, reconnecting", err, len(h.p.Pods()))
+	}
+	h.seen, h.snapshot = nil, false
+}
 
 func runProxy(ctx context.Context, f mainFlags, logf func(string, ...any), stderr io.Writer) int {
 	var px *Proxy
@@ -150,7 +193,7 @@ func runProxy(ctx context.Context, f mainFlags, logf func(string, ...any), stder
 		Handoff: f.handoff, Logf: logf}, client.Sign, client.RootPEM)
 	go func() { _ = client.Run(ctx) }()
 
-	h := &inpodHandler{p: px}
+	h := &inpodHandler{p: px, logf: logf}
 	switch f.mode {
 	case "node":
 		go func() { _ = inpod.Run(ctx, f.inpodPath, h) }()

@@ -181,10 +181,20 @@ func (p *Proxy) identityOf(ix *Index, uid string) (string, *xds.Workload, error)
 // AddPod starts serving a pod whose network namespace is nsFD (owned by the
 // proxy from now on). Listeners use SO_REUSEPORT so that a new proxy can bind
 // them while the old one still holds them.
+//
+// Adding a pod the proxy already serves, with the same network namespace and
+// IP, changes nothing (nsFD is closed): that is what a node agent's snapshot
+// after a reconnection looks like, and ztunnel likewise keeps such a pod as
+// it is, listeners and connections included. A different namespace or IP
+// replaces the pod.
 func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 	p.mu.Lock()
 	old := p.pods[uid]
 	p.mu.Unlock()
+	if old != nil && old.ip == ip && sameNetNS(old.fd, nsFD) {
+		closeFD(nsFD)
+		return nil
+	}
 	if old != nil {
 		p.stopPod(old)
 	}

@@ -81,6 +81,9 @@ type Cluster struct {
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	partMu     sync.Mutex
+	partitions map[string]bool // "node-1/<table>" of every partition in place
 }
 
 var bridgeIP = net.IPv4(10, 0, 0, 1)

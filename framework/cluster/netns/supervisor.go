@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -102,7 +103,7 @@ func (c *Cluster) launch(pr *Process) error {
 		pr.mu.Lock()
 		pr.running, pr.ready, pr.lastErr = false, false, err
 		if err == nil && pr.Spec.RunOnce {
-			pr.nextTry = time.Now().Add(100 * 365 * 24 * time.Hour) // completed
+			pr.nextTry = time.Now().Add(parkedFor) // completed
 		}
 		pr.mu.Unlock()
 		close(done)
@@ -170,7 +171,7 @@ func (pr *Process) waitExit(d time.Duration) bool {
 // The supervisor will not restart it.
 func (c *Cluster) Stop(pr *Process, grace time.Duration) {
 	pr.mu.Lock()
-	pr.nextTry = time.Now().Add(100 * 365 * 24 * time.Hour)
+	pr.nextTry = time.Now().Add(parkedFor)
 	pr.mu.Unlock()
 	pr.Signal(syscall.SIGTERM)
 	if !pr.waitExit(grace) {
@@ -297,4 +298,94 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// parkedFor is how far Stop (and a completed RunOnce) pushes a process's next
+// start: never, in practice.
+const parkedFor = 100 * 365 * 24 * time.Hour
+
+// parked reports whether the process was stopped for good (Stop, or a RunOnce
+// that completed): no longer part of what its pod runs. pr.mu is held.
+func (pr *Process) parked() bool {
+	return !pr.running && time.Until(pr.nextTry) > parkedFor/2
+}
+
+// RestartPod replaces a pod's processes the way deleting a pod and having its
+// controller recreate it does, keeping the pod's IP and network namespace:
+// every process gets SIGTERM (Stop with grace, then SIGKILL), and once the
+// last one has exited all of them are started again with the same specs.
+// While they are not ready the pod is not a service endpoint (syncEndpoints
+// needs every process ready), as with a new pod that has not passed its
+// probes. Processes that were stopped for good before the call (Stop, a
+// RunOnce that completed, the old proxy of a graceful restart) stay stopped:
+// they are not part of the pod any more.
+//
+// stopped is when the last process had exited; ready is when all of them were
+// ready again. It returns early with an error if ctx ends first. The Process
+// values stay the same (so references held elsewhere still work); a process
+// has a new PID after it, and its restart count is not increased (this is not
+// a crash restart).
+func (c *Cluster) RestartPod(ctx context.Context, pod string, grace time.Duration) (stopped, ready time.Time, err error) {
+	p, ok := c.pods[pod]
+	if !ok {
+		return time.Time{}, time.Time{}, fmt.Errorf("restart pod: no pod %q", pod)
+	}
+	if p.Node.Crashed() {
+		return time.Time{}, time.Time{}, fmt.Errorf("restart pod %s: %s is down", pod, p.Node.Name)
+	}
+	if grace < 0 {
+		return time.Time{}, time.Time{}, fmt.Errorf("restart pod %s: negative grace %v", pod, grace)
+	}
+	var procs []*Process
+	for _, pr := range p.Processes() {
+		pr.mu.Lock()
+		live := !pr.parked()
+		pr.mu.Unlock()
+		if live {
+			procs = append(procs, pr)
+		}
+	}
+	if len(procs) == 0 {
+		return time.Time{}, time.Time{}, fmt.Errorf("restart pod %s: no processes to restart", pod)
+	}
+	// In parallel, as the kubelet stops a pod's containers: the pod takes
+	// the longest grace, not the sum.
+	var wg sync.WaitGroup
+	for _, pr := range procs {
+		wg.Go(func() { c.Stop(pr, grace) })
+	}
+	wg.Wait()
+	stopped = time.Now()
+	for _, pr := range procs {
+		if pr.Running() {
+			// Survived SIGKILL for twice the grace: a process in
+			// uninterruptible sleep. Starting a second copy would be worse.
+			return stopped, time.Time{}, fmt.Errorf("restart pod %s: %s did not exit", pod, pr.Spec.Name)
+		}
+	}
+	if p.Node.Crashed() {
+		return stopped, time.Time{}, fmt.Errorf("restart pod %s: %s went down meanwhile", pod, p.Node.Name)
+	}
+	var errs []error
+	for _, pr := range procs {
+		// Launch while the process is still parked, so the supervisor
+		// cannot start a copy of its own in between; then unpark it so a
+		// later crash is restarted as usual.
+		if err := c.launch(pr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", pr.Spec.Name, err))
+		}
+		pr.mu.Lock()
+		pr.nextTry, pr.backoff = time.Time{}, 0
+		pr.mu.Unlock()
+	}
+	if err := errors.Join(errs...); err != nil {
+		// The supervisor retries the ones that failed to launch.
+		return stopped, time.Time{}, fmt.Errorf("restart pod %s: %w", pod, err)
+	}
+	for _, pr := range procs {
+		if err := c.WaitProcessReady(ctx, pr); err != nil {
+			return stopped, time.Time{}, fmt.Errorf("restart pod %s: %w", pod, err)
+		}
+	}
+	return stopped, time.Now(), nil
 }

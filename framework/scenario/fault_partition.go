@@ -1,0 +1,89 @@
+package scenario
+
+import (
+	"fmt"
+	"time"
+
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// Partitions (nftables drops: a black hole, not a reject).
+const (
+	// FaultPartition cuts the target node off from its peer, both ways.
+	FaultPartition = "node-partition"
+	// FaultSegmentPartition is a fault on the target node's link that takes
+	// the whole shared segment down with it: every node is cut off from
+	// every other. It exists to show a fault reaching beyond its node.
+	FaultSegmentPartition = "segment-partition"
+)
+
+func init() {
+	registerFault(&FaultKind{
+		Name: FaultPartition, Target: true,
+		Doc:   "every packet between the node and its peer (default the first other node) is dropped, both ways; healed after recoverAfter",
+		Scope: func(e *FaultEnv) []string { return []string{e.Target, e.peer()} },
+		Inject: func(e *FaultEnv) error {
+			peer := e.peer()
+			if peer == "" {
+				return fmt.Errorf("fault %s needs two nodes", FaultPartition)
+			}
+			if err := e.WaitInject(); err != nil {
+				return err
+			}
+			at, heal, err := e.Cluster.Partition(e.Target, peer)
+			if err != nil {
+				return err
+			}
+			return e.holdPartition(at, heal, e.Target+"<->"+peer, "every packet between "+e.Target+" and "+peer+" dropped")
+		},
+	})
+	registerFault(&FaultKind{
+		Name: FaultSegmentPartition, Target: true,
+		Doc: "the node's link fault takes the shared segment with it: every node is cut off from every other; healed after recoverAfter",
+		Inject: func(e *FaultEnv) error {
+			if err := e.WaitInject(); err != nil {
+				return err
+			}
+			at, heal, err := e.Cluster.PartitionAll()
+			if err != nil {
+				return err
+			}
+			return e.holdPartition(at, heal, e.Target, "every node cut off from every other (shared segment down)")
+		},
+	})
+}
+
+func (e *FaultEnv) holdPartition(at time.Time, heal func() (time.Time, error), target, detail string) error {
+	i := e.Record(results.FaultRecord{Kind: e.Fault.Kind, Target: target, Inject: at, Detail: detail})
+	e.Logf("fault: %s", detail)
+	var serr error
+	if e.Fault.RecoverAfter > 0 {
+		serr = e.Sleep(at.Add(e.Fault.RecoverAfter))
+	} else {
+		// Held to the end of load, then healed so it cannot outlive the trial.
+		serr = e.Sleep(e.Start.Add(e.Scenario.Duration))
+	}
+	// Healed even when the trial is ending: a partition must not outlive it.
+	back, err := heal()
+	if err != nil {
+		return err
+	}
+	if e.Fault.RecoverAfter > 0 && serr == nil {
+		e.Recovered(i, back)
+		e.Logf("fault: partition healed after %s", ms(back.Sub(at)))
+	}
+	return serr
+}
+
+// peer is the other side of a partition.
+func (e *FaultEnv) peer() string {
+	if e.Fault.Peer != "" {
+		return e.Fault.Peer
+	}
+	for _, n := range e.Nodes() {
+		if n != e.Target {
+			return n
+		}
+	}
+	return ""
+}

@@ -1,0 +1,130 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// Waypoint faults. The scenario must put a waypoint in front of a service
+// (Mesh.Waypoint).
+const (
+	// FaultWaypointKill SIGKILLs one waypoint replica (Fault.Pod, default the
+	// last one); its supervisor restarts it.
+	FaultWaypointKill = "waypoint-replica-kill"
+	// FaultWaypointOutage stops every replica for RecoverAfter.
+	FaultWaypointOutage = "waypoint-outage"
+)
+
+const reasonWaypoint = "waypoints are an ambient-mode component"
+
+func init() {
+	registerFault(&FaultKind{
+		Name: FaultWaypointKill, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Doc: "SIGKILL of one waypoint replica (pod, default the last); its supervisor restarts it",
+		Scope: func(e *FaultEnv) []string {
+			pod, err := e.waypointTarget()
+			if err != nil {
+				return nil
+			}
+			return e.nodesOf(pod)
+		},
+		Inject: func(e *FaultEnv) error {
+			wp, err := capability[waypoints](e, "waypoints")
+			if err != nil {
+				return err
+			}
+			pod, err := e.waypointTarget()
+			if err != nil {
+				return err
+			}
+			if err := e.WaitInject(); err != nil {
+				return err
+			}
+			at, err := wp.CrashWaypoint(pod)
+			if err != nil {
+				return err
+			}
+			e.Record(results.FaultRecord{Kind: FaultWaypointKill, Target: pod, Inject: at, Detail: "SIGKILL; the supervisor restarts it"})
+			e.Logf("fault: waypoint replica %s killed", pod)
+			return nil
+		},
+	})
+	registerFault(&FaultKind{
+		Name: FaultWaypointOutage, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Doc: "every waypoint replica is stopped; they come back after recoverAfter",
+		Scope: func(e *FaultEnv) []string {
+			wp, err := capability[waypoints](e, "waypoints")
+			if err != nil {
+				return nil
+			}
+			return e.nodesOf(wp.WaypointPods()...)
+		},
+		Inject: func(e *FaultEnv) error {
+			wp, err := capability[waypoints](e, "waypoints")
+			if err != nil {
+				return err
+			}
+			if len(wp.WaypointPods()) == 0 {
+				return fmt.Errorf("fault %s: the scenario has no waypoint (mesh.waypoint)", e.Fault.Kind)
+			}
+			if err := e.WaitInject(); err != nil {
+				return err
+			}
+			at, err := wp.StopWaypoints()
+			if err != nil {
+				return err
+			}
+			i := e.Record(results.FaultRecord{Kind: FaultWaypointOutage, Target: "waypoint", Inject: at,
+				Detail: fmt.Sprintf("all %d replicas stopped", len(wp.WaypointPods()))})
+			e.Logf("fault: every waypoint replica stopped")
+			if e.Fault.RecoverAfter <= 0 {
+				return nil
+			}
+			if err := e.Sleep(at.Add(e.Fault.RecoverAfter)); err != nil {
+				return err
+			}
+			rctx, cancel := context.WithTimeout(e.Ctx, 20*time.Second)
+			defer cancel()
+			back, err := wp.StartWaypoints(rctx)
+			if err != nil {
+				return err
+			}
+			e.Recovered(i, back)
+			e.Logf("fault: waypoints back")
+			return nil
+		},
+	})
+}
+
+// waypointTarget is the replica a single-replica fault aims at.
+func (e *FaultEnv) waypointTarget() (string, error) {
+	wp, err := capability[waypoints](e, "waypoints")
+	if err != nil {
+		return "", err
+	}
+	pods := wp.WaypointPods()
+	if len(pods) == 0 {
+		return "", fmt.Errorf("fault %s: the scenario has no waypoint (mesh.waypoint)", e.Fault.Kind)
+	}
+	if e.Fault.Pod == "" {
+		return pods[len(pods)-1], nil
+	}
+	if !contains(pods, e.Fault.Pod) {
+		return "", fmt.Errorf("fault %s: %s is not a waypoint replica (%v)", e.Fault.Kind, e.Fault.Pod, pods)
+	}
+	return e.Fault.Pod, nil
+}
+
+// nodesOf lists the nodes pods run on.
+func (e *FaultEnv) nodesOf(pods ...string) []string {
+	var out []string
+	for _, name := range pods {
+		if p, ok := e.Cluster.Pod(name); ok && !contains(out, p.Node.Name) {
+			out = append(out, p.Node.Name)
+		}
+	}
+	return out
+}

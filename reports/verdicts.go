@@ -1,0 +1,117 @@
+package reports
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// Verdicts writes the verdict table: one row per fault (scenario) and mode,
+// with affected flows, disruption, failed requests, broken streams and the
+// verdict; over several trials, the mean with its 95 % interval and p95.
+func Verdicts(w io.Writer, run *results.Run) {
+	if len(run.Matrix) == 0 {
+		return
+	}
+	multi := false
+	for _, c := range run.Matrix {
+		multi = multi || c.Trials > 1
+	}
+	fmt.Fprintln(w, "\n== verdicts ==")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if multi {
+		fmt.Fprintln(tw, "FAULT\tMODE\tTRIALS\tAFFECTED FLOWS\tDISRUPTION S (mean [95% CI] p95)\tFAILED REQUESTS (mean, p95)\tBROKEN STREAMS\tVERDICT")
+	} else {
+		fmt.Fprintln(tw, "FAULT\tMODE\tAFFECTED FLOWS\tDISRUPTION S\tFAILED REQUESTS\tBROKEN STREAMS\tVERDICT")
+	}
+	for _, c := range run.Matrix {
+		name := c.Scenario
+		if c.Fault != "" && c.Fault != c.Scenario {
+			name += " (" + c.Fault + ")"
+		}
+		if c.Trials == 0 {
+			why := "n/a: " + c.Skipped
+			if c.Skipped == "" {
+				why = fmt.Sprintf("ERROR: %d trial(s) could not run", c.Errors)
+			}
+			if multi {
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
+			} else {
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
+			}
+			continue
+		}
+		verdict := c.Verdict
+		if len(c.Verdicts) > 1 {
+			var parts []string
+			for _, v := range []string{"no-data-plane-impact", "no-impact", "contained", "cluster-wide"} {
+				if n := c.Verdicts[v]; n > 0 {
+					parts = append(parts, fmt.Sprintf("%s×%d", v, n))
+				}
+			}
+			verdict += " (" + strings.Join(parts, ", ") + ")"
+		}
+		var notes []string
+		if c.Failed > 0 {
+			notes = append(notes, fmt.Sprintf("%d expectation failure(s)", c.Failed))
+		}
+		if c.Noisy > 0 {
+			notes = append(notes, fmt.Sprintf("%d noisy", c.Noisy))
+		}
+		if c.Errors > 0 {
+			notes = append(notes, fmt.Sprintf("%d error(s)", c.Errors))
+		}
+		if len(notes) > 0 {
+			verdict += " [" + strings.Join(notes, "; ") + "]"
+		}
+		if multi {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f/%d\t%.2f [%.2f, %.2f] %.2f\t%.0f, %.0f\t%.1f\t%s\n", name, c.Mode, c.Trials,
+				c.Affected.Mean, c.Total, c.DisruptionSeconds.Mean, c.DisruptionSeconds.CILow, c.DisruptionSeconds.CIHigh, c.DisruptionSeconds.P95,
+				c.FailedRequests.Mean, c.FailedRequests.P95, c.BrokenStreams.Mean, verdict)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f/%d\t%.2f\t%.0f\t%.0f\t%s\n", name, c.Mode, c.Affected.Mean, c.Total,
+				c.DisruptionSeconds.Mean, c.FailedRequests.Mean, c.BrokenStreams.Mean, verdict)
+		}
+	}
+	tw.Flush()
+}
+
+// TrialLine is one line saying how a trial ended.
+func TrialLine(t *results.Trial) string {
+	line := fmt.Sprintf("%s in %s: %s", t.Scenario, t.Mode, t.Status)
+	if t.Error != "" {
+		line += " (" + t.Error + ")"
+	}
+	if v := t.Verdict; v != nil {
+		line += fmt.Sprintf("; verdict %s, %d/%d flows affected, %.2f disruption-s, %d failed requests, %d broken streams",
+			v.Value, v.Affected, v.Total, v.DisruptionSeconds, v.FailedRequests, v.BrokenStreams)
+	}
+	for _, e := range t.Expectations {
+		if !e.Pass {
+			line += "; FAIL " + e.Name
+			if e.Detail != "" {
+				line += ": " + e.Detail
+			}
+		}
+	}
+	if t.Noisy {
+		line += "; NOISY"
+	}
+	return line
+}
+
+// Failures writes the full summary of the trials that did not end done, so
+// a long run's output stays short and nothing wrong is hidden.
+func Failures(w io.Writer, run *results.Run) {
+	bad := *run
+	bad.Trials = nil
+	for _, t := range run.Trials {
+		if t.Status != results.StatusDone && t.Status != results.StatusSkipped {
+			bad.Trials = append(bad.Trials, t)
+		}
+	}
+	Summary(w, &bad)
+}
