@@ -9,9 +9,10 @@ OUT     ?= results/$(shell date -u +%Y%m%d-%H%M%S)
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/blastradius
 
-# The default suite on the embedded cluster: a no-fault baseline and a node crash.
+# The default fault matrix on the embedded cluster, in every data plane mode:
+# one line per trial, then the verdict table.
 e2e: build
-	$(BIN) run --provider netns --mode none --scenario baseline,node-crash --out $(OUT)
+	$(BIN) run --provider netns --mode none,sidecar,ambient --scenario matrix --out $(OUT)
 
 # Every test: unit, namespace and end-to-end suites, one package at a time (-p 1):
 # the end-to-end timings must not share the two cores with other packages. Ginkgo

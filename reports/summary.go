@@ -21,7 +21,14 @@ func Summary(w io.Writer, run *results.Run) {
 		if t.Summary != nil {
 			flows = len(t.Summary.Flows)
 		}
-		fmt.Fprintf(w, "\n== %s: %s (%d nodes, %d flows, bring-up %.2fs) ==\n", t.Scenario, t.Status, len(t.Topology.Nodes), flows, t.BringUpSeconds)
+		name, setup := t.Scenario, ""
+		if t.Mode != "" {
+			name += " in " + t.Mode
+		}
+		if t.SetupSeconds > 0 {
+			setup = fmt.Sprintf(", %d pods ready for load after %.2fs", len(t.Topology.Pods), t.SetupSeconds)
+		}
+		fmt.Fprintf(w, "\n== %s: %s (%d nodes, %d flows, bring-up %.2fs%s) ==\n", name, t.Status, len(t.Topology.Nodes), flows, t.BringUpSeconds, setup)
 		if t.Error != "" {
 			fmt.Fprintf(w, "error: %s\n", t.Error)
 		}

@@ -22,6 +22,12 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{[]string{"run", "--not-ready-grace", "-1s"}, "--not-ready-grace must be positive"},
 		{[]string{"run", "--provider", "vmware"}, `--provider "vmware" unknown`},
 		{[]string{"run", "--mode", "bogus"}, `--mode "bogus" unknown`},
+		{[]string{"run", "--mode", "none,sidecars"}, `--mode "sidecars" unknown`},
+		{[]string{"run", "--mode", "ambient,ambient"}, "--mode ambient given twice"},
+		{[]string{"run", "--mode", ""}, `--mode "" unknown`},
+		{[]string{"run", "--trials", "-1"}, "--trials -1 out of range"},
+		{[]string{"run", "--trials", "101"}, "--trials 101 out of range"},
+		{[]string{"run", "--trials", "two"}, "invalid value"},
 		{[]string{"run", "--no-such-flag"}, "flag provided but not defined"},
 		{[]string{"run", "stray"}, `unexpected argument "stray"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
@@ -44,7 +50,7 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}
-	for _, f := range []string{"-provider", "-mode", "-scenario", "-out", "-bucket", "-budget", "-not-ready-grace", "-timeout"} {
+	for _, f := range []string{"-provider", "-mode", "-scenario", "-out", "-bucket", "-budget", "-not-ready-grace", "-timeout", "-trials", "-flows"} {
 		if !strings.Contains(errb.String(), f) {
 			t.Errorf("--help does not explain %s", f)
 		}

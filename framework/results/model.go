@@ -56,15 +56,18 @@ type Environment struct {
 
 // Trial is one run of one scenario.
 type Trial struct {
-	Scenario        string               `json:"scenario"`
-	Fault           string               `json:"fault,omitempty"` // fault kind, empty for none
-	Mode            string               `json:"mode"`            // data plane mode: none, sidecar, ambient
-	Index           int                  `json:"index"`           // 1-based trial number of this scenario and mode
-	Description     string               `json:"description"`
-	Status          string               `json:"status"`
-	Error           string               `json:"error,omitempty"`
-	Started         time.Time            `json:"started"`
-	BringUpSeconds  float64              `json:"bringUpSeconds"`
+	Scenario       string    `json:"scenario"`
+	Fault          string    `json:"fault,omitempty"` // fault kind, empty for none
+	Mode           string    `json:"mode"`            // data plane mode: none, sidecar, ambient
+	Index          int       `json:"index"`           // 1-based trial number of this scenario and mode
+	Description    string    `json:"description"`
+	Status         string    `json:"status"`
+	Error          string    `json:"error,omitempty"`
+	Started        time.Time `json:"started"`
+	BringUpSeconds float64   `json:"bringUpSeconds"`
+	// SetupSeconds is from the trial's start until load started: bring-up,
+	// data plane deployment and every server ready.
+	SetupSeconds    float64              `json:"setupSeconds,omitempty"`
 	Dir             string               `json:"dir"` // relative to the run folder
 	Topology        Topology             `json:"topology"`
 	Flows           []FlowRef            `json:"flows"`

@@ -88,7 +88,7 @@ func init() {
 				"Flows through that node's proxy break; flows between other nodes must not.",
 			Nodes: 3, Profiles: defaultKinds, Duration: 12 * time.Second, Budget: 450,
 			Fault:  Fault{Kind: FaultNodeProxyCrash, At: s},
-			Expect: expects(ExpectProxyRadius),
+			Expect: expects(ExpectProxyRadius, ExpectContained),
 		},
 		{
 			Name: "node-proxy-restart", Matrix: true,

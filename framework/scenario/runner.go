@@ -287,6 +287,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 	win := &results.Window{Start: start, End: start.Add(sc.Duration)}
 	r.update(func() {
 		tr.BringUpSeconds = bringUp.Seconds()
+		tr.SetupSeconds = round3(start.Sub(tr.Started).Seconds())
 		tr.Topology, tr.Flows, tr.Window = topo, refs, win
 	})
 	var clients []*netns.Process

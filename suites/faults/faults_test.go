@@ -1,0 +1,86 @@
+package faults
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/suites/internal/suiterun"
+)
+
+func TestFaults(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "blastradius fault matrix (embedded cluster)")
+}
+
+var _ = BeforeSuite(suiterun.BuildBinary)
+
+var _ = ReportAfterSuite("junit", func(r Report) { suiterun.JUnit(r, "faults") })
+
+// slowLoad marks scenarios whose load lasts longer than this as slow.
+const slowLoad = 12 * time.Second
+
+var _ = Describe("fault matrix", func() {
+	for _, name := range scenario.MatrixNames() {
+		sc, err := scenario.Lookup(name)
+		if err != nil {
+			panic(err)
+		}
+		kind, err := scenario.LookupFault(sc.Fault.Kind)
+		if err != nil {
+			panic(err)
+		}
+		for _, mode := range scenario.AllModes {
+			labels := Labels{"fault:" + sc.Fault.Kind, "mode:" + mode, "provider:netns"}
+			if sc.Duration > slowLoad {
+				labels = append(labels, "slow")
+			}
+			It(fmt.Sprintf("%s in %s mode", name, mode), labels, func() {
+				if kind.Modes != nil && !slices.Contains(kind.Modes, mode) {
+					Skip(fmt.Sprintf("fault %s needs mode %v: %s", kind.Name, kind.Modes, kind.ModeReason))
+				}
+				run, log, code := suiterun.Run(3*time.Minute, nil, "--mode", mode, "--scenario", name, "--out", suiterun.OutDir())
+				Expect(run).NotTo(BeNil(), log)
+				Expect(run.Trials).To(HaveLen(1), log)
+				tr := run.Trials[0]
+				Expect(tr.Error).To(BeEmpty(), log)
+				Expect(tr.Verdict).NotTo(BeNil(), log)
+				v := tr.Verdict
+				AddReportEntry("verdict", v.Value)
+				AddReportEntry("affectedFlows", fmt.Sprintf("%d/%d", v.Affected, v.Total))
+				AddReportEntry("disruptionSeconds", v.DisruptionSeconds)
+				AddReportEntry("failedRequests", v.FailedRequests)
+				AddReportEntry("brokenStreams", v.BrokenStreams)
+				AddReportEntry("faultNodes", v.FaultNodes)
+				if len(v.Beyond) > 0 {
+					AddReportEntry("beyond", v.Beyond)
+				}
+				if tr.Noisy {
+					AddReportEntry("noisy", tr.NoisyReasons)
+				}
+				// The verdict is computed from the measured flows; these two
+				// pin it from both sides: a fault known to reach beyond its
+				// node, and the node proxy crash the suite exists for.
+				switch {
+				case sc.Fault.Kind == scenario.FaultSegmentPartition:
+					Expect(v.Value).To(Equal(scenario.VerdictClusterWide), log)
+					Expect(v.Beyond).NotTo(BeEmpty(), log)
+				case sc.Fault.Kind == scenario.FaultNodeProxyCrash && mode == "ambient":
+					Expect(v.Value).To(Equal(scenario.VerdictContained), log)
+					Expect(v.Affected).To(BeNumerically(">", 0), log)
+				}
+				for _, e := range tr.Expectations {
+					Expect(e.Pass).To(BeTrue(), "%s: %s\n%s", e.Name, e.Detail, log)
+				}
+				Expect(tr.Status).To(Equal(results.StatusDone), log)
+				Expect(code).To(Equal(0), log)
+			})
+		}
+	}
+})
