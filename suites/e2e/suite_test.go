@@ -13,12 +13,15 @@ import (
 	. "github.com/onsi/gomega"
 
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/suites/internal/suiterun"
 )
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
 	RunSpecs(t, "blastradius e2e (embedded cluster)")
 }
+
+var _ = ReportAfterSuite("junit", func(r Report) { suiterun.JUnit(r, "e2e") })
 
 // binary is the blastradius binary under test, built once per suite into a
 // folder any user can read (the unprivileged spec runs it as nobody).
