@@ -2,16 +2,33 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
 // Bad input must give one clear line and exit code 2, before anything starts.
 func TestBadInputExitsTwoWithOneLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	syntax := write("syntax.yaml", "name: x\ntopology:\n  nodes: 3\n   bad: [\n")
+	unknown := write("unknown.yaml", "name: x\ntopology:\n  nodes: 3\n  nodez: 4\nload:\n  duration: 5s\n")
+	impossible := write("impossible.yaml", "name: x\ntopology:\n  nodes: 3\nload:\n  duration: 10s\nfault:\n  kind: node-crash\n  node: node-5\n  at: 2s\n")
 	cases := []struct {
 		args []string
 		want string
 	}{
+		{[]string{"run", "--scenario", syntax}, syntax + ":4"},
+		{[]string{"run", "--scenario", unknown}, unknown + ":4:3: topology.nodez: unknown field"},
+		{[]string{"run", "--scenario", impossible}, impossible + ":8:9: fault.node"},
+		{[]string{"run", "--scenario", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},
 		{[]string{"run", "--scenario", "no-such-thing"}, `unknown scenario "no-such-thing"`},
 		{[]string{"run", "--scenario", "baseline,bogus"}, `unknown scenario "bogus"`},
 		{[]string{"run", "--scenario", ""}, "no scenario given"},
