@@ -24,7 +24,7 @@ var matrixOrder = []string{
 	"node-crash", "node-drain", "node-partition", "segment-partition",
 	"node-proxy-crash", "node-proxy-restart", "node-proxy-rolling-upgrade", "node-agent-crash",
 	"controlplane-crash", "cert-expiry", "node-proxy-crash-during-cp-outage",
-	"waypoint-replica-kill", "waypoint-outage", "sidecar-crash", "sidecar-rolling-restart",
+	"waypoint-replica-kill", "waypoint-all-killed", "sidecar-crash", "sidecar-rolling-restart",
 }
 
 func init() {
@@ -167,7 +167,15 @@ func init() {
 			Expect: expects(ExpectContained),
 		},
 		{
-			Name: "waypoint-outage", Matrix: true,
+			Name: "waypoint-all-killed", Matrix: true,
+			Description: "echo-n3 is behind a waypoint with two replicas; both are SIGKILLed at once 3 s into load and " +
+				"restarted by their supervisors. Flows to echo-n3 break until a replica is back; nothing else may.",
+			Nodes: 3, Profiles: defaultKinds, Duration: 11 * time.Second, Budget: 450,
+			Fault: Fault{Kind: FaultWaypointAllKilled, At: s}, Mesh: Mesh{Waypoint: &Waypoint{Service: "echo-n3", Replicas: 2}},
+			Expect: expects(ExpectContained),
+		},
+		{
+			Name: "waypoint-outage",
 			Description: "echo-n3 is behind a waypoint with two replicas; both are stopped 3 s into load for 3 s. " +
 				"Every flow to echo-n3 breaks; nothing else may.",
 			Nodes: 3, Profiles: defaultKinds, Duration: 11 * time.Second, Budget: 450,

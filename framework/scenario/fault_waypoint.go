@@ -14,6 +14,9 @@ const (
 	// FaultWaypointKill SIGKILLs one waypoint replica (Fault.Pod, default the
 	// last one); its supervisor restarts it.
 	FaultWaypointKill = "waypoint-replica-kill"
+	// FaultWaypointAllKilled SIGKILLs every replica at once; their
+	// supervisors restart them.
+	FaultWaypointAllKilled = "waypoint-all-killed"
 	// FaultWaypointOutage stops every replica for RecoverAfter.
 	FaultWaypointOutage = "waypoint-outage"
 )
@@ -49,6 +52,44 @@ func init() {
 			}
 			e.Record(results.FaultRecord{Kind: FaultWaypointKill, Target: pod, Inject: at, Detail: "SIGKILL; the supervisor restarts it"})
 			e.Logf("fault: waypoint replica %s killed", pod)
+			return nil
+		},
+	})
+	registerFault(&FaultKind{
+		Name: FaultWaypointAllKilled, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Doc: "SIGKILL of every waypoint replica at once; their supervisors restart them",
+		Scope: func(e *FaultEnv) []string {
+			wp, err := capability[waypoints](e, "waypoints")
+			if err != nil {
+				return nil
+			}
+			return e.nodesOf(wp.WaypointPods()...)
+		},
+		Inject: func(e *FaultEnv) error {
+			wp, err := capability[waypoints](e, "waypoints")
+			if err != nil {
+				return err
+			}
+			pods := wp.WaypointPods()
+			if len(pods) == 0 {
+				return fmt.Errorf("fault %s: the scenario has no waypoint (mesh.waypoint)", e.Fault.Kind)
+			}
+			if err := e.WaitInject(); err != nil {
+				return err
+			}
+			var first time.Time
+			for _, pod := range pods {
+				at, err := wp.CrashWaypoint(pod)
+				if err != nil {
+					return err
+				}
+				if first.IsZero() {
+					first = at
+				}
+			}
+			e.Record(results.FaultRecord{Kind: FaultWaypointAllKilled, Target: "waypoint", Inject: first,
+				Detail: fmt.Sprintf("SIGKILL of all %d replicas; the supervisors restart them", len(pods))})
+			e.Logf("fault: every waypoint replica killed")
 			return nil
 		},
 	})

@@ -66,10 +66,11 @@ var faultFields = map[string][]string{
 	FaultSidecarRolling:       {"then"},
 	FaultWaypointKill:         {"pod"},
 	FaultWaypointOutage:       {"recoverAfter"},
+	FaultWaypointAllKilled:    {},
 }
 
 // waypointFaults need a waypoint in the scenario (mesh.waypoint).
-var waypointFaults = []string{FaultWaypointKill, FaultWaypointOutage}
+var waypointFaults = []string{FaultWaypointKill, FaultWaypointAllKilled, FaultWaypointOutage}
 
 // LoadFile reads a scenario file; see ParseFile.
 func LoadFile(path string) (Scenario, error) {
