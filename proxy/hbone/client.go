@@ -6,15 +6,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // Timeouts both ends use. They are constants rather than knobs because the
@@ -42,9 +41,8 @@ const (
 // ErrDialerClosed is returned (wrapped) by Connect after Close.
 var ErrDialerClosed = errors.New("hbone: dialer closed")
 
-// errStreamReset is what a stream's Write returns once the HTTP/2 stream
-// underneath is gone (reset by the peer, or the connection died). x/net
-// only tells us by closing the request body, not why.
+// errStreamReset is what a stream's reads (after the bytes that arrived
+// first) and writes return once the peer reset it.
 var errStreamReset = errors.New("hbone: stream reset")
 
 // Dialer opens HBONE streams. Its zero value plus Cert and Roots is ready to
@@ -67,7 +65,6 @@ type Dialer struct {
 	Metrics *Metrics
 
 	initOnce sync.Once
-	t        *http2.Transport
 
 	mu      sync.Mutex
 	closed  bool
@@ -84,9 +81,8 @@ type poolKey struct{ src, addr string }
 type clientConn struct {
 	key  poolKey
 	peer string // the server's verified SPIFFE identity
-	tc   *tls.Conn
-	cc   *http2.ClientConn
-	dead atomic.Bool // set when the TLS connection closes
+	c    *conn
+	dead atomic.Bool // set when the connection closes
 }
 
 // dialCall lets concurrent Connects for one key wait for a single dial
@@ -100,16 +96,6 @@ type dialCall struct {
 
 func (d *Dialer) init() {
 	d.initOnce.Do(func() {
-		d.t = &http2.Transport{
-			// Without this x/net adds "accept-encoding: gzip" to the CONNECT
-			// and would transparently gunzip a tunnel whose server answered
-			// with a content-encoding.
-			DisableCompression: true,
-			ReadIdleTimeout:    pingAfter,
-			PingTimeout:        pingTimeout,
-			WriteByteTimeout:   writeByteTimeout,
-			IdleConnTimeout:    idleConnTimeout,
-		}
 		d.pool = map[poolKey][]*clientConn{}
 		d.dialing = map[poolKey]*dialCall{}
 		d.all = map[*clientConn]struct{}{}
@@ -152,7 +138,7 @@ func (d *Dialer) Close() error {
 	d.pool = map[poolKey][]*clientConn{}
 	d.mu.Unlock()
 	for _, c := range conns {
-		c.cc.Close()
+		c.c.fail(ErrDialerClosed)
 	}
 	return nil
 }
@@ -172,12 +158,12 @@ func (d *Dialer) connect(ctx context.Context, key poolKey, authority, want strin
 		}
 		if reason == FailStream && !fresh && attempt == 0 && ctx.Err() == nil {
 			// A pooled connection can die between the liveness check and
-			// the request (the server restarted, a middlebox reset it).
-			// Nothing of the caller's has been sent yet, so retry once on
-			// a fresh connection, as x/net's own Transport does. At worst
-			// the server got the first CONNECT and dialled the app before
-			// the connection died: the app sees one aborted connection,
-			// as it would from a TCP client's retry.
+			// the request (the server restarted, a middlebox reset it), or
+			// the server can refuse the stream as it drains. Nothing of the
+			// caller's has been sent yet, so retry once on a fresh
+			// connection. At worst the server got the first CONNECT and
+			// dialled the app before the connection died: the app sees one
+			// aborted connection, as it would from a TCP client's retry.
 			d.evict(c)
 			continue
 		}
@@ -222,19 +208,23 @@ func (d *Dialer) getConn(ctx context.Context, key poolKey, want string) (c *clie
 
 		d.mu.Lock()
 		delete(d.dialing, key)
+		closeIt := false
 		if err == nil && d.closed {
-			c.cc.Close()
+			closeIt = true
 			c, reason, err = nil, FailDial, ErrDialerClosed
 		}
 		reserved := false
 		if err == nil {
 			d.pool[key] = append(d.pool[key], c)
 			d.all[c] = struct{}{}
-			reserved = c.cc.ReserveNewRequest()
+			reserved = c.c.reserve()
 		}
 		call.reason, call.err = reason, err
 		close(call.done)
 		d.mu.Unlock()
+		if closeIt {
+			c.c.fail(ErrDialerClosed)
+		}
 		if err != nil {
 			return nil, false, reason, err
 		}
@@ -247,8 +237,6 @@ func (d *Dialer) getConn(ctx context.Context, key poolKey, want string) (c *clie
 
 // reserveLocked reserves a stream on a pooled connection for key that proved
 // want (any, if empty), dropping dead connections from the pool on the way.
-// It deliberately avoids ClientConn.State, which takes the connection's write
-// lock and so can block behind a write to a stalled peer while d.mu is held.
 func (d *Dialer) reserveLocked(key poolKey, want string) *clientConn {
 	list := d.pool[key]
 	live := list[:0]
@@ -271,7 +259,7 @@ func (d *Dialer) reserveLocked(key poolKey, want string) *clientConn {
 		}
 		// False when the connection is at the server's stream limit, got a
 		// GOAWAY (draining), or is closing; then the next one, or a dial.
-		if c.cc.ReserveNewRequest() {
+		if c.c.reserve() {
 			return c
 		}
 	}
@@ -290,10 +278,7 @@ func (d *Dialer) evict(c *clientConn) {
 		}
 	}
 	d.mu.Unlock()
-	c.cc.SetDoNotReuse()
-	if st := c.cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-		c.cc.Close()
-	}
+	c.c.setDoNotReuse()
 }
 
 // forget drops a closed connection from the bookkeeping.
@@ -359,7 +344,7 @@ func (d *Dialer) dial(ctx context.Context, key poolKey, want string) (*clientCon
 		peer = id
 		return nil
 	}
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(&corkConn{Conn: raw}, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		return nil, handshakeReason(err), fmt.Errorf("tls handshake: %w", err)
@@ -369,88 +354,50 @@ func (d *Dialer) dial(ctx context.Context, key poolKey, want string) (*clientCon
 		return nil, FailProtocol, err
 	}
 
-	c := &clientConn{key: key, peer: peer, tc: tc}
-	// The connection counts as opened only once the server accepted us,
-	// and as closed only if it was opened; the two can race.
-	const pending, opened, closed = 0, 1, 2
-	var state atomic.Int32
-	tracked := &trackedConn{Conn: tc, first: make(chan struct{}), onClose: func() {
-		c.dead.Store(true)
-		if !state.CompareAndSwap(pending, closed) && state.CompareAndSwap(opened, closed) {
-			d.Metrics.connClosed()
-		}
-		// Not inline: x/net may close the connection from paths that hold
-		// its own locks, and d.mu is taken around calls into it.
-		go d.forget(c)
-	}}
-	cc, err := d.t.NewClientConn(tracked) // sends our preface and SETTINGS
-	if err != nil {
-		tracked.Close()
+	h := newConn(tc, raw, false, d.Metrics)
+	c := &clientConn{key: key, peer: peer, c: h}
+	if err := h.start(); err != nil {
+		raw.Close()
 		return nil, FailProtocol, fmt.Errorf("http2 preface: %w", err)
 	}
 	// In TLS 1.3 the client's handshake is over before the server has even
 	// looked at our certificate; a refusal arrives as an alert on the first
-	// read. Left to x/net, that read races the CONNECT, which then fails
-	// with "client conn could not be established" or "broken pipe", and
-	// the reason is lost. So wait for the server's first bytes (its
-	// SETTINGS, which it sends unprompted once it has accepted us): one
-	// round trip per new connection, and no stream is ever put on a
-	// connection the server refused.
-	select {
-	case <-tracked.first:
-	case <-hctx.Done():
-		cc.Close()
-		return nil, FailTLSHandshake, fmt.Errorf("waiting for the server's HTTP/2 preface: %w", hctx.Err())
+	// read. So wait for the server's first frame (its SETTINGS, which it
+	// sends unprompted once it has accepted us) before any stream is put on
+	// the connection: one round trip per new connection, and a refusal is
+	// reported as what it is.
+	stop := context.AfterFunc(hctx, func() { raw.SetReadDeadline(time.Unix(1, 0)) })
+	err = h.readSettings()
+	if !stop() {
+		err = fmt.Errorf("waiting for the server's HTTP/2 preface: %w", hctx.Err())
+		raw.Close()
+		return nil, FailTLSHandshake, err
 	}
-	if err := tracked.firstErr; err != nil {
-		cc.Close()
+	if err != nil {
+		raw.Close()
 		if isTLSAlert(err) {
 			return nil, FailTLSRejected, fmt.Errorf("server refused the connection: %w", err)
 		}
 		return nil, FailProtocol, fmt.Errorf("reading the server's HTTP/2 preface: %w", err)
 	}
-	if !state.CompareAndSwap(pending, opened) {
-		return nil, FailStream, errors.New("connection lost right after the handshake")
-	}
 	d.Metrics.connOpened()
-	c.cc = cc
+	h.onClose = func(error) {
+		c.dead.Store(true)
+		d.Metrics.connClosed()
+		// Not inline: the connection can close from paths that hold d.mu
+		// (getConn, when the Dialer closed during a dial).
+		go d.forget(c)
+	}
+	go h.run()
 	return c, "", nil
 }
 
 // open sends the CONNECT on c (which has a stream reserved) and waits for
 // the answer.
 func (d *Dialer) open(ctx context.Context, c *clientConn, authority string) (net.Conn, string, error) {
-	st := newStreamConn(c.tc.LocalAddr(), c.tc.RemoteAddr())
-	// x/net ties a request's context to the whole stream, body included,
-	// not just to the exchange of headers; a caller's dial timeout would
-	// reset the tunnel when it fires. So the stream gets a context of its
-	// own, and the caller's context cancels it only until the response.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	req := (&http.Request{
-		Method: http.MethodConnect,
-		// A CONNECT has no :scheme or :path, only :authority, which x/net
-		// takes from Host.
-		URL:    &url.URL{Host: authority},
-		Host:   authority,
-		Header: http.Header{},
-		// The request body is the upload direction: x/net reads it for as
-		// long as the stream lives, sending each Write as DATA and EOF
-		// (CloseWrite) as END_STREAM. -1: length unknown, no
-		// content-length header.
-		Body:          pipeBody{st.out},
-		ContentLength: -1,
-	}).WithContext(sctx)
-
 	d.Metrics.streamOpened()
-	res, err := c.cc.RoundTrip(req)
-	if !stop() && err == nil {
-		// The caller gave up just as the answer arrived.
-		res.Body.Close()
-		err = ctx.Err()
-	}
+	st, err := c.c.open(ctx, authority)
 	if err != nil {
-		cancel()
 		d.Metrics.streamClosed()
 		reason := FailStream
 		if isTLSAlert(err) {
@@ -458,105 +405,83 @@ func (d *Dialer) open(ctx context.Context, c *clientConn, authority string) (net
 		}
 		return nil, reason, err
 	}
-	if res.StatusCode != http.StatusOK {
-		res.Body.Close()
-		cancel()
+	if st.status != http.StatusOK {
+		c.c.endStream(st, errStreamReset, true, http2.ErrCodeCancel) // if still open
 		d.Metrics.streamClosed()
-		return nil, statusReason(res.StatusCode), &StatusError{Code: res.StatusCode}
+		return nil, statusReason(st.status), &StatusError{Code: st.status}
 	}
-
-	st.onWrite = d.Metrics.sent
-	var once sync.Once
-	st.onClose = func() error {
-		once.Do(func() {
-			// Resets the stream (RST_STREAM CANCEL) unless the server has
-			// already ended its side; then cancel whatever is left.
-			res.Body.Close()
-			cancel()
-			d.Metrics.streamClosed()
-		})
-		return nil
-	}
-	go pump(res.Body, st.in, d.Metrics.received)
+	st.onClose = d.Metrics.streamClosed
 	return st, "", nil
 }
 
-// pipeBody is the request body x/net reads: the stream's upload pipe.
-type pipeBody struct{ p *pipe }
-
-func (b pipeBody) Read(x []byte) (int, error) { return b.p.read(x, nil) }
-
-// Close is x/net telling us the stream will send no more: after EOF, or
-// because it was reset. Writes fail from then on.
-func (b pipeBody) Close() error {
-	b.p.closeRead(errStreamReset)
-	return nil
-}
-
-// pump copies src into dst until either ends, then closes dst's write side
-// with src's outcome (clean on EOF). A failed delivery (dst's reader went
-// away) stops it without closing.
-func pump(src io.Reader, dst *pipe, count func(int)) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			count(n)
-			if _, werr := dst.write(buf[:n], nil); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err == io.EOF {
-				dst.closeWrite(nil)
-			} else {
-				dst.closeWrite(err)
-			}
-			return
-		}
+// reserve promises a stream to a Connect, if the connection can take one.
+func (c *conn) reserve() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.goingAway || c.doNotReuse || len(c.streams)+c.reserved >= c.peerMaxStream {
+		return false
 	}
+	c.reserved++
+	return true
 }
 
-// trackedConn counts the TLS connection's close, marks it dead the moment
-// x/net gives up on it, and reports how its first read went.
-type trackedConn struct {
-	*tls.Conn
-	once    sync.Once
-	onClose func()
-
-	firstOnce sync.Once
-	first     chan struct{} // closed by the first Read that returns data or an error
-	firstErr  error         // that Read's error if it returned no data
+// setDoNotReuse stops new streams; the connection closes once idle.
+func (c *conn) setDoNotReuse() {
+	c.mu.Lock()
+	c.doNotReuse = true
+	c.mu.Unlock()
+	c.closeIfDone()
 }
 
-func (c *trackedConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if n > 0 || err != nil {
-		c.firstOnce.Do(func() {
-			if n == 0 {
-				c.firstErr = err
-			}
-			close(c.first)
-		})
+// open turns a reservation into a CONNECT stream and waits for the response
+// headers.
+func (c *conn) open(ctx context.Context, authority string) (*stream, error) {
+	st := newStream(c, 0)
+	st.respReady = make(chan struct{})
+	// The id is taken and the HEADERS written under the write lock, so ids
+	// reach the wire in increasing order, as RFC 9113 requires.
+	c.lockWrite()
+	c.mu.Lock()
+	c.reserved--
+	if c.closing || c.nextID >= 1<<31 {
+		c.doNotReuse = true
+		c.mu.Unlock()
+		c.unlockWrite()
+		c.closeIfDone()
+		if err := c.err(); err != nil {
+			return nil, err
+		}
+		return nil, errRefused
 	}
-	return n, err
+	st.id = c.nextID
+	c.nextID += 2
+	st.sendWin = c.peerInitWin
+	c.streams[st.id] = st
+	c.mu.Unlock()
+	c.writeHeadersLocked(st.id, false,
+		hpack.HeaderField{Name: ":method", Value: http.MethodConnect},
+		hpack.HeaderField{Name: ":authority", Value: authority})
+	if err := c.unlockWrite(); err != nil {
+		c.endStream(st, err, false, 0)
+		return nil, err
+	}
+	select {
+	case <-st.respReady:
+	case <-ctx.Done():
+	}
+	if err := ctx.Err(); err != nil {
+		// Given up, possibly just as the answer arrived.
+		c.resetStream(st, http2.ErrCodeCancel, err)
+		return nil, err
+	}
+	c.mu.Lock()
+	got, err := st.gotResponse, st.dead
+	c.mu.Unlock()
+	if !got {
+		return nil, err
+	}
+	return st, nil
 }
-
-func (c *trackedConn) Close() error {
-	err := net.ErrClosed
-	c.once.Do(func() {
-		c.onClose()
-		// tls.Conn.Close sends close_notify and can block for seconds on a
-		// dead peer. x/net force-closes the socket after 250ms, but only
-		// when handed a *tls.Conn itself, which this wrapper hides; so
-		// repeat that here.
-		t := time.AfterFunc(250*time.Millisecond, func() { c.Conn.NetConn().Close() })
-		defer t.Stop()
-		err = c.Conn.Close()
-	})
-	return err
-}
-
 func statusReason(code int) string {
 	switch code {
 	case http.StatusUnauthorized, http.StatusForbidden:

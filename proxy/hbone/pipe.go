@@ -6,38 +6,40 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// Streams are built from in-memory pipes rather than handing the HTTP/2
-// bodies straight to callers, because neither end of x/net/http2 offers what a
-// net.Conn must: the client's response body and request body have no
-// deadlines, and the server's ResponseController read deadline tears the body
-// down for good when it fires (net.Conn deadlines are recoverable). A pipe
-// gives both ends deadlines that can be moved and half-close semantics we
-// control, at the price of one copy.
+// A stream's receive side is an in-memory pipe: the connection's one reader
+// goroutine puts DATA payloads in, the stream's user takes them out. The pipe
+// is what lets one reader serve many streams without ever waiting for a slow
+// one (HTTP/2 flow control keeps each stream within the pipe's bound), and
+// what gives reads deadlines that can be moved, as a net.Conn's must.
 
 var (
 	errWriteClosed = errors.New("hbone: write after CloseWrite")
 	errPipeClosed  = io.ErrClosedPipe
 )
 
-// pipeBuffer bounds what a pipe holds. A synchronous pipe (a Write returns
-// only once the reader took the bytes) made every chunk a lockstep handoff
-// between two goroutines, which capped a stream's throughput; a bounded
-// buffer lets both sides run while keeping backpressure: a full buffer blocks
-// the writer, and HTTP/2 flow control does the rest.
+// pipeBuffer bounds what a pipe holds. It is also the per-stream receive
+// window we advertise, so a peer that respects flow control can never
+// overfill it: the connection's reader never blocks on a stream.
 const pipeBuffer = 256 << 10
 
+// pipeInitial is the ring's first size. Rings grow (by 4×, up to pipeBuffer)
+// only when a stream actually has that much in flight, so the many streams
+// that carry small requests cost one small buffer each, which is what keeps
+// the node proxy's RSS low.
+const pipeInitial = 16 << 10
+
 // pipe is a bounded, one-directional in-memory pipe, like io.Pipe but
-// buffered, with a deadline on each Read and Write and distinct errors for
+// buffered, with a deadline on each read and write and distinct errors for
 // each side.
 type pipe struct {
-	wmu      sync.Mutex    // serialises Writes so one Write's bytes are contiguous
-	mu       sync.Mutex    // guards ring, r, n
-	ring     []byte        // allocated on first write: pipeBuffer bytes
+	wmu      sync.Mutex    // serialises writes so one write's bytes are contiguous
+	mu       sync.Mutex    // guards ring, r, n, filling
+	ring     []byte        // allocated on first write, grown on demand up to pipeBuffer
 	r, n     int           // start and length of the buffered bytes in ring
+	filling  bool          // a reserve is outstanding: bytes are being copied in outside mu
 	readable chan struct{} // signalled (cap 1) when bytes arrive or the write side closes
 	writable chan struct{} // signalled (cap 1) when space frees up
 	wdone    chan struct{} // closed by closeWrite
@@ -48,6 +50,10 @@ type pipe struct {
 	rerr     error // set before rdone closes: what writers get
 	rerrSelf error // what readers get after the read side closed
 	werrSelf error // what writers get after the write side closed
+
+	// onConsume, if set, is told how many bytes the reading side took: the
+	// stream turns that into flow-control credit for the peer.
+	onConsume func(int)
 }
 
 func newPipe() *pipe {
@@ -66,9 +72,36 @@ func signal(c chan struct{}) {
 	}
 }
 
+// growLocked makes room for need more bytes if the bound allows, keeping
+// the buffered bytes in order (moved to the start of the new ring). It
+// reports whether there is room.
+func (p *pipe) growLocked(need int) bool {
+	want := p.n + need
+	if want > pipeBuffer {
+		return false
+	}
+	if want <= len(p.ring) {
+		return true
+	}
+	size := max(len(p.ring), pipeInitial/4)
+	for size < want {
+		size *= 4
+	}
+	size = min(size, pipeBuffer)
+	ring := make([]byte, size)
+	if p.n > 0 {
+		end := min(p.r+p.n, len(p.ring))
+		c := copy(ring, p.ring[p.r:end])
+		copy(ring[c:p.n], p.ring)
+	}
+	p.ring, p.r = ring, 0
+	return true
+}
+
 // write copies b into the pipe, waiting for space while it is full, until
 // all of it is in, the pipe closes or the deadline channel fires. Bytes
-// already in are reported in n.
+// already in are reported in n. (The HBONE connection does not use it: its
+// reader uses reserve and commit; write is the general form.)
 func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
@@ -88,12 +121,9 @@ func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 			return n, p.rerr
 		}
 		p.mu.Lock()
-		if p.ring == nil {
-			p.ring = make([]byte, pipeBuffer)
-		}
-		if room := pipeBuffer - p.n; room > 0 {
-			k := min(room, len(b))
-			w := (p.r + p.n) % pipeBuffer
+		k := min(pipeBuffer-p.n, len(b))
+		if k > 0 && p.growLocked(k) {
+			w := (p.r + p.n) % len(p.ring)
 			c := copy(p.ring[w:], b[:k])
 			copy(p.ring, b[c:k]) // the part that wraps around
 			p.n += k
@@ -116,6 +146,80 @@ func (p *pipe) write(b []byte, deadline <-chan struct{}) (n int, err error) {
 	return n, nil
 }
 
+// errPipeFull is reserve's answer when k bytes do not fit: for the HBONE
+// reader that means the peer sent more than the window it was given.
+var errPipeFull = errors.New("hbone: receive buffer overflow")
+
+// reserve returns room for exactly k bytes at the end of the buffered ones,
+// as up to two slices (the ring may wrap), without waiting. The caller fills
+// them outside the lock (the connection's reader reads the TLS stream
+// straight into them, saving a copy) and then calls commit. dst is nil (and
+// err nil) when the pipe no longer takes bytes: the caller discards them.
+// Only one reserve may be outstanding at a time.
+func (p *pipe) reserve(k int) (a, b []byte, err error) {
+	if isClosed(p.wdone) || isClosed(p.rdone) {
+		return nil, nil, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.growLocked(k) {
+		return nil, nil, errPipeFull
+	}
+	p.filling = true
+	w := (p.r + p.n) % len(p.ring)
+	end := min(w+k, len(p.ring))
+	return p.ring[w:end], p.ring[:k-(end-w)], nil
+}
+
+// commit makes k reserved bytes readable (k = 0 abandons the reservation).
+func (p *pipe) commit(k int) {
+	p.mu.Lock()
+	p.filling = false
+	if p.ring != nil { // nil: the read side closed meanwhile; drop them
+		p.n += k
+	}
+	p.mu.Unlock()
+	if k > 0 {
+		signal(p.readable)
+	}
+}
+
+// consumedLocked drops k bytes from the front. An emptied ring restarts at
+// offset 0, so a stream of small messages keeps reusing the same first bytes
+// (few pages touched) instead of walking the whole ring.
+func (p *pipe) consumedLocked(k int) {
+	p.r, p.n = (p.r+k)%len(p.ring), p.n-k
+	if p.n == 0 && !p.filling {
+		p.r = 0
+	}
+}
+
+// wait blocks until bytes are buffered, returning an error instead when the
+// pipe is empty and closed, or the deadline passes.
+func (p *pipe) wait(deadline <-chan struct{}) error {
+	for {
+		p.mu.Lock()
+		n := p.n
+		p.mu.Unlock()
+		if n > 0 {
+			return nil
+		}
+		// Empty: a closed write side means the end (after the buffered
+		// bytes, which were taken above).
+		if isClosed(p.wdone) {
+			return p.werr
+		}
+		select {
+		case <-p.readable:
+		case <-p.wdone:
+		case <-p.rdone:
+			return p.rerrSelf
+		case <-deadline:
+			return os.ErrDeadlineExceeded
+		}
+	}
+}
+
 // read takes up to len(b) buffered bytes, waiting while the pipe is empty.
 func (p *pipe) read(b []byte, deadline <-chan struct{}) (int, error) {
 	switch {
@@ -131,27 +235,71 @@ func (p *pipe) read(b []byte, deadline <-chan struct{}) (int, error) {
 		p.mu.Lock()
 		if p.n > 0 {
 			k := min(len(b), p.n)
-			end := min(p.r+k, pipeBuffer)
+			end := min(p.r+k, len(p.ring))
 			c := copy(b, p.ring[p.r:end])
 			copy(b[c:k], p.ring) // the part that wrapped around
-			p.r, p.n = (p.r+k)%pipeBuffer, p.n-k
+			p.consumedLocked(k)
 			p.mu.Unlock()
 			signal(p.writable)
+			if p.onConsume != nil {
+				p.onConsume(k)
+			}
 			return k, nil
 		}
 		p.mu.Unlock()
-		// Empty: a closed write side means the end (after the buffered
-		// bytes, which were read above).
-		if isClosed(p.wdone) {
-			return 0, p.werr
+		if err := p.wait(deadline); err != nil {
+			if isClosed(p.rdone) {
+				return 0, p.rerrSelf
+			}
+			return 0, err
 		}
-		select {
-		case <-p.readable:
-		case <-p.wdone:
-		case <-p.rdone:
-			return 0, p.rerrSelf
-		case <-deadline:
-			return 0, os.ErrDeadlineExceeded
+	}
+}
+
+// writeTo writes buffered bytes to w straight from the ring (no copy into an
+// intermediate buffer) until the pipe ends: nil at a clean end, as
+// io.WriterTo. deadline is asked again before each wait, since the read
+// deadline can move while writeTo runs.
+func (p *pipe) writeTo(w io.Writer, deadline func() <-chan struct{}) (int64, error) {
+	var total int64
+	for {
+		if isClosed(p.rdone) {
+			return total, p.rerrSelf
+		}
+		if err := p.wait(deadline()); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			if isClosed(p.rdone) {
+				return total, p.rerrSelf
+			}
+			return total, err
+		}
+		p.mu.Lock()
+		if p.ring == nil {
+			p.mu.Unlock()
+			continue // closed meanwhile
+		}
+		// The slice stays valid outside the lock: the filler only writes
+		// past the buffered bytes, and a ring that grows is replaced, not
+		// overwritten.
+		chunk := p.ring[p.r:min(p.r+p.n, len(p.ring))]
+		p.mu.Unlock()
+		n, err := w.Write(chunk)
+		if n > 0 {
+			p.mu.Lock()
+			if p.ring != nil {
+				p.consumedLocked(n)
+			}
+			p.mu.Unlock()
+			signal(p.writable)
+			if p.onConsume != nil {
+				p.onConsume(n)
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			return total, err
 		}
 	}
 }
@@ -224,7 +372,7 @@ func (d *deadline) set(t time.Time) {
 }
 
 // wait returns a channel that closes when the current deadline passes.
-func (d *deadline) wait() chan struct{} {
+func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cancel
@@ -237,93 +385,4 @@ func isClosed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// streamConn is the net.Conn both ends hand out: reads come from in, writes
-// go to out, and the pumps on the other side of the pipes talk HTTP/2.
-type streamConn struct {
-	in, out       *pipe
-	rd, wd        deadline
-	local, remote net.Addr
-	onWrite       func(n int)  // counts bytes sent
-	onFirstIO     func()       // server: the first Read or Write accepts the stream
-	onCloseWrite  func()       // extra work after out closes cleanly
-	onClose       func() error // releases the HTTP/2 stream
-	closeOnce     sync.Once
-	closeErr      error
-	closed        atomic.Bool
-}
-
-func newStreamConn(local, remote net.Addr) *streamConn {
-	return &streamConn{
-		in: newPipe(), out: newPipe(),
-		rd: makeDeadline(), wd: makeDeadline(),
-		local: local, remote: remote,
-	}
-}
-
-func (c *streamConn) Read(b []byte) (int, error) {
-	if c.onFirstIO != nil {
-		c.onFirstIO()
-	}
-	return c.in.read(b, c.rd.wait())
-}
-
-func (c *streamConn) Write(b []byte) (int, error) {
-	if c.closed.Load() {
-		return 0, net.ErrClosed
-	}
-	if c.onFirstIO != nil {
-		c.onFirstIO()
-	}
-	n, err := c.out.write(b, c.wd.wait())
-	if n > 0 && c.onWrite != nil {
-		c.onWrite(n)
-	}
-	return n, err
-}
-
-// CloseWrite half-closes: the peer reads EOF once it has everything written
-// so far, and this side can still Read.
-func (c *streamConn) CloseWrite() error {
-	c.out.closeWrite(nil)
-	if c.onCloseWrite != nil {
-		c.onCloseWrite()
-	}
-	return nil
-}
-
-// Close ends the stream in both directions, like close(2) on a socket: what
-// was written still goes out with a clean end, but reading stops, so if the
-// peer is still sending the stream is reset. The pooled TLS connection it
-// rode on stays open for other streams.
-func (c *streamConn) Close() error {
-	c.closeOnce.Do(func() {
-		c.closed.Store(true)
-		c.out.closeWrite(nil)
-		c.in.closeRead(nil)
-		if c.onClose != nil {
-			c.closeErr = c.onClose()
-		}
-	})
-	return c.closeErr
-}
-
-func (c *streamConn) LocalAddr() net.Addr  { return c.local }
-func (c *streamConn) RemoteAddr() net.Addr { return c.remote }
-
-func (c *streamConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
-	return nil
-}
-
-func (c *streamConn) SetReadDeadline(t time.Time) error {
-	c.rd.set(t)
-	return nil
-}
-
-func (c *streamConn) SetWriteDeadline(t time.Time) error {
-	c.wd.set(t)
-	return nil
 }

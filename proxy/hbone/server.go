@@ -6,17 +6,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 var (
@@ -58,11 +56,10 @@ type Server struct {
 	// EOF. CloseWrite (or Close, or returning) ends the response with
 	// END_STREAM; see CloseWrite's caveat below.
 	//
-	// Caveat: x/net's server cannot half-close. It sends END_STREAM only
-	// when the handler returns and then refuses the rest of the request
-	// body (RST_STREAM NO_ERROR). So once Forward half-closes its write
-	// side, Reads return EOF and anything the client sends afterwards is
-	// dropped. A server app closing first thus reaches the client as EOF
+	// Caveat: once Forward half-closes its write side, Reads return EOF
+	// (after what had already arrived) and anything the client sends
+	// afterwards is dropped (the client is told to stop with RST_STREAM
+	// NO_ERROR). A server app closing first thus reaches the client as EOF
 	// (what keep-alive clients need to notice), at the cost of the rare
 	// protocol that keeps uploading after the server's FIN.
 	Forward func(ctx context.Context, stream net.Conn, peer, authority string) error
@@ -71,54 +68,30 @@ type Server struct {
 	Metrics *Metrics
 
 	initOnce   sync.Once
-	initErr    error
-	h1         *http.Server // carries x/net's graceful-shutdown hook only
-	h2         *http2.Server
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
 	mu           sync.Mutex
 	shuttingDown bool
 	listeners    map[net.Listener]struct{}
-	conns        map[net.Conn]bool // raw conn → past its handshake and serving
-	streams      map[*serverStream]struct{}
+	conns        map[net.Conn]*conn // raw conn → its HTTP/2 connection once serving (nil while handshaking)
+	streams      map[*stream]struct{}
 }
 
-func (s *Server) init() error {
+func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[net.Conn]bool{}
-		s.streams = map[*serverStream]struct{}{}
-		// Failures are counted, not logged: x/net's log lines (a client
-		// that went away mid-preface) are noise under fault injection.
-		s.h1 = &http.Server{ErrorLog: log.New(io.Discard, "", 0)}
-		s.h2 = &http2.Server{
-			// The per-connection window must be well above the per-stream
-			// one: x/net returns connection credit only as a handler reads,
-			// so with the defaults (1 MiB each) one stream whose app stopped
-			// reading stalls every stream sharing the connection.
-			MaxUploadBufferPerStream:     1 << 20,
-			MaxUploadBufferPerConnection: 32 << 20,
-			ReadIdleTimeout:              pingAfter,
-			PingTimeout:                  pingTimeout,
-			WriteByteTimeout:             writeByteTimeout,
-		}
-		// ConfigureServer is the only way to reach x/net's graceful
-		// shutdown (GOAWAY, then close once streams end): it hooks it to
-		// h1.Shutdown. h1 never serves anything itself.
-		s.initErr = http2.ConfigureServer(s.h1, s.h2)
+		s.conns = map[net.Conn]*conn{}
+		s.streams = map[*stream]struct{}{}
 	})
-	return s.initErr
 }
 
 // Serve accepts connections on ln and serves each (TLS, then h2) on its own
 // goroutine. It returns when ln is closed: ErrServerClosed after Shutdown,
 // otherwise the accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.init(); err != nil {
-		return err
-	}
+	s.init()
 	s.mu.Lock()
 	if s.shuttingDown {
 		s.mu.Unlock()
@@ -156,7 +129,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			raw.Close()
 			continue
 		}
-		s.conns[raw] = false
+		s.conns[raw] = nil
 		s.mu.Unlock()
 		go s.serveConn(raw)
 	}
@@ -170,29 +143,30 @@ func (s *Server) Serve(ln net.Listener) error {
 // A Server is not reusable after Shutdown (a restarted proxy makes a new
 // one).
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.init(); err != nil {
-		return err
-	}
+	s.init()
 	s.mu.Lock()
 	s.shuttingDown = true
 	for ln := range s.listeners {
 		ln.Close()
 	}
-	for raw, serving := range s.conns {
-		if !serving {
+	var serving []*conn
+	for raw, c := range s.conns {
+		if c == nil {
 			raw.Close()
+		} else {
+			serving = append(serving, c)
 		}
 	}
 	s.mu.Unlock()
+	// A connection registers as serving only while shuttingDown is false
+	// (see serveConn), so this reaches every one of them.
+	for _, c := range serving {
+		c.goAway()
+	}
 
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	for {
-		// Repeated on every tick: x/net only reaches connections already in
-		// its registry, and a connection whose handshake finished just as
-		// Shutdown began registers a moment later. Each connection sends
-		// its GOAWAY once.
-		s.goAway()
 		if s.drained() {
 			return nil
 		}
@@ -216,12 +190,6 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) goAway() {
-	// h1 tracks no connections of its own, so its Shutdown returns at once
-	// after starting the registered hooks (x/net's GOAWAY) on goroutines.
-	_ = s.h1.Shutdown(context.Background())
-}
-
 func (s *Server) drained() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -230,16 +198,16 @@ func (s *Server) drained() bool {
 
 func (s *Server) forceClose() {
 	s.mu.Lock()
-	streams := make([]*serverStream, 0, len(s.streams))
+	streams := make([]*stream, 0, len(s.streams))
 	for st := range s.streams {
 		streams = append(streams, st)
 	}
 	s.mu.Unlock()
 	// Streams first, so Forward learns it was the drain deadline rather
-	// than the reset that closing the connections causes a moment later.
+	// than the loss of the connection a moment later.
 	for _, st := range streams {
 		s.Metrics.Fail(FailDraining)
-		st.abort(errDraining)
+		st.c.endStream(st, errDraining, true, http2.ErrCodeCancel)
 	}
 	s.cancelBase()
 	s.mu.Lock()
@@ -254,14 +222,6 @@ func (s *Server) isShuttingDown() bool {
 	defer s.mu.Unlock()
 	return s.shuttingDown
 }
-
-// connInfo travels to the handler in the request context.
-type connInfo struct {
-	peer          string
-	local, remote net.Addr
-}
-
-type connInfoKey struct{}
 
 func (s *Server) serveConn(raw net.Conn) {
 	defer func() {
@@ -312,7 +272,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		peer = id
 		return nil
 	}
-	tc := tls.Server(raw, cfg)
+	tc := tls.Server(&corkConn{Conn: raw}, cfg)
 	hctx, cancel := context.WithTimeout(s.baseCtx, handshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
@@ -331,6 +291,7 @@ func (s *Server) serveConn(raw net.Conn) {
 		return
 	}
 
+	c := newConn(tc, raw, true, s.Metrics)
 	s.mu.Lock()
 	if s.shuttingDown {
 		// Handshake finished after Shutdown began: refused like a new one.
@@ -338,20 +299,41 @@ func (s *Server) serveConn(raw net.Conn) {
 		raw.Close()
 		return
 	}
-	s.conns[raw] = true
+	s.conns[raw] = c
 	s.mu.Unlock()
 
 	s.Metrics.connOpened()
 	defer s.Metrics.connClosed()
-	ci := &connInfo{peer: peer, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
-	// ServeConn is marked deprecated in favour of net/http's server, but
-	// that one cannot serve a connection we accepted and handshook
-	// ourselves. It closes tc when it returns.
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{
-		Context:    context.WithValue(s.baseCtx, connInfoKey{}, ci),
-		BaseConfig: s.h1,
-		Handler:    http.HandlerFunc(s.handle),
-	})
+	ci := &connInfo{peer: peer}
+	c.onRequest = func(st *stream, method, authority string, ok bool) {
+		go s.serveStream(ci, st, method, authority, ok)
+	}
+	// The client's preface and SETTINGS must come within the handshake
+	// timeout, like the handshake itself.
+	raw.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	err = c.start()
+	if err == nil {
+		err = c.readPreface()
+	}
+	if err == nil {
+		err = c.readSettings()
+	}
+	if err != nil {
+		var ce *connError
+		if errors.As(err, &ce) {
+			c.fail(err) // counts it, and tells the client
+		} else {
+			c.fail(fmt.Errorf("reading the client's HTTP/2 preface: %w", err))
+		}
+		return
+	}
+	raw.SetReadDeadline(time.Time{})
+	c.run()
+}
+
+// connInfo is what every stream of a connection shares.
+type connInfo struct {
+	peer string
 }
 
 // authorize answers the status for a CONNECT before any stream exists.
@@ -369,223 +351,78 @@ func (s *Server) authorize(peer, authority string) int {
 	return s.Authorize(peer, authority)
 }
 
-// serverStream is one accepted CONNECT as Forward sees it. It is released
-// twice, by the handler and by Forward's goroutine, and counted closed when
-// both are done: the handler can end first (Forward half-closed) while
-// Forward still drains the app.
-type serverStream struct {
-	*streamConn
-	cancel    context.CancelFunc
-	started   chan struct{}
-	startOnce sync.Once
-	refs      atomic.Int32
-}
-
-func (ss *serverStream) start() { ss.startOnce.Do(func() { close(ss.started) }) }
-
-// abort fails both directions and Forward's context.
-func (ss *serverStream) abort(cause error) {
-	ss.in.closeWrite(cause)
-	ss.out.closeRead(cause)
-	ss.cancel()
-}
-
-// forwardError marks the end of the response direction as Forward failing,
-// so the handler resets the stream instead of ending it cleanly.
-type forwardError struct{ err error }
-
-func (e *forwardError) Error() string { return "forward: " + e.err.Error() }
-func (e *forwardError) Unwrap() error { return e.err }
-
-func (s *Server) release(ss *serverStream) {
-	if ss.refs.Add(-1) != 0 {
-		return
-	}
-	ss.cancel()
-	s.mu.Lock()
-	delete(s.streams, ss)
-	s.mu.Unlock()
-	s.Metrics.streamClosed()
-}
-
-// handle serves one HTTP/2 stream.
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	ci, _ := r.Context().Value(connInfoKey{}).(*connInfo)
-	if ci == nil {
-		panic(http.ErrAbortHandler) // cannot happen: every conn carries one
-	}
+// serveStream answers one request and, for an authorized CONNECT, runs
+// Forward on it. It runs on a goroutine of its own: the connection's reader
+// must never wait for Authorize or Forward.
+func (s *Server) serveStream(ci *connInfo, st *stream, method, authority string, ok bool) {
 	s.Metrics.streamOpened()
-	if r.Method != http.MethodConnect {
-		s.Metrics.Fail(FailBadMethod)
-		s.Metrics.streamClosed()
-		w.Header().Set("Allow", http.MethodConnect)
-		w.WriteHeader(http.StatusMethodNotAllowed)
+	defer s.Metrics.streamClosed()
+	if !ok {
+		s.Metrics.Fail(FailProtocol)
+		st.c.resetStream(st, http2.ErrCodeProtocol, errProtocol)
 		return
 	}
-	if s.isShuttingDown() {
-		// This connection missed the GOAWAY (see Shutdown); a response
-		// carrying "Connection: close" makes x/net send one now. The
-		// stream itself is served: the client sent it in good faith and
-		// the drain deadline bounds it.
-		w.Header().Set("Connection", "close")
+	if method != http.MethodConnect {
+		s.Metrics.Fail(FailBadMethod)
+		st.respond(http.StatusMethodNotAllowed, hpack.HeaderField{Name: "allow", Value: http.MethodConnect})
+		return
 	}
-	// For CONNECT, x/net puts :authority in Host (and URL.Host).
-	authority := r.Host
 	if code := s.authorize(ci.peer, authority); code != http.StatusOK {
 		s.Metrics.Fail(statusReason(code))
-		s.Metrics.streamClosed()
-		w.WriteHeader(code)
+		st.respond(code)
 		return
 	}
 	if s.Forward == nil {
 		s.Metrics.Fail(FailForward)
-		s.Metrics.streamClosed()
-		w.WriteHeader(http.StatusServiceUnavailable)
+		st.respond(http.StatusServiceUnavailable)
 		return
 	}
 
 	ctx, cancel := context.WithCancel(s.baseCtx)
-	ss := &serverStream{
-		streamConn: newStreamConn(ci.local, ci.remote),
-		cancel:     cancel,
-		started:    make(chan struct{}),
-	}
-	ss.onFirstIO = ss.start
-	ss.refs.Store(2)
-	s.mu.Lock()
-	s.streams[ss] = struct{}{}
-	s.mu.Unlock()
-
-	// While the handler runs, r.Context ends when the client resets the
-	// stream or the connection dies: pass that on. After the handler
-	// returns x/net cancels it anyway, which must not abort a Forward that
-	// is still delivering the client's last bytes.
-	var handlerDone atomic.Bool
-	defer handlerDone.Store(true)
-	stopWatch := context.AfterFunc(r.Context(), func() {
-		if !handlerDone.Load() {
-			ss.abort(errStreamReset)
-		}
-	})
-	defer stopWatch()
-
-	fwdDone := make(chan error, 1)
-	go func() {
-		err := s.Forward(ctx, ss, ci.peer, authority)
-		if err != nil && isClosed(ss.started) {
-			ss.out.closeWrite(&forwardError{err})
-		} else {
-			ss.out.closeWrite(nil)
-		}
-		ss.in.closeRead(nil)
-		fwdDone <- err
-		s.release(ss)
-	}()
-
-	select {
-	case <-ss.started:
-	case err := <-fwdDone:
-		if err != nil && !isClosed(ss.started) {
-			// Forward gave up before any byte flowed: the app is not there.
-			code := http.StatusServiceUnavailable
-			var se *StatusError
-			if errors.As(err, &se) && se.Code >= 400 && se.Code <= 599 {
-				code = se.Code
-			}
-			s.Metrics.Fail(statusReason(code))
-			w.WriteHeader(code)
-			s.release(ss)
-			return
-		}
-	}
-
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := rc.Flush(); err != nil {
-		ss.abort(errStreamReset)
-		s.release(ss)
+	defer cancel()
+	// Nothing else writes for this stream before Forward runs, so no lock.
+	st.respPending = true
+	st.c.mu.Lock()
+	// The client reset the stream or the connection died: Forward should
+	// give up.
+	st.onDead = cancel
+	dead := st.dead != nil
+	st.c.mu.Unlock()
+	if dead {
 		return
 	}
-
-	// Upload: request body → Forward's reads. The handler must not return
-	// while this goroutine is inside r.Body.Read (net/http forbids reading
-	// the body after the handler), hence bodyMu; closing the body first
-	// unblocks a Read in progress.
-	var (
-		bodyMu      sync.Mutex
-		bodyDone    bool
-		closingBody atomic.Bool
-	)
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			bodyMu.Lock()
-			n, err := 0, io.EOF
-			if !bodyDone {
-				n, err = r.Body.Read(buf)
-			}
-			bodyMu.Unlock()
-			if n > 0 {
-				s.Metrics.received(n)
-				if _, werr := ss.in.write(buf[:n], nil); werr != nil {
-					return // Forward closed its read side
-				}
-			}
-			switch {
-			case err == nil:
-				continue
-			case err == io.EOF || closingBody.Load():
-				// The client half-closed, or the response ended first
-				// and x/net refuses the rest (see Forward's caveat).
-				ss.in.closeWrite(nil)
-			default:
-				// The client reset the stream or the connection died.
-				// Abort before Forward sees the error, so that its
-				// failing is not mistaken for a forward failure.
-				ss.abort(errStreamReset)
-			}
-			return
-		}
+	s.mu.Lock()
+	s.streams[st] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.streams, st)
+		s.mu.Unlock()
 	}()
 
-	// Download: Forward's writes → response, flushed per write so bytes
-	// flow as they come rather than when a buffer fills.
-	buf := make([]byte, 32<<10)
-	var endErr error
-	for {
-		n, err := ss.out.read(buf, nil)
-		if n > 0 {
-			_, werr := w.Write(buf[:n])
-			if werr == nil {
-				werr = rc.Flush()
-			}
-			if werr != nil {
-				ss.abort(errStreamReset)
-				endErr = werr
-				break
-			}
-			s.Metrics.sent(n)
-		}
-		if err != nil {
-			if err != io.EOF {
-				endErr = err
-			}
-			break
-		}
-	}
+	err := s.Forward(ctx, st, ci.peer, authority)
 
-	closingBody.Store(true)
-	r.Body.Close()
-	bodyMu.Lock()
-	bodyDone = true
-	bodyMu.Unlock()
-	handlerDone.Store(true)
-	s.release(ss)
-
-	var fe *forwardError
-	if errors.As(endErr, &fe) {
+	st.c.mu.Lock()
+	gone := st.dead != nil
+	ended := st.sentEnd
+	st.c.mu.Unlock()
+	switch {
+	case err != nil && !st.started.Load():
+		// Forward gave up before any byte flowed: the app is not there.
+		code := http.StatusServiceUnavailable
+		var se *StatusError
+		if errors.As(err, &se) && se.Code >= 400 && se.Code <= 599 {
+			code = se.Code
+		}
+		s.Metrics.Fail(statusReason(code))
+		st.respond(code)
+	case err != nil && !gone && !ended:
+		// Resets the stream, so the client sees an error rather than a
+		// clean EOF.
 		s.Metrics.Fail(FailForward)
-		// Resets the stream (RST_STREAM) instead of a clean END_STREAM.
-		panic(http.ErrAbortHandler)
+		st.c.resetStream(st, http2.ErrCodeConnect, errStreamReset)
+	default:
+		st.sendEnd()
 	}
+	st.in.closeRead(nil)
 }

@@ -47,7 +47,32 @@ func (c counter) Write(p []byte) (int, error) {
 	return k, err
 }
 
-// ReadFrom is deliberately not forwarded: io.Copy would bypass the count.
+// ReadFrom lets io.Copy hand the source to the destination when it can take
+// it (an HBONE stream reads the socket straight into its frame buffer: no
+// 32 KiB copy buffer, 64 KiB reads), counting through the reader so that the
+// count still moves as bytes flow rather than once at the end.
+func (c counter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok && c.n != nil {
+		if _, tcp := c.Conn.(*net.TCPConn); !tcp {
+			return rf.ReadFrom(countingReader{r, c.n})
+		}
+	}
+	// A TCP destination would splice from a TCP source, bypassing the
+	// count; the plain copy keeps it.
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// countingReader counts bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
 
 // resetClose closes a TCP connection with a RST, which is what a client sees
 // when a proxy that accepted its connection cannot carry it anywhere.
