@@ -389,4 +389,25 @@ func TestAmbientWaypointCarriesBoundService(t *testing.T) {
 	if err := e.echoTCP(marker()); err != nil {
 		t.Fatal(err)
 	}
+	// A kept-alive client connection carries request after request through
+	// the waypoint (the waypoint must not close it after the first).
+	c, err := e.dialA(e.vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(c, "GET /?keepalive=%d HTTP/1.1\r\nHost: echo-b\r\n\r\n", i)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("kept-alive request %d through the waypoint: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("kept-alive request %d: status %d, close %v", i, resp.StatusCode, resp.Close)
+		}
+	}
 }

@@ -111,6 +111,9 @@ func (wp *Waypoint) forward(ctx context.Context, stream net.Conn, authority stri
 			}
 			return err
 		}
+		// The client's own Connection: close, read before roundTrip marks
+		// the upstream request close (one request per upstream stream).
+		clientClose := req.Close
 		resp, err := wp.roundTrip(ctx, id, authority, req)
 		if err != nil {
 			wp.Metrics.Fail(failReason(err))
@@ -122,7 +125,7 @@ func (wp *Waypoint) forward(ctx context.Context, stream net.Conn, authority stri
 		if werr != nil {
 			return werr
 		}
-		if req.Close {
+		if clientClose {
 			return nil
 		}
 	}
