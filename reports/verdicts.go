@@ -27,16 +27,25 @@ func Verdicts(w io.Writer, run *results.Run) {
 	} else {
 		fmt.Fprintln(tw, "FAULT\tMODE\tAFFECTED FLOWS\tDISRUPTION S\tFAILED REQUESTS\tBROKEN STREAMS\tVERDICT")
 	}
+	na := map[string][]string{}
+	var naOrder []string
 	for _, c := range run.Matrix {
 		name := c.Scenario
 		if c.Fault != "" && c.Fault != c.Scenario {
 			name += " (" + c.Fault + ")"
 		}
-		if c.Trials == 0 {
-			why := "n/a: " + c.Skipped
-			if c.Skipped == "" {
-				why = fmt.Sprintf("ERROR: %d trial(s) could not run", c.Errors)
+		if c.Trials == 0 && c.Skipped != "" {
+			// Listed below the table, grouped: a fault a mode does not have
+			// is not a result.
+			k := name + "\x00" + c.Skipped
+			if _, ok := na[k]; !ok {
+				naOrder = append(naOrder, k)
 			}
+			na[k] = append(na[k], c.Mode)
+			continue
+		}
+		if c.Trials == 0 {
+			why := fmt.Sprintf("ERROR: %d trial(s) could not run", c.Errors)
 			if multi {
 				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
 			} else {
@@ -77,6 +86,13 @@ func Verdicts(w io.Writer, run *results.Run) {
 		}
 	}
 	tw.Flush()
+	if len(naOrder) > 0 {
+		fmt.Fprintln(w, "not applicable (skipped, with the reason):")
+		for _, k := range naOrder {
+			name, why, _ := strings.Cut(k, "\x00")
+			fmt.Fprintf(w, "  %s in %s: %s\n", name, strings.Join(na[k], ", "), why)
+		}
+	}
 }
 
 // TrialLine is one line saying how a trial ended.

@@ -21,7 +21,7 @@ func TestVerdictTable(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"FAULT", "AFFECTED FLOWS",
-		"n/a: fault node-proxy-crash needs mode ambient",
+		"not applicable (skipped, with the reason):\n  node-proxy-crash in none: fault node-proxy-crash needs mode ambient",
 		"13/28", "7.27", "117", "55", "contained",
 		"cert-expiry (controlplane-down)", "ERROR: 1 trial(s) could not run",
 	} {

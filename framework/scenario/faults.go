@@ -63,7 +63,7 @@ func LookupFault(name string) (*FaultKind, error) {
 // skipReason says why a scenario cannot run in mode, or "".
 func skipReason(sc Scenario, mode string) string {
 	if len(sc.Mesh.Modes) > 0 && !contains(sc.Mesh.Modes, mode) {
-		return fmt.Sprintf("scenario needs mode %s, this trial is %s", strings.Join(sc.Mesh.Modes, " or "), mode)
+		return fmt.Sprintf("scenario needs mode %s", strings.Join(sc.Mesh.Modes, " or "))
 	}
 	if sc.Fault.Kind == "" {
 		return ""
@@ -73,7 +73,7 @@ func skipReason(sc Scenario, mode string) string {
 		return ""
 	}
 	if k.Modes != nil && !contains(k.Modes, mode) {
-		return fmt.Sprintf("fault %s needs mode %s (%s), this trial is %s", k.Name, strings.Join(k.Modes, " or "), k.ModeReason, mode)
+		return fmt.Sprintf("fault %s needs mode %s: %s", k.Name, strings.Join(k.Modes, " or "), k.ModeReason)
 	}
 	return ""
 }
