@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -187,6 +188,18 @@ func (c *Cluster) programServices() error {
 	return firstErr
 }
 
+// bigBatches makes room for what the kernel sends back for a large batch (a
+// pod's rules for 10 services × 20 endpoints): nftables asks for every rule
+// to be echoed (NLM_F_ECHO, to learn its handle), and by default those echoes
+// overflow the socket's receive buffer; the batch is applied but Flush fails
+// with ENOBUFS. Acks are also capped (no copy of the request in each).
+func bigBatches(c *netlink.Conn) error {
+	if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+		return err
+	}
+	return c.SetReadBuffer(4 << 20)
+}
+
 // matchDst matches TCP to ip:port.
 func matchDst(ip net.IP, port int) []expr.Any {
 	return []expr.Any{
@@ -210,7 +223,7 @@ func matchSrcDst(src, dst net.IP, port int) []expr.Any {
 // programPod replaces the pod's service table in one netlink transaction, so
 // a connection never sees a half-written rule set.
 func programPod(fd int, fill func(nat, filter *nftables.Chain, conn *nftables.Conn)) error {
-	conn, err := nftables.New(nftables.WithNetNSFd(fd))
+	conn, err := nftables.New(nftables.WithNetNSFd(fd), nftables.WithSockOptions(bigBatches))
 	if err != nil {
 		return err
 	}
