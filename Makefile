@@ -21,11 +21,11 @@ test: vet
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
 vet:
-	@test -z "$$(gofmt -l cmd framework proxy reports suites manifests)" || (gofmt -l cmd framework proxy reports suites manifests; echo "gofmt needed"; exit 1)
+	@test -z "$$(gofmt -l cmd framework proxy reports suites manifests internal)" || (gofmt -l cmd framework proxy reports suites manifests internal; echo "gofmt needed"; exit 1)
 	$(GO) vet ./...
 
 fmt:
-	gofmt -w cmd framework proxy reports suites manifests
+	gofmt -w cmd framework proxy reports suites manifests internal
 
 bench:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/blastradius

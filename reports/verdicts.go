@@ -54,6 +54,9 @@ func Verdicts(w io.Writer, run *results.Run) {
 			continue
 		}
 		verdict := c.Verdict
+		if verdict == "" {
+			verdict = "- (no fault)"
+		}
 		if len(c.Verdicts) > 1 {
 			var parts []string
 			for _, v := range []string{"no-data-plane-impact", "no-impact", "contained", "cluster-wide"} {

@@ -22,6 +22,7 @@ const usage = `blastradius — is the ambient mesh's per-node proxy a single poi
 Usage:
   blastradius run [flags]        run scenarios and write a results folder (see: blastradius run --help)
   blastradius scenarios          list the built-in scenarios
+  blastradius compare <run-dir> --baseline <dir>...  tier each variant against earlier runs: pass, flake, regress (docs/compare.md)
   blastradius bench [flags]      latency, throughput and proxy cost for none, sidecar and ambient (see: blastradius bench --help)
   blastradius version            print the version
   blastradius agent [flags]      (internal) load agent started inside pods
@@ -41,6 +42,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:], stdout, stderr)
+	case "compare":
+		return compareCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
 	case "bench-agent":

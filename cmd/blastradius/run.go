@@ -182,6 +182,9 @@ run:
 		reports.Failures(stdout, r.Run())
 	}
 	reports.Verdicts(stdout, r.Run())
+	if err := reports.JUnitFile(out, r.Run()); err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+	}
 	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\n", r.Run().ID, status, out)
 	if status != results.StatusDone {
 		return 1

@@ -118,10 +118,15 @@ func Matrix(trials []*results.Trial) []results.MatrixCell {
 		case results.StatusFailed:
 			c.Failed++
 		}
+		c.Skipped = ""
 		if t.Verdict == nil {
+			// A trial without a fault (a baseline) is measured but has no
+			// verdict: counted, with the figures left empty.
+			if t.Status == results.StatusDone || t.Status == results.StatusFailed {
+				c.Trials++
+			}
 			continue
 		}
-		c.Skipped = ""
 		c.Trials++
 		if t.Noisy {
 			c.Noisy++
