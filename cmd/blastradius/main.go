@@ -22,6 +22,7 @@ const usage = `blastradius — is the ambient mesh's per-node proxy a single poi
 Usage:
   blastradius run [flags]        run scenarios and write a results folder (see: blastradius run --help)
   blastradius scenarios          list the built-in scenarios
+  blastradius report <dir> [--out file]  render a results folder as one self-contained report.html
   blastradius compare <run-dir> --baseline <dir>...  tier each variant against earlier runs: pass, flake, regress (docs/compare.md)
   blastradius bench [flags]      latency, throughput and proxy cost for none, sidecar and ambient (see: blastradius bench --help)
   blastradius version            print the version
@@ -50,6 +51,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return benchAgentCmd(args[1:], stdout, stderr)
 	case "scenarios":
 		return scenariosCmd(stdout)
+	case "report":
+		return reportCmd(args[1:], stdout, stderr)
 	case "agent":
 		return load.AgentMain(args[1:], stdout, stderr)
 	case "proxy":

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/reports"
+)
+
+const reportUsage = "usage: blastradius report <results-dir> [--out file]"
+
+// reportCmd renders a results folder as one self-contained HTML page. Exit
+// 2 is a usage error (nothing was read), 1 a folder that cannot be read or
+// a report that cannot be written.
+func reportCmd(args []string, stdout, stderr io.Writer) int {
+	flags := flag.NewFlagSet("blastradius report", flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	flags.Usage = func() {}
+	out := flags.String("out", "", "the HTML file to write (default: <results-dir>/report.html)")
+	// The folder comes first in the usage line, but flag stops at the first
+	// non-flag: parse around it so both orders work.
+	var pos []string
+	for {
+		if err := flags.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(stdout, reportUsage+"\n\nWrites report.html: verdicts, per-trial timelines, blast-radius matrices and the\nmode comparison of a run folder, as one file that needs no network.")
+				return 0
+			}
+			fmt.Fprintf(stderr, "blastradius report: %v (%s)\n", err, reportUsage)
+			return 2
+		}
+		if flags.NArg() == 0 {
+			break
+		}
+		pos = append(pos, flags.Arg(0))
+		args = flags.Args()[1:]
+	}
+	switch {
+	case len(pos) == 0:
+		fmt.Fprintf(stderr, "blastradius report: no results folder given (%s)\n", reportUsage)
+		return 2
+	case len(pos) > 1:
+		fmt.Fprintf(stderr, "blastradius report: unexpected argument %q (%s)\n", pos[1], reportUsage)
+		return 2
+	}
+	dir := pos[0]
+	run, err := results.Load(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%s: no run.json (not a results folder?)", dir)
+		}
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		return 1
+	}
+	path := *out
+	if path == "" {
+		path = filepath.Join(dir, "report.html")
+	}
+	var buf bytes.Buffer
+	if err := reports.HTML(&buf, run, reports.HTMLOptions{Dir: dir}); err != nil {
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		return 1
+	}
+	if err := writeAtomic(path, buf.Bytes()); err != nil {
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		return 1
+	}
+	fmt.Fprintf(stdout, "report: %s (%d KB)\n", path, (buf.Len()+1023)/1024)
+	return 0
+}
+
+// writeAtomic writes through a temporary file and a rename, so a browser
+// reloading the page never reads half a report.
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".report-*.html")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// oneLine keeps an error to the one line the command promises.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
