@@ -447,8 +447,8 @@ func TestMakePlanWorkloadsPerNode(t *testing.T) {
 	if got := len(p.Services["echo-n10"]); got != 20 {
 		t.Errorf("echo-n10 has %d pods, want 20", got)
 	}
-	if len(p.Flows) != 101 {
-		t.Errorf("%d flows, want 100 + control", len(p.Flows))
+	if len(p.Flows) != 21 {
+		t.Errorf("%d flows, want 20 + control", len(p.Flows))
 	}
 }
 

@@ -281,6 +281,10 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		topo.Services = append(topo.Services, results.SvcInfo{Name: name, VIP: s.VIP.String(), Port: s.Port, Pods: s.Pods})
 	}
 
+	if waited, busy := settle(ctx, logf); waited > 2*settleQuiet {
+		logf("settled in %.1fs (%.0f%% busy)", waited.Seconds(), busy*100)
+	}
+
 	// Clients get an absolute schedule: a client restarted after its node
 	// reboots picks up where the schedule says, not from zero.
 	start := time.Now().Add(time.Second).Truncate(time.Millisecond)
