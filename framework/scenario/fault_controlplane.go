@@ -1,9 +1,6 @@
 package scenario
 
 import (
-	"context"
-	"time"
-
 	"blastradius.dev/blastradius/framework/results"
 )
 
@@ -89,19 +86,5 @@ func controlPlaneOutage(e *FaultEnv) error {
 			Detail: "SIGKILL of the node proxy while the control plane is down"})
 		e.Logf("fault: node proxy on %s killed during the outage", e.Target)
 	}
-	if e.Fault.RecoverAfter <= 0 {
-		return nil
-	}
-	if err := e.Sleep(at.Add(e.Fault.RecoverAfter)); err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(e.Ctx, 20*time.Second)
-	defer cancel()
-	back, err := cp.StartControlPlane(rctx)
-	if err != nil {
-		return err
-	}
-	e.Recovered(i, back)
-	e.Logf("fault: control plane back")
-	return nil
+	return e.RecoverAfter(i, at, "control plane back", cp.StartControlPlane)
 }

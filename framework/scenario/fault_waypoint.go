@@ -1,7 +1,6 @@
 package scenario
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -57,14 +56,8 @@ func init() {
 	})
 	registerFault(&FaultKind{
 		Name: FaultWaypointAllKilled, Modes: ambientOnly, ModeReason: reasonWaypoint,
-		Doc: "SIGKILL of every waypoint replica at once; their supervisors restart them",
-		Scope: func(e *FaultEnv) []string {
-			wp, err := capability[waypoints](e, "waypoints")
-			if err != nil {
-				return nil
-			}
-			return e.nodesOf(wp.WaypointPods()...)
-		},
+		Doc:   "SIGKILL of every waypoint replica at once; their supervisors restart them",
+		Scope: waypointNodes,
 		Inject: func(e *FaultEnv) error {
 			wp, err := capability[waypoints](e, "waypoints")
 			if err != nil {
@@ -95,14 +88,8 @@ func init() {
 	})
 	registerFault(&FaultKind{
 		Name: FaultWaypointOutage, Modes: ambientOnly, ModeReason: reasonWaypoint,
-		Doc: "every waypoint replica is stopped; they come back after recoverAfter",
-		Scope: func(e *FaultEnv) []string {
-			wp, err := capability[waypoints](e, "waypoints")
-			if err != nil {
-				return nil
-			}
-			return e.nodesOf(wp.WaypointPods()...)
-		},
+		Doc:   "every waypoint replica is stopped; they come back after recoverAfter",
+		Scope: waypointNodes,
 		Inject: func(e *FaultEnv) error {
 			wp, err := capability[waypoints](e, "waypoints")
 			if err != nil {
@@ -118,26 +105,24 @@ func init() {
 			if err != nil {
 				return err
 			}
+			// Stopping drains the replicas first; the outage lasts
+			// RecoverAfter from when the last one is gone.
+			down := time.Now()
 			i := e.Record(results.FaultRecord{Kind: FaultWaypointOutage, Target: "waypoint", Inject: at,
-				Detail: fmt.Sprintf("all %d replicas stopped", len(wp.WaypointPods()))})
+				Detail: fmt.Sprintf("all %d replicas stopped (drained in %s)", len(wp.WaypointPods()), ms(down.Sub(at)))})
 			e.Logf("fault: every waypoint replica stopped")
-			if e.Fault.RecoverAfter <= 0 {
-				return nil
-			}
-			if err := e.Sleep(at.Add(e.Fault.RecoverAfter)); err != nil {
-				return err
-			}
-			rctx, cancel := context.WithTimeout(e.Ctx, 20*time.Second)
-			defer cancel()
-			back, err := wp.StartWaypoints(rctx)
-			if err != nil {
-				return err
-			}
-			e.Recovered(i, back)
-			e.Logf("fault: waypoints back")
-			return nil
+			return e.RecoverAfter(i, down, "waypoints back", wp.StartWaypoints)
 		},
 	})
+}
+
+// waypointNodes is where every replica runs.
+func waypointNodes(e *FaultEnv) []string {
+	wp, err := capability[waypoints](e, "waypoints")
+	if err != nil {
+		return nil
+	}
+	return e.nodesOf(wp.WaypointPods()...)
 }
 
 // waypointTarget is the replica a single-replica fault aims at.

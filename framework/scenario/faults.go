@@ -126,6 +126,29 @@ func (e *FaultEnv) WaitInject() error {
 	return nil
 }
 
+// RecoverAfter brings record i's target back Fault.RecoverAfter after at
+// (nothing when it is 0) with start, which gets recoverTimeout to succeed.
+func (e *FaultEnv) RecoverAfter(i int, at time.Time, what string, start func(context.Context) (time.Time, error)) error {
+	if e.Fault.RecoverAfter <= 0 {
+		return nil
+	}
+	if err := e.Sleep(at.Add(e.Fault.RecoverAfter)); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(e.Ctx, recoverTimeout)
+	defer cancel()
+	back, err := start(ctx)
+	if err != nil {
+		return err
+	}
+	e.Recovered(i, back)
+	e.Logf("fault: %s", what)
+	return nil
+}
+
+// recoverTimeout bounds bringing a fault's target back.
+const recoverTimeout = 20 * time.Second
+
 // Capability returns the data plane as T, or an error naming what is missing.
 func capability[T any](e *FaultEnv, what string) (T, error) {
 	var zero T

@@ -13,6 +13,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/suites/internal/suiterun"
 )
 
 // nsRefs lists every namespace (as "net:[inode]", "mnt:[inode]", ...) that a
@@ -48,7 +49,7 @@ func pids() []string {
 func ofBinary() []string {
 	var out []string
 	for _, p := range pids() {
-		if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil && exe == binary {
+		if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil && exe == suiterun.Binary {
 			out = append(out, p)
 		}
 	}
@@ -73,7 +74,7 @@ var _ = Describe("kill -9 of the runner", func() {
 		Expect(err).NotTo(HaveOccurred())
 		baseline := allRefs()
 
-		cmd := exec.Command(binary, "run", "--scenario", "node-crash", "--out", out)
+		cmd := exec.Command(suiterun.Binary, "run", "--scenario", "node-crash", "--out", out)
 		cmd.Stdout, cmd.Stderr = GinkgoWriter, GinkgoWriter
 		Expect(cmd.Start()).To(Succeed())
 		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
