@@ -17,6 +17,7 @@ import (
 	"blastradius.dev/blastradius/framework/sandbox"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/reports"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
 
 type runFlags struct {
@@ -26,13 +27,18 @@ type runFlags struct {
 	budget                         float64
 	trials                         int
 	flows                          bool
+	// Kubernetes providers (kind, kubeconfig).
+	kubeconfig, kindConfigPath string
+	retain, reuse, dryRun      bool
+	yaml                       bool
+	kindConfig                 *v1alpha4.Cluster // parsed --kind-config
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scenario, error) {
 	fs := flag.NewFlagSet("blastradius run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := &runFlags{}
-	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default)")
+	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default), kind (a kind cluster from --kind-config; needs docker, podman or nerdctl) or kubeconfig (an existing cluster); kind and kubeconfig have --dry-run only in this build (docs/kubernetes.md)")
 	fs.StringVar(&f.mode, "mode", "none", "comma-separated data plane modes, each scenario runs in each: none (plain networking with kube-proxy-like service VIPs), sidecar (a reference proxy in every pod), ambient (a reference node proxy per node, HBONE between pods)")
 	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios: built-in names, scenario files (.yaml), or \"matrix\" for the default fault matrix (list them: blastradius scenarios)")
 	fs.IntVar(&f.trials, "trials", 0, "trials per scenario and mode (0: what the scenario says, default 1); several give mean, p95 and a 95% interval")
@@ -42,6 +48,12 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.Float64Var(&f.budget, "budget", 600, "total requests per second, split across all flows (sized for 2 cores; CPU is sampled and a saturated run flagged noisy)")
 	fs.DurationVar(&f.grace, "not-ready-grace", 5*time.Second, "how long a silent node keeps its endpoints before they are removed (Kubernetes: 40s)")
 	fs.DurationVar(&f.timeout, "timeout", 500*time.Millisecond, "per-request and dial timeout of the load agents; a request slower than this is a failure")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig: with --provider kubeconfig the cluster to use (default $KUBECONFIG, then ~/.kube/config); with --provider kind where the new cluster's kubeconfig is written (default <results>/kubeconfig)")
+	fs.StringVar(&f.kindConfigPath, "kind-config", "kind-config.yaml", "--provider kind: the kind cluster configuration (kind.x-k8s.io/v1alpha4, 1 control plane and at least 2 workers)")
+	fs.BoolVar(&f.retain, "retain", false, "--provider kind: keep the cluster when the run ends (default: delete it)")
+	fs.BoolVar(&f.reuse, "reuse", false, "--provider kind: use an existing cluster of the same name instead of failing (a reused cluster is never deleted)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
+	fs.BoolVar(&f.yaml, "yaml", false, "with --dry-run: print every object's YAML as well")
 	// flag calls Usage on every parse error too; print the full text only on
 	// --help, so a typo gets one line.
 	fs.Usage = func() {}
@@ -61,12 +73,27 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	switch f.provider {
 	case "netns":
-	case "kind", "kubeconfig":
-		return nil, nil, fmt.Errorf("--provider %s is not available in this build yet (use netns)", f.provider)
+		for _, name := range []string{"kubeconfig", "kind-config", "retain", "reuse", "dry-run"} {
+			if set[name] {
+				return nil, nil, fmt.Errorf("--%s needs --provider kind or kubeconfig", name)
+			}
+		}
+	case "kind":
+	case "kubeconfig":
+		for _, name := range []string{"kind-config", "retain", "reuse"} {
+			if set[name] {
+				return nil, nil, fmt.Errorf("--%s needs --provider kind", name)
+			}
+		}
 	default:
-		return nil, nil, fmt.Errorf("--provider %q unknown (netns)", f.provider)
+		return nil, nil, fmt.Errorf("--provider %q unknown (netns, kind, kubeconfig)", f.provider)
+	}
+	if f.yaml && !f.dryRun {
+		return nil, nil, errors.New("--yaml needs --dry-run")
 	}
 	for _, m := range strings.Split(f.mode, ",") {
 		m = strings.TrimSpace(m)
@@ -101,6 +128,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkKubeFlags(f, scs); err != nil {
+		return nil, nil, err
+	}
 	return f, scs, nil
 }
 
@@ -112,6 +142,9 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 		return 2
+	}
+	if f.provider != "netns" {
+		return kubeRun(f, scs, stdout, stderr)
 	}
 	if !sandbox.Inside() {
 		return enterSandbox("run", args, f.out, "", "run.json", stderr)

@@ -88,6 +88,10 @@ type Cluster struct {
 
 var bridgeIP = net.IPv4(10, 0, 0, 1)
 
+// PodBinarySuffix names the slim build of the binary (no Kubernetes
+// providers) that pods run when it is installed next to the CLI.
+const PodBinarySuffix = "-pod"
+
 func nodeIP(i int) net.IP { return net.IPv4(10, 0, 0, byte(10+i)).To4() }
 func podCIDR(i int) *net.IPNet {
 	return &net.IPNet{IP: net.IPv4(10, 244, byte(i), 0).To4(), Mask: net.CIDRMask(24, 32)}
@@ -110,6 +114,13 @@ func Up(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if cfg.Binary == "" {
 		if cfg.Binary, err = os.Executable(); err != nil {
 			return nil, err
+		}
+		// Pods run the slim build when it sits next to the CLI (make build
+		// puts bin/blastradius-pod there): the full CLI links the
+		// Kubernetes client libraries, which double every process's memory
+		// before it does anything, and the node proxies' memory is measured.
+		if st, serr := os.Stat(cfg.Binary + PodBinarySuffix); serr == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			cfg.Binary += PodBinarySuffix
 		}
 	}
 	if cfg.Logf == nil {

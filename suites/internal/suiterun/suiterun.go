@@ -33,6 +33,9 @@ func BuildBinary() {
 	Binary = filepath.Join(dir, "blastradius")
 	out, err := exec.Command("go", "build", "-o", Binary, "blastradius.dev/blastradius/cmd/blastradius").CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
+	// The slim build the pods run, as make build installs it.
+	out, err = exec.Command("go", "build", "-tags", "nokube", "-o", Binary+"-pod", "blastradius.dev/blastradius/cmd/blastradius").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
 }
 
 // OutDir is a fresh results folder path, writable by anyone; it is removed

@@ -1,0 +1,251 @@
+//go:build !nokube
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	"sigs.k8s.io/yaml"
+
+	"blastradius.dev/blastradius/framework/cluster"
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/manifests"
+)
+
+// workloadsReadyTimeout bounds the wait for a trial's workloads after
+// apply: image pulls are local (kind loads the image), so minutes mean
+// something is wrong.
+const workloadsReadyTimeout = 2 * time.Minute
+
+// checkKubeFlags checks what the Kubernetes providers read before anything
+// runs: the kind config (strictly, as kind decodes it) and whether the
+// cluster has the nodes the scenarios need; an explicit kubeconfig must
+// load. Errors are bad input: one line, exit 2.
+func checkKubeFlags(f *runFlags, scs []scenario.Scenario) error {
+	switch f.provider {
+	case "kind":
+		cfg, err := cluster.LoadKindConfig(f.kindConfigPath)
+		if err != nil {
+			return err
+		}
+		f.kindConfig = cfg
+		_, workers := kube.KindNodeNames(cfg)
+		for _, sc := range scs {
+			if sc.Nodes > len(workers) {
+				return fmt.Errorf("scenario %s needs %d nodes, %s has %d workers", sc.Name, sc.Nodes, f.kindConfigPath, len(workers))
+			}
+		}
+	case "kubeconfig":
+		if f.kubeconfig != "" {
+			if _, err := kube.LoadKubeconfig(f.kubeconfig); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// kubeRun is `run` on the kind and kubeconfig providers: the dry run, or
+// a clear stop, because the trial runner on Kubernetes is not built yet.
+func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int {
+	if f.dryRun {
+		if err := dryRun(stdout, f, scs); err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %v\n", oneLine(err))
+			return 2
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "blastradius run: --provider %s: the trial runner on Kubernetes is not built yet (cluster creation, manifests and apply are; agents, faults and result collection are not: docs/kubernetes.md); --dry-run prints the plan\n", f.provider)
+	return 1
+}
+
+func image() string { return "blastradius:" + version }
+
+// dryRun prints the plan: the cluster, then per scenario and mode the
+// fault's timing, the load and every object to apply with its containers'
+// commands. It reads files only; no cluster is created or contacted.
+func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p("blastradius run --dry-run: the plan. Nothing is created, applied, contacted or started.")
+	p("")
+	p("cluster")
+	var nodes []string
+	maxNodes := 0
+	for _, sc := range scs {
+		maxNodes = max(maxNodes, sc.Nodes)
+	}
+	switch f.provider {
+	case "kind":
+		cfg := f.kindConfig
+		cps, workers := kube.KindNodeNames(cfg)
+		nodes = workers
+		p("  provider     kind, with the kind Go library (needs docker, podman or nerdctl)")
+		p("  config       %s: cluster %q, %d control-plane + %d workers, node image %s", f.kindConfigPath, kube.KindName(cfg), len(cps), len(workers), nodeImage(cfg))
+		p("  nodes        %s (control plane %s, no workloads)", nodeMap(workers), strings.Join(cps, ", "))
+		p("  create       at most %s, then wait at most %s for %d nodes Ready (a timeout fails the run)", kube.DefaultKindCreateTimeout, kube.DefaultKindReadyTimeout, len(cfg.Nodes))
+		kc := f.kubeconfig
+		if kc == "" {
+			kc = "<results>/kubeconfig"
+		}
+		p("  kubeconfig   written to %s", kc)
+		if f.reuse {
+			p("  existing     a cluster named %q is reused, and then never deleted", kube.KindName(cfg))
+		} else {
+			p("  existing     a cluster named %q already there stops the run (--reuse takes it)", kube.KindName(cfg))
+		}
+		if f.retain {
+			p("  on exit      the cluster is kept (--retain); delete it with: kind delete cluster --name %s", kube.KindName(cfg))
+		} else {
+			p("  on exit      the cluster is deleted (--retain keeps it)")
+		}
+	case "kubeconfig":
+		p("  provider     kubeconfig: an existing cluster; nothing is created or deleted")
+		if k, err := kube.LoadKubeconfig(f.kubeconfig); err != nil {
+			p("  kubeconfig   %v (a run would stop here)", err)
+		} else {
+			p("  kubeconfig   %s, context %q, server %s", k.Source, k.Context, k.Server)
+		}
+		for i := 1; i <= maxNodes; i++ {
+			nodes = append(nodes, fmt.Sprintf("node-%d", i))
+		}
+		p("  nodes        node-1..node-%d = the first %d Ready, schedulable nodes by name, read when the run starts (names below are placeholders)", maxNodes, maxNodes)
+	}
+	p("  image        %s, command %s (built and loaded by `make images`: not built yet)", image(), manifests.Binary)
+	p("  apply        server-side apply, field manager %s, force, strict field validation, at most %s per object; then at most %s for workloads to be ready", kube.FieldManager, kube.DefaultPerObject, workloadsReadyTimeout)
+	p("")
+	p("not built yet (without --dry-run the run stops with an error)")
+	p("  - the trial runner on Kubernetes: starting flows in the client agents, faults as Chaos Mesh objects or node container kills, pulling events back")
+	p("  - `make images` (the image above) and Istio as a data plane")
+	var pending []string
+	for c := range manifests.NotBuilt {
+		pending = append(pending, c)
+	}
+	sort.Strings(pending)
+	for _, c := range pending {
+		p("  - blastradius %s: %s", c, manifests.NotBuilt[c])
+	}
+
+	seen := map[string]string{}
+	for _, sc := range scs {
+		for _, mode := range f.modes {
+			pl, err := scenario.PlanFor(sc, mode, f.budget)
+			if err != nil {
+				return err
+			}
+			p("")
+			trials := trialsOf(f, sc)
+			head := fmt.Sprintf("scenario %s in %s", sc.Name, mode)
+			if trials > 1 {
+				head += fmt.Sprintf(" (%d trials, a fresh namespace each)", trials)
+			}
+			p("%s", head)
+			if pl.Skip != "" {
+				p("  skipped      %s", pl.Skip)
+				continue
+			}
+			if t := pl.FaultTiming(); t != "" {
+				p("  fault        %s", t)
+			} else {
+				p("  fault        none")
+			}
+			total := 0.0
+			for _, fl := range pl.Flows {
+				total += fl.QPS
+			}
+			p("  load         %d flows, %.0f rps in total, %s; each client agent runs: %s agent --flow <spec>... --start-at <unix-ns> --duration %s", len(pl.Flows), total, pl.Duration, manifests.Binary, pl.Duration)
+			objs, err := renderPlan(pl, nodes)
+			if err != nil {
+				return fmt.Errorf("scenario %s in %s: %w", sc.Name, mode, err)
+			}
+			key := objectsKey(objs)
+			if first, ok := seen[key]; ok {
+				p("  objects      %d, the same as for %s", len(objs), first)
+				continue
+			}
+			seen[key] = sc.Name + " in " + mode
+			p("  objects      %d, in apply order:", len(objs))
+			for _, o := range objs {
+				line := "    " + kube.Ref(o)
+				if pin := pinnedTo(o); pin != "" {
+					line += "  on " + pin
+				}
+				p("%s", line)
+				for _, c := range manifests.Commands(o) {
+					p("      %s", c)
+				}
+			}
+			if f.yaml {
+				for _, o := range objs {
+					b, err := yaml.Marshal(o.Object)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(w, "---\n%s", b)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// renderPlan renders a trial plan's objects on the given nodes.
+func renderPlan(pl scenario.Plan, nodes []string) ([]*unstructured.Unstructured, error) {
+	if pl.Nodes > len(nodes) {
+		return nil, fmt.Errorf("needs %d nodes, the cluster has %d", pl.Nodes, len(nodes))
+	}
+	params := manifests.Params{Mode: pl.Mode, Image: image(), Nodes: nodes[:pl.Nodes], Services: pl.Services,
+		CertTTL: pl.Mesh.CertTTL, Drain: pl.Mesh.Drain}
+	for _, pp := range pl.Pods {
+		params.Pods = append(params.Pods, manifests.Pod{Name: pp.Name, Role: pp.Role, Node: pp.Node})
+	}
+	if w := pl.Mesh.Waypoint; w != nil && pl.Mode == "ambient" {
+		params.Waypoint = &manifests.Waypoint{Service: w.Service, Replicas: w.Replicas}
+	}
+	return manifests.Render(params)
+}
+
+func objectsKey(objs []*unstructured.Unstructured) string {
+	var b strings.Builder
+	for _, o := range objs {
+		y, _ := yaml.Marshal(o.Object)
+		b.Write(y)
+	}
+	return b.String()
+}
+
+// pinnedTo lists the nodes a workload's required node affinity allows.
+func pinnedTo(o *unstructured.Unstructured) string {
+	terms, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "affinity", "nodeAffinity",
+		"requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+	var out []string
+	for _, t := range terms {
+		exprs, _, _ := unstructured.NestedSlice(t.(map[string]any), "matchExpressions")
+		for _, e := range exprs {
+			vals, _, _ := unstructured.NestedStringSlice(e.(map[string]any), "values")
+			out = append(out, vals...)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func nodeMap(workers []string) string {
+	var parts []string
+	for i, w := range workers {
+		parts = append(parts, fmt.Sprintf("node-%d=%s", i+1, w))
+	}
+	return strings.Join(parts, " ")
+}
+
+func nodeImage(cfg *v1alpha4.Cluster) string {
+	if len(cfg.Nodes) == 0 {
+		return "none"
+	}
+	return cfg.Nodes[0].Image
+}

@@ -1,0 +1,210 @@
+//go:build !nokube
+
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+const kindConfig = "../../kind-config.yaml"
+
+// Bad input for the Kubernetes providers: one line, exit 2, before any
+// cluster is looked at.
+func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badKind := write("kind.yaml", "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodez: []\n")
+	twoWorkers := write("two.yaml", "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n- role: worker\n- role: worker\n")
+	garbage := write("kubeconfig", "\t: [")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--dry-run"}, "--dry-run needs --provider kind or kubeconfig"},
+		{[]string{"run", "--retain"}, "--retain needs --provider kind or kubeconfig"},
+		{[]string{"run", "--kubeconfig", "x"}, "--kubeconfig needs --provider kind or kubeconfig"},
+		{[]string{"run", "--kind-config", kindConfig}, "--kind-config needs --provider kind or kubeconfig"},
+		{[]string{"run", "--provider", "kubeconfig", "--retain", "--dry-run"}, "--retain needs --provider kind"},
+		{[]string{"run", "--provider", "kubeconfig", "--reuse"}, "--reuse needs --provider kind"},
+		{[]string{"run", "--provider", "kubeconfig", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--yaml"}, "--yaml needs --dry-run"},
+		{[]string{"run", "--provider", "kind", "--kind-config", filepath.Join(dir, "missing.yaml"), "--dry-run"}, "missing.yaml"},
+		{[]string{"run", "--provider", "kind", "--kind-config", badKind, "--dry-run"}, badKind + ": invalid"},
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--scenario", "scale", "--dry-run"}, "scenario scale needs 10 nodes, ../../kind-config.yaml has 3 workers"},
+		{[]string{"run", "--provider", "kind", "--kind-config", twoWorkers, "--scenario", "node-crash", "--dry-run"}, "needs 3 nodes"},
+		{[]string{"run", "--provider", "kubeconfig", "--kubeconfig", filepath.Join(dir, "none"), "--dry-run"}, "kubeconfig " + filepath.Join(dir, "none")},
+		{[]string{"run", "--provider", "kubeconfig", "--kubeconfig", garbage, "--dry-run"}, "kubeconfig " + garbage},
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--scenario", "bogus", "--dry-run"}, `unknown scenario "bogus"`},
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--mode", "mesh", "--dry-run"}, `--mode "mesh" unknown`},
+		{[]string{"run", "--provider", "k3d"}, `--provider "k3d" unknown (netns, kind, kubeconfig)`},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := dispatch(c.args, &out, &errb)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", c.args, code)
+		}
+		msg := errb.String()
+		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v: stderr %q, want one line containing %q", c.args, msg, c.want)
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v: printed a plan on bad input", c.args)
+		}
+	}
+}
+
+// Without --dry-run, kind and kubeconfig stop with what is missing: no
+// cluster is created for a run that cannot happen.
+func TestKubeRunWithoutDryRunSaysWhatIsMissing(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	for _, args := range [][]string{
+		{"run", "--provider", "kind", "--kind-config", kindConfig},
+		{"run", "--provider", "kubeconfig"},
+	} {
+		var out, errb bytes.Buffer
+		code := dispatch(args, &out, &errb)
+		msg := errb.String()
+		if code != 1 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "the trial runner on Kubernetes is not built yet") || !strings.Contains(msg, "--dry-run") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, msg)
+		}
+	}
+}
+
+func TestHelpExplainsKubeFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := dispatch([]string{"run", "--help"}, &out, &errb); code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, f := range []string{"-kubeconfig", "-kind-config", "-retain", "-reuse", "-dry-run", "-yaml", "kind (a kind cluster"} {
+		if !strings.Contains(errb.String(), f) {
+			t.Errorf("--help does not explain %s", f)
+		}
+	}
+}
+
+func dryRunOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := dispatch(append([]string{"run", "--dry-run"}, args...), &out, &errb)
+	if code != 0 || errb.Len() != 0 {
+		t.Fatalf("%v: exit %d, stderr %q", args, code, errb.String())
+	}
+	return out.String()
+}
+
+// The dry run of the default matrix on kind, in every mode, against a
+// golden file (go test ./cmd/blastradius -run DryRunKindMatrix -update
+// rewrites it), plus the structure a reader relies on.
+func TestDryRunKindMatrixGolden(t *testing.T) {
+	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "none,sidecar,ambient", "--scenario", "matrix")
+	golden := filepath.Join("testdata", "dryrun-kind-matrix.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("dry run differs from %s at line %d:\n got  %q\n want %q\n(rerun with -update if the change is intended)", golden, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("dry run differs from %s: %d lines, want %d", golden, len(gl), len(wl))
+	}
+
+	// Structure: the cluster, then every matrix scenario in every mode,
+	// each either skipped with a reason or with fault, load and objects.
+	for _, s := range []string{"\ncluster\n", "  provider     kind", `cluster "blastradius", 1 control-plane + 3 workers`,
+		"node-1=blastradius-worker node-2=blastradius-worker2 node-3=blastradius-worker3", "  on exit      the cluster is deleted",
+		"field manager blastradius", "\nnot built yet", "blastradius node-agent:"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("plan lacks %q", s)
+		}
+	}
+	sections := regexp.MustCompile(`(?m)^scenario (\S+) in (none|sidecar|ambient)\n((?:  .*\n?)*)`).FindAllStringSubmatch(got, -1)
+	if len(sections) != 45 {
+		t.Fatalf("%d scenario sections, want 15 faults x 3 modes", len(sections))
+	}
+	skipped := 0
+	for _, s := range sections {
+		body := s[3]
+		if strings.HasPrefix(body, "  skipped ") {
+			skipped++
+			continue
+		}
+		for _, want := range []string{"  fault        ", "inject at +", "  load ", "  objects "} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s in %s: no %q", s[1], s[2], want)
+			}
+		}
+		if strings.Contains(body, "in apply order") && !strings.Contains(body, "    Namespace/blastradius-"+s[2]+"\n") {
+			t.Errorf("%s in %s: objects do not start with the namespace", s[1], s[2])
+		}
+	}
+	if skipped != 20 {
+		t.Errorf("%d skipped cells, want 20 (as make e2e reports n/a)", skipped)
+	}
+	if strings.Contains(got, "---\n") {
+		t.Errorf("YAML printed without --yaml")
+	}
+}
+
+func TestDryRunYAMLAndOptions(t *testing.T) {
+	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "ambient", "--scenario", "node-proxy-crash", "--yaml", "--retain", "--reuse", "--kubeconfig", "/tmp/kc")
+	for _, s := range []string{"kind: Namespace\n", "istio.io/dataplane-mode: ambient", "image: blastradius:dev", "kind: DaemonSet", "name: ztunnel",
+		"the cluster is kept (--retain)", "is reused, and then never deleted", "written to /tmp/kc"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("plan lacks %q", s)
+		}
+	}
+	objects := len(regexp.MustCompile(`(?m)^    [A-Z][A-Za-z]+/`).FindAllString(got, -1))
+	if n := strings.Count(got, "---\n"); n != objects || n == 0 {
+		t.Errorf("%d YAML documents for %d objects", n, objects)
+	}
+}
+
+// The kubeconfig provider's dry run needs no cluster and no kubeconfig: it
+// says what a run would do and that it would stop without one.
+func TestDryRunKubeconfigWithoutCluster(t *testing.T) {
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	got := dryRunOutput(t, "--provider", "kubeconfig", "--mode", "none,ambient", "--scenario", "node-crash")
+	for _, s := range []string{"provider     kubeconfig: an existing cluster", "no kubeconfig: give --kubeconfig", "a run would stop here",
+		"node-1..node-3 = the first 3 Ready", "scenario node-crash in none", "scenario node-crash in ambient", "Deployment/blastradius-ambient/server-n3  on node-3"} {
+		if !strings.Contains(got, s) {
+			t.Errorf("plan lacks %q:\n%s", s, got)
+		}
+	}
+	kc := filepath.Join(t.TempDir(), "config")
+	writeErr := os.WriteFile(kc, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://10.0.0.1:6443\"}\nusers:\n- name: u\n  user: {}\ncontexts:\n- name: prod\n  context: {cluster: c, user: u}\ncurrent-context: prod\n"), 0o600)
+	if writeErr != nil {
+		t.Fatal(writeErr)
+	}
+	got = dryRunOutput(t, "--provider", "kubeconfig", "--kubeconfig", kc, "--scenario", "baseline")
+	if !strings.Contains(got, `context "prod", server https://10.0.0.1:6443`) {
+		t.Errorf("kubeconfig line missing:\n%s", got)
+	}
+}
