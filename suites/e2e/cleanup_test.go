@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/cluster/netns"
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/suites/internal/suiterun"
 )
@@ -45,11 +46,12 @@ func pids() []string {
 	return out
 }
 
-// ofBinary lists processes running the binary under test.
+// ofBinary lists processes running the binary under test: the runner, and
+// the slim build its pods run.
 func ofBinary() []string {
 	var out []string
 	for _, p := range pids() {
-		if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil && exe == suiterun.Binary {
+		if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil && (exe == suiterun.Binary || exe == suiterun.Binary+netns.PodBinarySuffix) {
 			out = append(out, p)
 		}
 	}
