@@ -11,8 +11,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/cluster/netns"
+	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/suites/internal/suiterun"
 )
