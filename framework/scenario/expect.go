@@ -202,11 +202,19 @@ func expiry(tr *results.Trial, sums []measure.FlowSummary) []results.Expectation
 		if se.Before(exp) {
 			exp = se
 		}
-		if len(s.Outages) == 0 {
+		// The first real outage: a lone failed request is not the expiry
+		// (the same rule as the verdict's, minAffectingFailures).
+		var first time.Time
+		for _, o := range s.Outages {
+			if o.Failures >= minAffectingFailures {
+				first = o.Start
+				break
+			}
+		}
+		if first.IsZero() {
 			late = append(late, s.Flow.ID+": never failed")
 			continue
 		}
-		first := s.Outages[0].Start
 		if first.Before(exp.Add(-300 * time.Millisecond)) {
 			early = append(early, fmt.Sprintf("%s failed %.2fs before expiry", s.Flow.ID, exp.Sub(first).Seconds()))
 		} else if s.Flow.Profile == ProfileNewConn && first.After(exp.Add(1500*time.Millisecond)) {

@@ -135,3 +135,21 @@ func TestRadiusIsolatedFailure(t *testing.T) {
 		}
 	}
 }
+
+// A lone timeout before expiry is not "failing before expiry"; a real
+// outage before it is.
+func TestExpiryIgnoresIsolatedFailure(t *testing.T) {
+	exp := at(12 * time.Second)
+	tr := &results.Trial{CertExpiries: map[string]time.Time{
+		"spiffe://td/ns/default/sa/client-n1": exp, "spiffe://td/ns/default/sa/server-n2": exp}}
+	flow := func(early measure.OutageInterval) []measure.FlowSummary {
+		return []measure.FlowSummary{{Flow: measure.FlowMeta{ID: "n1-to-n2.pod.http-newconn", Client: "client-n1", Server: "server-n2", Profile: ProfileNewConn},
+			Outages: []measure.OutageInterval{early, failing(12*time.Second, 15*time.Second, 100)}}}
+	}
+	if got := expiry(tr, flow(failing(5*time.Second, 5100*time.Millisecond, 1))); !got[0].Pass || !got[1].Pass {
+		t.Errorf("lone failure before expiry: %+v", got)
+	}
+	if got := expiry(tr, flow(failing(5*time.Second, 6*time.Second, 10))); got[0].Pass {
+		t.Errorf("outage before expiry passed: %+v", got)
+	}
+}
