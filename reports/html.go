@@ -319,15 +319,7 @@ func (p *page) cell(g *scenarioGroup, mode string) {
 	if c.Trials > 1 {
 		notes = append(notes, fmt.Sprintf("%d trials", c.Trials))
 	}
-	if c.Failed > 0 {
-		notes = append(notes, fmt.Sprintf("%d expectation failure(s)", c.Failed))
-	}
-	if c.Noisy > 0 {
-		notes = append(notes, fmt.Sprintf("%d noisy", c.Noisy))
-	}
-	if c.Errors > 0 {
-		notes = append(notes, fmt.Sprintf("%d error(s)", c.Errors))
-	}
+	notes = append(notes, cellNotes(*c)...)
 	if len(notes) > 0 {
 		p.s("<br><small>", esc(strings.Join(notes, "; ")), "</small>")
 	}

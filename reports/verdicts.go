@@ -66,17 +66,7 @@ func Verdicts(w io.Writer, run *results.Run) {
 			}
 			verdict += " (" + strings.Join(parts, ", ") + ")"
 		}
-		var notes []string
-		if c.Failed > 0 {
-			notes = append(notes, fmt.Sprintf("%d expectation failure(s)", c.Failed))
-		}
-		if c.Noisy > 0 {
-			notes = append(notes, fmt.Sprintf("%d noisy", c.Noisy))
-		}
-		if c.Errors > 0 {
-			notes = append(notes, fmt.Sprintf("%d error(s)", c.Errors))
-		}
-		if len(notes) > 0 {
+		if notes := cellNotes(c); len(notes) > 0 {
 			verdict += " [" + strings.Join(notes, "; ") + "]"
 		}
 		if multi {
@@ -96,6 +86,22 @@ func Verdicts(w io.Writer, run *results.Run) {
 			fmt.Fprintf(w, "  %s in %s: %s\n", name, strings.Join(na[k], ", "), why)
 		}
 	}
+}
+
+// cellNotes are the caveats of a matrix cell, for the text table and the
+// HTML report alike.
+func cellNotes(c results.MatrixCell) []string {
+	var notes []string
+	if c.Failed > 0 {
+		notes = append(notes, fmt.Sprintf("%d expectation failure(s)", c.Failed))
+	}
+	if c.Noisy > 0 {
+		notes = append(notes, fmt.Sprintf("%d noisy", c.Noisy))
+	}
+	if c.Errors > 0 {
+		notes = append(notes, fmt.Sprintf("%d error(s)", c.Errors))
+	}
+	return notes
 }
 
 // TrialLine is one line saying how a trial ended.
