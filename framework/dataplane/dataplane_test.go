@@ -112,12 +112,24 @@ func deploy(t *testing.T, mode string, opts ...func(*Reference)) *env {
 	a, _ := cl.Pod("a")
 	b, _ := cl.Pod("b")
 	e := &env{cl: cl, ref: ref, a: a, b: b, vip: fmt.Sprintf("%s:80", svc.VIP)}
-	// The proxies learn the service from the control plane asynchronously.
+	// The proxies learn the service from the control plane asynchronously,
+	// and until they do a request to its VIP is passed through in clear (as
+	// for any destination outside the mesh). A request that succeeds is not
+	// enough: ready means the client's proxy carried it over HBONE.
 	if ref != nil {
+		proxy := a
+		if mode == "ambient" {
+			proxy, _ = cl.Pod(ZtunnelPod(1))
+		}
 		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if _, err := e.httpGet("/ready-check"); err == nil {
+		for {
+			before := metric(t, proxy, "hbone_streams_total", `direction="outbound"`)
+			_, err := e.httpGet("/ready-check")
+			if err == nil && metric(t, proxy, "hbone_streams_total", `direction="outbound"`) > before {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the %s proxy did not carry a request to the service over HBONE within 10s (last error: %v)", mode, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
