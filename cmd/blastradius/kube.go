@@ -3,11 +3,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
@@ -15,6 +22,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/cluster"
 	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/kubetrial"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
 )
@@ -53,7 +61,7 @@ func checkKubeFlags(f *runFlags, scs []scenario.Scenario) error {
 }
 
 // kubeRun is `run` on the kind and kubeconfig providers: the dry run, or
-// a clear stop, because the trial runner on Kubernetes is not built yet.
+// the trials on the cluster through the Kubernetes backend.
 func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int {
 	if f.dryRun {
 		if err := dryRun(stdout, f, scs); err != nil {
@@ -62,9 +70,104 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		}
 		return 0
 	}
-	fmt.Fprintf(stderr, "blastradius run: --provider %s: the trial runner on Kubernetes is not built yet (cluster creation, manifests and apply are; agents, faults and result collection are not: docs/kubernetes.md); --dry-run prints the plan\n", f.provider)
-	return 1
+	out, err := filepath.Abs(f.out)
+	if err == nil {
+		err = os.MkdirAll(out, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius run: results folder: %v\n", oneLine(err))
+		return 1
+	}
+	maxNodes := 0
+	for _, sc := range scs {
+		maxNodes = max(maxNodes, sc.Nodes)
+	}
+	prepare := func(ctx context.Context, logf func(string, ...any)) (scenario.Backend, func(), error) {
+		var cfg *rest.Config
+		var workers []string
+		var crasher kubetrial.NodeCrasher
+		cleanup := func() {}
+		switch f.provider {
+		case "kind":
+			kc := f.kubeconfig
+			if kc == "" {
+				kc = filepath.Join(out, "kubeconfig")
+			}
+			k, err := kube.CreateKind(ctx, kube.KindOptions{Config: f.kindConfig, Kubeconfig: kc, Retain: f.retain, Reuse: f.reuse, Logf: logf})
+			if err != nil {
+				return nil, nil, err
+			}
+			cleanup = func() {
+				if err := k.Close(); err != nil {
+					logf("kind: %v", err)
+				}
+			}
+			loaded, err := kube.LoadKubeconfig(k.Kubeconfig)
+			if err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+			cfg, workers = loaded.Config, k.Workers
+			_, rt, _ := kube.KindProvider(logf)
+			crasher = &kubetrial.ContainerCrasher{Runtime: rt}
+		case "kubeconfig":
+			loaded, err := kube.LoadKubeconfig(f.kubeconfig)
+			if err != nil {
+				return nil, nil, err
+			}
+			logf("cluster: %s (context %q, %s)", loaded.Server, loaded.Context, loaded.Source)
+			cfg = loaded.Config
+			crasher = nodeCrasherFor(f.kubeconfig, logf)
+		}
+		b, err := kubeBackend(ctx, cfg, workers, maxNodes, logf)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		b.Crasher = crasher
+		logf("nodes: %s", nodeMap(b.Nodes))
+		return b, cleanup, nil
+	}
+	return runTrials(f, scs, out, prepare, stdout, stderr)
 }
+
+// kubeBackend connects to the cluster and picks its nodes: the given
+// workers (kind), or the first Ready, schedulable nodes by name that are
+// not control-plane nodes.
+func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need int, logf func(string, ...any)) (*kubetrial.Backend, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dyn, mapper, err := kube.Clients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if workers == nil {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		list, err := cs.CoreV1().Nodes().List(lctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list nodes: %w", err)
+		}
+		for _, n := range list.Items {
+			if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp || n.Spec.Unschedulable || !kube.NodeReady(&n) {
+				continue
+			}
+			workers = append(workers, n.Name)
+		}
+		sort.Strings(workers)
+	}
+	if len(workers) < need {
+		return nil, fmt.Errorf("the scenarios need %d Ready, schedulable worker nodes; the cluster has %d (%s)", need, len(workers), strings.Join(workers, ", "))
+	}
+	return &kubetrial.Backend{Client: cs, Dynamic: dyn, Mapper: mapper, Exec: &kubetrial.PodExec{Config: cfg, Client: cs},
+		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), Logf: logf}, nil
+}
+
+// nodeCrasherFor finds how to crash nodes of an existing cluster: none in
+// general (node-crash is then skipped with the reason).
+func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.NodeCrasher { return nil }
 
 func image() string { return "blastradius:" + version }
 
@@ -197,18 +300,7 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 
 // renderPlan renders a trial plan's objects on the given nodes.
 func renderPlan(pl scenario.Plan, nodes []string) ([]*unstructured.Unstructured, error) {
-	if pl.Nodes > len(nodes) {
-		return nil, fmt.Errorf("needs %d nodes, the cluster has %d", pl.Nodes, len(nodes))
-	}
-	params := manifests.Params{Mode: pl.Mode, Image: image(), Nodes: nodes[:pl.Nodes], Services: pl.Services,
-		CertTTL: pl.Mesh.CertTTL, Drain: pl.Mesh.Drain}
-	for _, pp := range pl.Pods {
-		params.Pods = append(params.Pods, manifests.Pod{Name: pp.Name, Role: pp.Role, Node: pp.Node})
-	}
-	if w := pl.Mesh.Waypoint; w != nil && pl.Mode == "ambient" {
-		params.Waypoint = &manifests.Waypoint{Service: w.Service, Replicas: w.Replicas}
-	}
-	return manifests.Render(params)
+	return kubetrial.Render(pl, nodes, image())
 }
 
 func objectsKey(objs []*unstructured.Unstructured) string {

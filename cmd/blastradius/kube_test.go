@@ -68,19 +68,28 @@ func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
 	}
 }
 
-// Without --dry-run, kind and kubeconfig stop with what is missing: no
-// cluster is created for a run that cannot happen.
-func TestKubeRunWithoutDryRunSaysWhatIsMissing(t *testing.T) {
+// Without a cluster to reach, kind and kubeconfig stop with one line
+// naming what is missing, before any trial starts.
+func TestKubeRunWithoutClusterSaysWhatIsMissing(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
-	for _, args := range [][]string{
-		{"run", "--provider", "kind", "--kind-config", kindConfig},
-		{"run", "--provider", "kubeconfig"},
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("PATH", t.TempDir()) // no docker, podman or nerdctl
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig}, "kind needs docker, podman or nerdctl"},
+		{[]string{"run", "--provider", "kubeconfig"}, "no kubeconfig"},
 	} {
-		var out, errb bytes.Buffer
-		code := dispatch(args, &out, &errb)
+		out := filepath.Join(t.TempDir(), "run")
+		var stdout, errb bytes.Buffer
+		code := dispatch(append(c.args, "--out", out), &stdout, &errb)
 		msg := errb.String()
-		if code != 1 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "the trial runner on Kubernetes is not built yet") || !strings.Contains(msg, "--dry-run") {
-			t.Errorf("%v: exit %d, stderr %q", args, code, msg)
+		if code != 1 || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v: exit %d, stderr %q, want one line with %q", c.args, code, msg, c.want)
+		}
+		if _, err := os.Stat(filepath.Join(out, "run.json")); err == nil {
+			t.Errorf("%v: a run.json was written for a run that never started", c.args)
 		}
 	}
 }
@@ -139,7 +148,7 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	// each either skipped with a reason or with fault, load and objects.
 	for _, s := range []string{"\ncluster\n", "  provider     kind", `cluster "blastradius", 1 control-plane + 3 workers`,
 		"node-1=blastradius-worker node-2=blastradius-worker2 node-3=blastradius-worker3", "  on exit      the cluster is deleted",
-		"field manager blastradius", "\nnot built yet", "blastradius node-agent:"} {
+		"field manager blastradius", "\nnot built yet"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("plan lacks %q", s)
 		}

@@ -29,6 +29,7 @@ Usage:
   blastradius agent [flags]      (internal) load agent started inside pods
   blastradius proxy [flags]      (internal) reference data plane proxy: node, sidecar or waypoint
   blastradius controlplane [flags]  (internal) reference control plane: discovery and CA
+  blastradius events <dir>       (internal) a client pod's event files as a tar stream
 `
 
 func main() {
@@ -59,6 +60,12 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return node.Main(args[1:], stdout, stderr)
 	case "controlplane":
 		return controlplane.Main(args[1:], stdout, stderr)
+	case "node-agent":
+		return nodeAgentCmd(args[1:], stdout, stderr)
+	case "redirect":
+		return redirectCmd(args[1:], stdout, stderr)
+	case "events":
+		return eventsCmd(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "blastradius", version)
 		return 0

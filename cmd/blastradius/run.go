@@ -157,10 +157,33 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 	if !ok {
 		return 1
 	}
+	return runTrials(f, scs, out, nil, stdout, stderr)
+}
+
+// timedLog prints a progress line with the time of day.
+func timedLog(w io.Writer) func(string, ...any) {
+	return func(format string, a ...any) {
+		fmt.Fprintf(w, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
+	}
+}
+
+// runTrials runs every scenario × mode × trial into out and prints the
+// tables. prepare, for providers other than the embedded cluster, sets up
+// the cluster and returns the backend trials run on and its clean-up.
+func runTrials(f *runFlags, scs []scenario.Scenario, out string,
+	prepare func(ctx context.Context, logf func(string, ...any)) (scenario.Backend, func(), error), stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
+	logf := timedLog(stdout)
+	var backend scenario.Backend
+	if prepare != nil {
+		b, cleanup, err := prepare(ctx, logf)
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %v\n", oneLine(err))
+			return 1
+		}
+		defer cleanup()
+		backend = b
 	}
 	env := results.Environment{
 		Provider: f.provider, Mode: strings.Join(f.modes, ","), DataPlane: dataPlaneName(f.modes), Version: version,
@@ -170,6 +193,7 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 	}
 	r, err := scenario.NewRunner(scenario.Options{
 		Dir: out, Mode: f.modes[0], Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
+		Backend: backend,
 	}, env, os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)

@@ -43,8 +43,8 @@ func controlPlaneScope(e *FaultEnv) []string {
 	if err != nil {
 		return nil
 	}
-	if p, ok := e.Cluster.Pod(cp.ControlPlanePod()); ok {
-		return []string{p.Node.Name}
+	if n, ok := e.podNode(cp.ControlPlanePod()); ok {
+		return []string{n}
 	}
 	return nil
 }

@@ -1,6 +1,28 @@
 package scenario
 
-import "blastradius.dev/blastradius/framework/results"
+import (
+	"fmt"
+	"time"
+
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// nodeCrasher is a provider that can crash a node and bring it back: the
+// embedded cluster, or a Kubernetes provider's node containers or processes.
+type nodeCrasher interface {
+	CrashNode(node string) (time.Time, error)
+	RecoverNode(node string) (time.Time, error)
+}
+
+func (e *FaultEnv) nodeCrasher() (nodeCrasher, error) {
+	if e.Cluster != nil {
+		return e.Cluster, nil
+	}
+	if n, ok := e.Infra.(nodeCrasher); ok {
+		return n, nil
+	}
+	return nil, fmt.Errorf("fault %s: this provider cannot crash a node", e.Fault.Kind)
+}
 
 // FaultNodeCrash takes a node's links down and SIGKILLs everything on it;
 // with RecoverAfter it reboots (links up, processes started afresh).
@@ -15,7 +37,11 @@ func init() {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			at, err := e.Cluster.CrashNode(e.Target)
+			nodes, err := e.nodeCrasher()
+			if err != nil {
+				return err
+			}
+			at, err := nodes.CrashNode(e.Target)
 			if err != nil {
 				return err
 			}
@@ -28,7 +54,7 @@ func init() {
 			if err := e.Sleep(at.Add(e.Fault.RecoverAfter)); err != nil {
 				return err
 			}
-			back, err := e.Cluster.RecoverNode(e.Target)
+			back, err := nodes.RecoverNode(e.Target)
 			if err != nil {
 				return err
 			}

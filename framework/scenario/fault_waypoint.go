@@ -148,8 +148,8 @@ func (e *FaultEnv) waypointTarget() (string, error) {
 func (e *FaultEnv) nodesOf(pods ...string) []string {
 	var out []string
 	for _, name := range pods {
-		if p, ok := e.Cluster.Pod(name); ok && !contains(out, p.Node.Name) {
-			out = append(out, p.Node.Name)
+		if n, ok := e.podNode(name); ok && !contains(out, n) {
+			out = append(out, n)
 		}
 	}
 	return out

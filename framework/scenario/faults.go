@@ -80,11 +80,16 @@ func skipReason(sc Scenario, mode string) string {
 
 // FaultEnv is what a fault works with during a trial.
 type FaultEnv struct {
-	Ctx     context.Context
+	Ctx context.Context
+	// Cluster is the embedded cluster; nil on other providers, whose
+	// Backend offers only faults that do not need it.
 	Cluster *netns.Cluster
 	// DataPlane is nil in mode none. Faults type-assert the capability they
 	// need, so a data plane without it is a skip, not a crash.
-	DataPlane DataPlane
+	DataPlane FaultTarget
+	// Infra offers the cluster's own capabilities (a node crash) where the
+	// provider is not the embedded cluster.
+	Infra any
 	Scenario  Scenario
 	Fault     Fault
 	Mode      string
@@ -98,6 +103,24 @@ type FaultEnv struct {
 	r     *Runner
 	tr    *results.Trial
 	phase *phaseBox
+	// podNodes places pods by name on planned nodes where Cluster is nil.
+	podNodes map[string]string
+}
+
+// FaultTarget is what a fault sees of a data plane: its name, and the
+// capability interfaces it may implement.
+type FaultTarget interface{ Describe() string }
+
+// podNode is the planned node a pod runs on.
+func (e *FaultEnv) podNode(pod string) (string, bool) {
+	if e.Cluster != nil {
+		if p, ok := e.Cluster.Pod(pod); ok {
+			return p.Node.Name, true
+		}
+		return "", false
+	}
+	n, ok := e.podNodes[pod]
+	return n, ok
 }
 
 // Record appends a fault record to the trial (saved at once) and returns

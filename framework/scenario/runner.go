@@ -28,6 +28,8 @@ type Options struct {
 	Timeout       time.Duration // per-request timeout of the load agents
 	Binary        string        // executable started in pods ("" = this one)
 	Mode          string        // default data plane mode: none, sidecar, ambient
+	// Backend runs trials on a provider other than the embedded cluster.
+	Backend Backend
 	Logf          func(format string, args ...any)
 }
 
@@ -111,7 +113,12 @@ func (r *Runner) TrialIn(ctx context.Context, sc Scenario, mode string, index in
 		}
 		r.run.Trials = append(r.run.Trials, tr)
 	})
-	err := r.trial(ctx, sc, mode, tr, logf)
+	var err error
+	if r.opt.Backend != nil {
+		err = r.backendTrial(ctx, sc, mode, tr, logf)
+	} else {
+		err = r.trial(ctx, sc, mode, tr, logf)
+	}
 	defer r.update(func() { r.run.Matrix = Matrix(r.run.Trials) })
 	var skip *SkipError
 	if errors.As(err, &skip) {
@@ -323,7 +330,11 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 	}
 	go progress(runCtx, r.opt.Dir, refs, start, win.End, phase, logf)
 
-	fe := &FaultEnv{Ctx: runCtx, Cluster: cl, DataPlane: dp, Scenario: sc, Fault: sc.Fault, Mode: mode,
+	var fdp FaultTarget
+	if dp != nil {
+		fdp = dp
+	}
+	fe := &FaultEnv{Ctx: runCtx, Cluster: cl, DataPlane: fdp, Scenario: sc, Fault: sc.Fault, Mode: mode,
 		Start: start, Logf: logf, plan: p, r: r, tr: tr, phase: phase}
 	if p.Target > 0 {
 		fe.Target = nodeName(p.Target)

@@ -85,7 +85,7 @@ func WaitNodesReady(ctx context.Context, dyn dynamic.Interface, want int, names 
 				continue
 			}
 			seen[n.Name] = true
-			if !nodeReady(&n) {
+			if !NodeReady(&n) {
 				pending = append(pending, "node "+n.Name+" ("+nodeReason(&n)+")")
 			}
 		}
@@ -102,7 +102,7 @@ func WaitNodesReady(ctx context.Context, dyn dynamic.Interface, want int, names 
 	})
 }
 
-func nodeReady(n *corev1.Node) bool {
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue

@@ -1,0 +1,279 @@
+// Package kubetrial runs blastradius trials on Kubernetes (kind, a local
+// cluster, any kubeconfig) with the reference data plane: the same plan,
+// flows, faults and measurement as the embedded cluster, only the provider
+// differs. Per trial it applies the plan's objects into a fresh namespace,
+// waits for them, publishes the registry the control plane serves, starts
+// each client agent's flows through pods/exec, injects the fault through
+// the API (pod deletion, scaling) or the provider (node crash), pulls the
+// agents' event files back into the trial's folder and measures.
+package kubetrial
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/manifests"
+	"blastradius.dev/blastradius/proxy/xds"
+)
+
+// EventsDir is where client agents write flow events inside their pods
+// (an emptyDir in manifests/client.yaml).
+const EventsDir = "/var/lib/blastradius/events"
+
+// Execer runs a command in a container, as pods/exec does; the runner
+// starts the flows and pulls the events back with it.
+type Execer interface {
+	Exec(ctx context.Context, namespace, pod, container string, cmd []string, stdout, stderr io.Writer) error
+}
+
+// NodeCrasher crashes a node (by its Kubernetes name) and brings it back:
+// a kind node's container, or a local cluster's node processes.
+type NodeCrasher interface {
+	CrashNode(node string) (time.Time, error)
+	RecoverNode(node string) (time.Time, error)
+}
+
+// Backend is the scenario.Backend for Kubernetes.
+type Backend struct {
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	Mapper  meta.RESTMapper
+	Exec    Execer
+	// Nodes are the cluster's worker names; Nodes[i] plays node-(i+1).
+	Nodes []string
+	Image string
+	// Crasher is nil when the provider cannot crash a node.
+	Crasher NodeCrasher
+	// Admin reaches a pod's admin port (the API server's pods/proxy); nil
+	// skips the checks that read the data plane's own state.
+	Admin func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
+	// ReadyTimeout bounds the wait for a trial's workloads (default 2 min).
+	ReadyTimeout time.Duration
+	Logf         func(string, ...any)
+}
+
+// Faults implements scenario.Backend: what can be injected through the API
+// or the provider. The rest (partitions, blackholes, waypoints, sidecar
+// container kills) needs Chaos Mesh or the embedded cluster.
+func (b *Backend) Faults() map[string]string {
+	m := map[string]string{
+		scenario.FaultNodeProxyCrash:    "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one",
+		scenario.FaultControlPlaneCrash: "delete of the control plane pod with grace period 0; its Deployment makes a new one",
+	}
+	if b.Crasher != nil {
+		m[scenario.FaultNodeCrash] = "every process of the node killed; with recoverAfter started again"
+	}
+	return m
+}
+
+func (b *Backend) logf(format string, a ...any) {
+	if b.Logf != nil {
+		b.Logf(format, a...)
+	}
+}
+
+// Render renders a trial plan's objects on the cluster's nodes.
+func Render(pl scenario.Plan, nodes []string, image string) ([]*unstructured.Unstructured, error) {
+	if pl.Nodes > len(nodes) {
+		return nil, fmt.Errorf("needs %d nodes, the cluster has %d", pl.Nodes, len(nodes))
+	}
+	params := manifests.Params{Mode: pl.Mode, Image: image, Nodes: nodes[:pl.Nodes], Services: pl.Services,
+		CertTTL: pl.Mesh.CertTTL, Drain: pl.Mesh.Drain}
+	for _, pp := range pl.Pods {
+		params.Pods = append(params.Pods, manifests.Pod{Name: pp.Name, Role: pp.Role, Node: pp.Node})
+	}
+	if w := pl.Mesh.Waypoint; w != nil && pl.Mode == "ambient" {
+		params.Waypoint = &manifests.Waypoint{Service: w.Service, Replicas: w.Replicas}
+	}
+	return manifests.Render(params)
+}
+
+// placed is a trial's pods as Kubernetes placed them, by plan name.
+type placed struct {
+	ns string
+	// pods: plan name (server-n1, client-n2, controlplane, ztunnel-n1) →
+	// the pod playing it.
+	pods map[string]corev1.Pod
+	// planned: real node name → node-i.
+	planned map[string]string
+}
+
+func (b *Backend) plannedNames() map[string]string {
+	m := map[string]string{}
+	for i, n := range b.Nodes {
+		m[n] = fmt.Sprintf("node-%d", i+1)
+	}
+	return m
+}
+
+// place lists the namespace's pods and names them as the plan does: pods
+// of a Deployment carry their plan name in a label, pods of a DaemonSet
+// are named by the node they run on.
+func (b *Backend) place(ctx context.Context, ns string) (*placed, error) {
+	list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPartOf + "=blastradius"})
+	if err != nil {
+		return nil, fmt.Errorf("list pods in %s: %w", ns, err)
+	}
+	pl := &placed{ns: ns, pods: map[string]corev1.Pod{}, planned: b.plannedNames()}
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil || p.Status.PodIP == "" {
+			continue
+		}
+		name := p.Labels[manifests.LabelPod]
+		switch name {
+		case "client", "ztunnel":
+			node, ok := pl.planned[p.Spec.NodeName]
+			if !ok {
+				continue
+			}
+			name = fmt.Sprintf("%s-n%s", name, strings.TrimPrefix(node, "node-"))
+		case "":
+			continue
+		}
+		if old, ok := pl.pods[name]; ok && old.CreationTimestamp.After(p.CreationTimestamp.Time) {
+			continue
+		}
+		pl.pods[name] = p
+	}
+	return pl, nil
+}
+
+// topology is the trial's results.Topology in planned node names.
+func (b *Backend) topology(ctx context.Context, t *scenario.TrialRun, pl *placed) (results.Topology, error) {
+	topo := results.Topology{}
+	for i := 1; i <= t.Plan.Nodes; i++ {
+		topo.Nodes = append(topo.Nodes, fmt.Sprintf("node-%d", i))
+	}
+	for _, pp := range t.Plan.Pods {
+		if pp.Role == "spare" {
+			continue
+		}
+		p, ok := pl.pods[pp.Name]
+		if !ok {
+			return topo, fmt.Errorf("pod %s of the plan is not running in %s", pp.Name, pl.ns)
+		}
+		topo.Pods = append(topo.Pods, results.PodInfo{Name: pp.Name, Node: pl.planned[p.Spec.NodeName], IP: p.Status.PodIP, Role: pp.Role})
+	}
+	var names []string
+	for s := range t.Plan.Services {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	for _, s := range names {
+		svc, err := b.Client.CoreV1().Services(pl.ns).Get(ctx, s, metav1.GetOptions{})
+		if err != nil {
+			return topo, fmt.Errorf("service %s: %w", s, err)
+		}
+		topo.Services = append(topo.Services, results.SvcInfo{Name: s, VIP: svc.Spec.ClusterIP, Port: scenario.ServiceTCP, Pods: t.Plan.Services[s]})
+	}
+	return topo, nil
+}
+
+// registry is the control plane's view of the trial: every application
+// pod a workload with its identity, every service its endpoints.
+func registry(ns string, topo results.Topology, pl *placed) xds.Snapshot {
+	snap := xds.Snapshot{TrustDomain: "cluster.local"}
+	uid := func(name string) string { return ns + "/" + name }
+	for _, p := range topo.Pods {
+		snap.Workloads = append(snap.Workloads, xds.Workload{UID: uid(p.Name), Name: p.Name, Namespace: ns, ServiceAccount: p.Name,
+			Node: pl.pods[p.Name].Spec.NodeName, IP: p.IP, Protocol: xds.ProtocolHBONE})
+	}
+	for _, s := range topo.Services {
+		sv := xds.Service{Name: s.Name, Namespace: ns, VIP: s.VIP, Ports: []xds.Port{{Port: scenario.ServiceTCP, TargetPort: scenario.HTTPPort}}}
+		for _, p := range s.Pods {
+			if _, ok := pl.pods[p]; ok {
+				sv.Endpoints = append(sv.Endpoints, uid(p))
+			}
+		}
+		snap.Services = append(snap.Services, sv)
+	}
+	sort.Slice(snap.Workloads, func(i, j int) bool { return snap.Workloads[i].UID < snap.Workloads[j].UID })
+	return snap
+}
+
+// publish writes the registry into its ConfigMap and nudges the control
+// plane's pod so its kubelet refreshes the mounted file now rather than at
+// its next periodic sync (up to a minute later); then it waits until the
+// control plane serves it.
+func (b *Backend) publish(ctx context.Context, ns string, snap xds.Snapshot, cpPod string) error {
+	raw, err := json.MarshalIndent(snap, "", "  ")
+	if err != nil {
+		return err
+	}
+	patch, _ := json.Marshal(map[string]any{"data": map[string]string{"registry.json": string(raw)}})
+	if _, err := b.Client.CoreV1().ConfigMaps(ns).Patch(ctx, "registry", types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
+		return fmt.Errorf("registry ConfigMap: %w", err)
+	}
+	nudge, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		"blastradius.dev/registry": fmt.Sprint(time.Now().UnixNano())}}})
+	if _, err := b.Client.CoreV1().Pods(ns).Patch(ctx, cpPod, types.MergePatchType, nudge, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
+		return fmt.Errorf("control plane pod: %w", err)
+	}
+	if b.Admin == nil {
+		return nil
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	var last string
+	for {
+		body, err := b.Admin(ctx, ns, cpPod, 15014, "/debug/snapshot")
+		if err == nil {
+			var got xds.Snapshot
+			if json.Unmarshal(body, &got) == nil && len(got.Workloads) == len(snap.Workloads) && len(got.Services) == len(snap.Services) {
+				return nil
+			}
+			last = fmt.Sprintf("serves %d workloads, want %d", len(got.Workloads), len(snap.Workloads))
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the control plane did not serve the trial's registry within 90s (last: %s)", last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// deleteNamespace removes ns and waits until it is gone.
+func (b *Backend) deleteNamespace(ctx context.Context, ns string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := b.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete namespace %s: %w", ns, err)
+	}
+	b.logf("deleting namespace %s", ns)
+	for {
+		_, err := b.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("namespace %s still there after %s (finalizers or a node that does not confirm its pods' deletion)", ns, limit)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,331 @@
+package kubetrial
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/manifests"
+)
+
+// Trial implements scenario.Backend.
+func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
+	if t.Plan.Mesh.Waypoint != nil && t.Mode == "ambient" {
+		return &scenario.SkipError{Reason: "waypoints are not wired on the Kubernetes provider yet (the registry does not place them)"}
+	}
+	ns := manifests.Namespace(t.Mode)
+	ready := b.ReadyTimeout
+	if ready <= 0 {
+		ready = 2 * time.Minute
+	}
+	objs, err := Render(t.Plan, b.Nodes, b.Image)
+	if err != nil {
+		return err
+	}
+	// A namespace left by an interrupted run would mix old pods in.
+	if err := b.deleteNamespace(ctx, ns, 2*time.Minute); err != nil {
+		return err
+	}
+	defer func() {
+		if err := b.deleteNamespace(context.Background(), ns, 2*time.Minute); err != nil {
+			t.Logf("clean-up: %v", err)
+		}
+	}()
+	t0 := time.Now()
+	t.Logf("applying %d objects into %s", len(objs), ns)
+	if err := kube.Apply(ctx, b.Dynamic, b.Mapper, objs); err != nil {
+		return err
+	}
+	t.Logf("waiting at most %s for the workloads", ready)
+	if err := kube.WaitWorkloadsReady(ctx, b.Dynamic, objs, kube.WaitOptions{Timeout: ready}); err != nil {
+		return err
+	}
+	pl, err := b.place(ctx, ns)
+	if err != nil {
+		return err
+	}
+	topo, err := b.topology(ctx, t, pl)
+	if err != nil {
+		return err
+	}
+	if t.Mode != "none" {
+		cp, ok := pl.pods["controlplane"]
+		if !ok {
+			return errors.New("the control plane pod is not running")
+		}
+		if err := b.publish(ctx, ns, registry(ns, topo, pl), cp.Name); err != nil {
+			return err
+		}
+		t.Logf("registry published: %d workloads, %d services", len(topo.Pods), len(topo.Services))
+	}
+	bringUp := time.Since(t0)
+	t.Logf("trial objects ready in %.1fs", bringUp.Seconds())
+
+	start, byClient, err := t.Begin(ctx, topo, bringUp, func(id string) string { return EventsDir + "/" + id + ".jsonl" })
+	if err != nil {
+		return err
+	}
+	clients := make([]string, 0, len(byClient))
+	for c := range byClient {
+		clients = append(clients, c)
+	}
+	sort.Strings(clients)
+	win := t.Window()
+	// Agents run in the foreground of their exec sessions and exit when
+	// the window ends; a session cut by a fault (the client's node
+	// crashed) is logged, and what its agent wrote is pulled back below.
+	loadCtx, stopLoad := context.WithDeadline(ctx, win.End.Add(t.Timeout+30*time.Second))
+	defer stopLoad()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		p := pl.pods[c]
+		cmd := append([]string{manifests.Binary}, t.AgentArgs(start, byClient[c])...)
+		logPath := filepath.Join(t.Dir, "logs", c+".log")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Create(logPath)
+			if err != nil {
+				t.Logf("agent %s: %v", c, err)
+				return
+			}
+			defer f.Close()
+			if err := b.Exec.Exec(loadCtx, ns, p.Name, containerOf(p), cmd, f, f); err != nil && loadCtx.Err() == nil {
+				t.Logf("agent %s: %v", c, err)
+			}
+		}()
+	}
+	t.Logf("load: %d client agents, %s, starting", len(clients), t.Scenario.Duration)
+
+	dp := &dataPlane{b: b, ns: ns, mode: t.Mode, logf: t.Logf}
+	podNodes := map[string]string{}
+	for name, p := range pl.pods {
+		podNodes[name] = pl.planned[p.Spec.NodeName]
+	}
+	var infra any
+	if b.Crasher != nil {
+		infra = &nodes{b: b}
+	}
+	var target scenario.FaultTarget
+	if t.Mode != "none" {
+		target = dp
+	}
+	kind, fe, faultErr := t.RunFault(ctx, target, infra, podNodes)
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(win.End) + t.Timeout + 500*time.Millisecond):
+	}
+	wgDone := make(chan struct{})
+	go func() { wg.Wait(); close(wgDone) }()
+	select {
+	case <-wgDone:
+	case <-time.After(30 * time.Second):
+		t.Logf("agents still running 30s after the window: stopping their sessions")
+		stopLoad()
+		<-wgDone
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := b.pull(ctx, t, ns, clients); err != nil {
+		t.Logf("pull events: %v", err)
+	}
+	if faultErr != nil {
+		return faultErr
+	}
+	return t.Measure(kind, fe, nil)
+}
+
+// containerOf is the container the load agent runs in: the first one that
+// is not a sidecar proxy.
+func containerOf(p corev1.Pod) string {
+	for _, c := range p.Spec.Containers {
+		if c.Name != "proxy" && c.Name != "istio-proxy" {
+			return c.Name
+		}
+	}
+	return p.Spec.Containers[0].Name
+}
+
+// pull copies every client's event files into the trial's flows folder.
+// Clients are looked up again: a client restarted after its node came back
+// is a new pod.
+func (b *Backend) pull(ctx context.Context, t *scenario.TrialRun, ns string, clients []string) error {
+	pl, err := b.place(ctx, ns)
+	if err != nil {
+		return err
+	}
+	var errs []string
+	for _, c := range clients {
+		p, ok := pl.pods[c]
+		if !ok {
+			errs = append(errs, c+": no running pod")
+			continue
+		}
+		n, err := b.pullOne(ctx, ns, p, filepath.Join(t.Dir, "flows"))
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", c, err))
+			continue
+		}
+		t.Logf("pulled %d event files from %s", n, c)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// pullOne streams a client pod's events folder as tar (`blastradius
+// events`, the image has no shell) and writes each file under dir. File
+// names are flow ids; anything else is refused.
+func (b *Backend) pullOne(ctx context.Context, ns string, p corev1.Pod, dir string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	if err := b.Exec.Exec(ctx, ns, p.Name, containerOf(p), []string{manifests.Binary, "events", EventsDir}, &out, &errb); err != nil {
+		return 0, fmt.Errorf("%v %s", err, strings.TrimSpace(errb.String()))
+	}
+	return events.ReadArchive(&out, dir)
+}
+
+// dataPlane is the reference data plane on Kubernetes, as faults see it.
+type dataPlane struct {
+	b    *Backend
+	ns   string
+	mode string
+	logf func(string, ...any)
+}
+
+func (d *dataPlane) Describe() string { return "reference " + d.mode + " data plane on Kubernetes" }
+
+// ControlPlanePod names the control plane's pod in the plan.
+func (d *dataPlane) ControlPlanePod() string { return "controlplane" }
+
+// deletePod deletes the pod playing a plan name at once (grace period 0):
+// the nearest the API comes to a SIGKILL; its controller makes a new pod.
+func (d *dataPlane) deletePod(name string) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pl, err := d.b.place(ctx, d.ns)
+	if err != nil {
+		return time.Time{}, err
+	}
+	p, ok := pl.pods[name]
+	if !ok {
+		return time.Time{}, fmt.Errorf("no running pod plays %s", name)
+	}
+	zero := int64(0)
+	at := time.Now()
+	if err := d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		return time.Time{}, fmt.Errorf("delete pod %s: %w", p.Name, err)
+	}
+	return at, nil
+}
+
+// CrashNodeProxy deletes the node's proxy pod (node is a planned name).
+func (d *dataPlane) CrashNodeProxy(node string) (time.Time, error) {
+	return d.deletePod("ztunnel-n" + strings.TrimPrefix(node, "node-"))
+}
+
+// CrashControlPlane deletes the control plane's pod.
+func (d *dataPlane) CrashControlPlane() (time.Time, error) { return d.deletePod("controlplane") }
+
+// nodes offers the provider's node crash to faults, in planned names.
+type nodes struct{ b *Backend }
+
+func (n *nodes) real(node string) (string, error) {
+	var i int
+	if _, err := fmt.Sscanf(node, "node-%d", &i); err != nil || i < 1 || i > len(n.b.Nodes) {
+		return "", fmt.Errorf("node %s is not one of node-1..node-%d", node, len(n.b.Nodes))
+	}
+	return n.b.Nodes[i-1], nil
+}
+
+func (n *nodes) CrashNode(node string) (time.Time, error) {
+	r, err := n.real(node)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return n.b.Crasher.CrashNode(r)
+}
+
+func (n *nodes) RecoverNode(node string) (time.Time, error) {
+	r, err := n.real(node)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return n.b.Crasher.RecoverNode(r)
+}
+
+// scaleControlPlane sets the control plane Deployment's replicas.
+func (d *dataPlane) scaleControlPlane(ctx context.Context, n int32) error {
+	s, err := d.b.Client.AppsV1().Deployments(d.ns).GetScale(ctx, "controlplane", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("control plane scale: %w", err)
+	}
+	s.Spec.Replicas = n
+	if _, err := d.b.Client.AppsV1().Deployments(d.ns).UpdateScale(ctx, "controlplane", s, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
+		return fmt.Errorf("control plane scale to %d: %w", n, err)
+	}
+	return nil
+}
+
+// StopControlPlane scales the control plane to zero.
+func (d *dataPlane) StopControlPlane() (time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	at := time.Now()
+	return at, d.scaleControlPlane(ctx, 0)
+}
+
+// StartControlPlane scales the control plane back to one replica if it was
+// stopped and returns when a control plane pod is Ready (its readiness
+// probe is the control plane's own /ready: it serves a snapshot).
+func (d *dataPlane) StartControlPlane(ctx context.Context) (time.Time, error) {
+	if err := d.scaleControlPlane(ctx, 1); err != nil {
+		return time.Time{}, err
+	}
+	for {
+		pods, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPod + "=controlplane"})
+		if err == nil {
+			for _, p := range pods.Items {
+				if p.DeletionTimestamp == nil && podReady(p) {
+					return time.Now(), nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("no control plane pod Ready: %w", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// CertExpiries needs the proxies' certificate state, which the runner
+// reads on the embedded cluster only.
+func (d *dataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, error) {
+	return nil, errors.New("certificate expiries are not read on the Kubernetes provider")
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
