@@ -89,10 +89,10 @@ type FaultEnv struct {
 	DataPlane FaultTarget
 	// Infra offers the cluster's own capabilities (a node crash) where the
 	// provider is not the embedded cluster.
-	Infra any
-	Scenario  Scenario
-	Fault     Fault
-	Mode      string
+	Infra    any
+	Scenario Scenario
+	Fault    Fault
+	Mode     string
 	// Target is the node the fault aims at ("node-3"), empty if none.
 	Target string
 	// Start is when load started; Fault.At counts from it.

@@ -30,7 +30,7 @@ type Options struct {
 	Mode          string        // default data plane mode: none, sidecar, ambient
 	// Backend runs trials on a provider other than the embedded cluster.
 	Backend Backend
-	Logf          func(format string, args ...any)
+	Logf    func(format string, args ...any)
 }
 
 // Runner runs trials into one run folder and keeps run.json current.
