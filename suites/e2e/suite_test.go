@@ -16,6 +16,16 @@ func TestE2E(t *testing.T) {
 	RunSpecs(t, "blastradius e2e (embedded cluster)")
 }
 
+// These specs test the embedded cluster itself (its sandbox, clean-up
+// after kill -9, black holes and partitions it injects, the reference
+// data plane's processes); on Kubernetes the fault suite is the one that
+// runs.
+var _ = BeforeEach(func() {
+	if suiterun.OnKubernetes() {
+		Skip("embedded-cluster spec; PROVIDER=" + suiterun.Provider() + " runs the fault suite (suites/faults)")
+	}
+})
+
 var _ = ReportAfterSuite("junit", func(r Report) { suiterun.JUnit(r, "e2e") })
 
 var _ = BeforeSuite(suiterun.BuildBinary)

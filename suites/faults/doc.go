@@ -1,6 +1,8 @@
 // Package faults is the fault matrix as Ginkgo specs: one spec per built-in
-// matrix scenario and data plane mode on the embedded cluster, labelled
-// fault:<kind>, mode:<mode>, provider:netns (and slow for the longer ones),
-// with the verdict and disruption figures attached as report entries and so
-// as JUnit properties.
+// matrix scenario and data plane mode, labelled fault:<kind>, mode:<mode>,
+// provider:<provider> (and slow for the longer ones), with the verdict and
+// disruption figures attached as report entries and so as JUnit
+// properties. The provider is $PROVIDER (netns, the default; kind;
+// kubeconfig; local-k8s): the specs do not change, and a fault the
+// provider cannot inject is skipped with the reason the binary gives.
 package faults

@@ -54,13 +54,14 @@ func OutDir() string {
 	return filepath.Join(dir, "run")
 }
 
-// Run runs `blastradius run args...` (prefixed by wrap, e.g. setpriv) to
+// Run runs `blastradius run --provider <PROVIDER> args...` (prefixed by wrap, e.g. setpriv) to
 // completion within timeout and returns run.json (nil if none was
 // written), the combined output and the exit code.
 func Run(timeout time.Duration, wrap []string, args ...string) (*results.Run, string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	argv := append(append(append([]string(nil), wrap...), Binary, "run"), args...)
+	argv := append(append(append([]string(nil), wrap...), Binary, "run"), ProviderArgs()...)
+	argv = append(argv, args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
