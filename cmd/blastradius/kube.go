@@ -162,7 +162,18 @@ func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need i
 		return nil, fmt.Errorf("the scenarios need %d Ready, schedulable worker nodes; the cluster has %d (%s)", need, len(workers), strings.Join(workers, ", "))
 	}
 	return &kubetrial.Backend{Client: cs, Dynamic: dyn, Mapper: mapper, Exec: &kubetrial.PodExec{Config: cfg, Client: cs},
-		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), Logf: logf}, nil
+		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), ReadyTimeout: workloadsReadyTimeout, Logf: logf}, nil
+}
+
+// dryRunBackend is the backend a run would use, for what it can inject.
+func dryRunBackend(f *runFlags) *kubetrial.Backend {
+	b := &kubetrial.Backend{}
+	if f.provider == "kind" {
+		b.Crasher = &kubetrial.ContainerCrasher{}
+	} else {
+		b.Crasher = nodeCrasherFor(f.kubeconfig, nil)
+	}
+	return b
 }
 
 // nodeCrasherFor finds how to crash nodes of an existing cluster: none in
@@ -220,21 +231,24 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 		}
 		p("  nodes        node-1..node-%d = the first %d Ready, schedulable nodes by name, read when the run starts (names below are placeholders)", maxNodes, maxNodes)
 	}
-	p("  image        %s, command %s (built and loaded by `make images`: not built yet)", image(), manifests.Binary)
+	p("  image        %s, command %s (built by `make images`; kind: loaded into every node, other clusters: the nodes must have it)", image(), manifests.Binary)
 	p("  apply        server-side apply, field manager %s, force, strict field validation, at most %s per object; then at most %s for workloads to be ready", kube.FieldManager, kube.DefaultPerObject, workloadsReadyTimeout)
+	p("  per trial    a fresh namespace (a leftover one is deleted first, and this one after the trial); the control plane's registry ConfigMap gets the pods' IPs once they run")
+	p("  load         each client agent's flows start through pods/exec; its events are pulled back with `%s events %s` after the window", manifests.Binary, kubetrial.EventsDir)
 	p("")
-	p("not built yet (without --dry-run the run stops with an error)")
-	p("  - the trial runner on Kubernetes: starting flows in the client agents, faults as Chaos Mesh objects or node container kills, pulling events back")
-	p("  - `make images` (the image above) and Istio as a data plane")
-	var pending []string
-	for c := range manifests.NotBuilt {
-		pending = append(pending, c)
+	p("faults on this provider (any other is a skipped trial, with the reason)")
+	faults := dryRunBackend(f).Faults()
+	var names []string
+	for n := range faults {
+		names = append(names, n)
 	}
-	sort.Strings(pending)
-	for _, c := range pending {
-		p("  - blastradius %s: %s", c, manifests.NotBuilt[c])
+	sort.Strings(names)
+	for _, n := range names {
+		p("  %-20s %s", n, faults[n])
 	}
-
+	p("")
+	p("not built yet")
+	p("  - Istio as a data plane, Chaos Mesh objects wired into trials (built and tested on their own: docs/chaos-mesh.md), waypoints on Kubernetes")
 	seen := map[string]string{}
 	for _, sc := range scs {
 		for _, mode := range f.modes {
@@ -252,6 +266,12 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 			if pl.Skip != "" {
 				p("  skipped      %s", pl.Skip)
 				continue
+			}
+			if k := sc.Fault.Kind; k != "" {
+				if _, ok := faults[k]; !ok {
+					p("  skipped      fault %s is not available on this provider", k)
+					continue
+				}
 			}
 			if t := pl.FaultTiming(); t != "" {
 				p("  fault        %s", t)

@@ -157,13 +157,19 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	if len(sections) != 45 {
 		t.Fatalf("%d scenario sections, want 15 faults x 3 modes", len(sections))
 	}
-	skipped := 0
+	skipped, unavailable := 0, 0
+	var planned []string
 	for _, s := range sections {
 		body := s[3]
 		if strings.HasPrefix(body, "  skipped ") {
-			skipped++
+			if strings.Contains(body, "is not available on this provider") {
+				unavailable++
+			} else {
+				skipped++
+			}
 			continue
 		}
+		planned = append(planned, s[1]+"/"+s[2])
 		for _, want := range []string{"  fault        ", "inject at +", "  load ", "  objects "} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%s in %s: no %q", s[1], s[2], want)
@@ -175,6 +181,12 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	}
 	if skipped != 20 {
 		t.Errorf("%d skipped cells, want 20 (as make e2e reports n/a)", skipped)
+	}
+	// What kind can inject: its node containers, and pod deletions
+	// through the API; the rest of the matrix is skipped with the reason.
+	wantCells := "node-crash/none node-crash/sidecar node-crash/ambient node-proxy-crash/ambient controlplane-crash/sidecar controlplane-crash/ambient"
+	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-6 {
+		t.Errorf("planned cells %q (%d unavailable on kind), want %q (19)", planned, unavailable, wantCells)
 	}
 	if strings.Contains(got, "---\n") {
 		t.Errorf("YAML printed without --yaml")
@@ -200,9 +212,10 @@ func TestDryRunYAMLAndOptions(t *testing.T) {
 func TestDryRunKubeconfigWithoutCluster(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("HOME", t.TempDir())
-	got := dryRunOutput(t, "--provider", "kubeconfig", "--mode", "none,ambient", "--scenario", "node-crash")
+	got := dryRunOutput(t, "--provider", "kubeconfig", "--mode", "none,ambient", "--scenario", "node-crash,node-proxy-crash")
 	for _, s := range []string{"provider     kubeconfig: an existing cluster", "no kubeconfig: give --kubeconfig", "a run would stop here",
-		"node-1..node-3 = the first 3 Ready", "scenario node-crash in none", "scenario node-crash in ambient", "Deployment/blastradius-ambient/server-n3  on node-3"} {
+		"node-1..node-3 = the first 3 Ready", "scenario node-crash in none\n  skipped      fault node-crash is not available on this provider",
+		"scenario node-proxy-crash in ambient", "Deployment/blastradius-ambient/server-n3  on node-3"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("plan lacks %q:\n%s", s, got)
 		}

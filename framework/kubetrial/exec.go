@@ -83,6 +83,11 @@ func (c *ContainerCrasher) exec(args ...string) error {
 	return nil
 }
 
+// How says what a crash is, for the dry run.
+func (c *ContainerCrasher) How() string {
+	return "SIGKILL of the node's container (kubelet, containerd and every pod on it); with recoverAfter the container starts again: a reboot"
+}
+
 // CrashNode implements NodeCrasher: kind names node containers after the
 // nodes.
 func (c *ContainerCrasher) CrashNode(node string) (time.Time, error) {

@@ -78,7 +78,11 @@ func (b *Backend) Faults() map[string]string {
 		scenario.FaultControlPlaneCrash: "delete of the control plane pod with grace period 0; its Deployment makes a new one",
 	}
 	if b.Crasher != nil {
-		m[scenario.FaultNodeCrash] = "every process of the node killed; with recoverAfter started again"
+		how := "every process of the node killed; with recoverAfter started again"
+		if d, ok := b.Crasher.(interface{ How() string }); ok {
+			how = d.How()
+		}
+		m[scenario.FaultNodeCrash] = how
 	}
 	return m
 }
