@@ -22,11 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
@@ -190,45 +188,11 @@ func (b *Backend) topology(ctx context.Context, t *scenario.TrialRun, pl *placed
 	return topo, nil
 }
 
-// registry is the control plane's view of the trial: every application
-// pod a workload with its identity, every service its endpoints.
-func registry(ns string, topo results.Topology, pl *placed) xds.Snapshot {
-	snap := xds.Snapshot{TrustDomain: "cluster.local"}
-	uid := func(name string) string { return ns + "/" + name }
-	for _, p := range topo.Pods {
-		snap.Workloads = append(snap.Workloads, xds.Workload{UID: uid(p.Name), Name: p.Name, Namespace: ns, ServiceAccount: p.Name,
-			Node: pl.pods[p.Name].Spec.NodeName, IP: p.IP, Protocol: xds.ProtocolHBONE})
-	}
-	for _, s := range topo.Services {
-		sv := xds.Service{Name: s.Name, Namespace: ns, VIP: s.VIP, Ports: []xds.Port{{Port: scenario.ServiceTCP, TargetPort: scenario.HTTPPort}}}
-		for _, p := range s.Pods {
-			if _, ok := pl.pods[p]; ok {
-				sv.Endpoints = append(sv.Endpoints, uid(p))
-			}
-		}
-		snap.Services = append(snap.Services, sv)
-	}
-	sort.Slice(snap.Workloads, func(i, j int) bool { return snap.Workloads[i].UID < snap.Workloads[j].UID })
-	return snap
-}
-
-// publish writes the registry into its ConfigMap and nudges the control
-// plane's pod so its kubelet refreshes the mounted file now rather than at
-// its next periodic sync (up to a minute later); then it waits until the
-// control plane serves it.
+// publish publishes the registry and waits until the control plane
+// serves it (read through its admin port where the backend can).
 func (b *Backend) publish(ctx context.Context, ns string, snap xds.Snapshot, cpPod string) error {
-	raw, err := json.MarshalIndent(snap, "", "  ")
-	if err != nil {
+	if err := publishRegistry(ctx, b.Client, ns, snap, cpPod); err != nil {
 		return err
-	}
-	patch, _ := json.Marshal(map[string]any{"data": map[string]string{"registry.json": string(raw)}})
-	if _, err := b.Client.CoreV1().ConfigMaps(ns).Patch(ctx, "registry", types.MergePatchType, patch, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("registry ConfigMap: %w", err)
-	}
-	nudge, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		"blastradius.dev/registry": fmt.Sprint(time.Now().UnixNano())}}})
-	if _, err := b.Client.CoreV1().Pods(ns).Patch(ctx, cpPod, types.MergePatchType, nudge, metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("control plane pod: %w", err)
 	}
 	if b.Admin == nil {
 		return nil

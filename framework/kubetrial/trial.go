@@ -61,12 +61,23 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if err != nil {
 		return err
 	}
+	kp := &keeper{b: b, ns: ns, meshed: t.Mode != "none", logf: t.Logf, interval: time.Second}
+	for s := range t.Plan.Services {
+		kp.services = append(kp.services, s)
+	}
+	sort.Strings(kp.services)
+	eps, _, err := kp.current(ctx)
+	if err != nil {
+		return err
+	}
+	kp.last = eps
 	if t.Mode != "none" {
 		cp, ok := pl.pods["controlplane"]
 		if !ok {
 			return errors.New("the control plane pod is not running")
 		}
-		if err := b.publish(ctx, ns, registry(ns, topo, pl), cp.Name); err != nil {
+		kp.cpPod = cp.Name
+		if err := b.publish(ctx, ns, registryWith(ns, topo, pl, eps), cp.Name); err != nil {
 			return err
 		}
 		t.Logf("registry published: %d workloads, %d services", len(topo.Pods), len(topo.Services))
@@ -109,6 +120,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		}()
 	}
 	t.Logf("load: %d client agents, %s, starting", len(clients), t.Scenario.Duration)
+	go kp.run(loadCtx, topo)
 
 	dp := &dataPlane{b: b, ns: ns, mode: t.Mode, logf: t.Logf}
 	podNodes := map[string]string{}
@@ -146,7 +158,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if faultErr != nil {
 		return faultErr
 	}
-	return t.Measure(kind, fe, nil)
+	return t.Measure(kind, fe, kp.Changes())
 }
 
 // containerOf is the container the load agent runs in: the first one that
