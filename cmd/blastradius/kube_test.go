@@ -184,9 +184,10 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	}
 	// What kind can inject: its node containers, and pod deletions
 	// through the API; the rest of the matrix is skipped with the reason.
-	wantCells := "node-crash/none node-crash/sidecar node-crash/ambient node-proxy-crash/ambient controlplane-crash/sidecar controlplane-crash/ambient"
-	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-6 {
-		t.Errorf("planned cells %q (%d unavailable on kind), want %q (19)", planned, unavailable, wantCells)
+	wantCells := "node-crash/none node-crash/sidecar node-crash/ambient node-drain/none node-drain/sidecar node-drain/ambient " +
+		"node-proxy-crash/ambient controlplane-crash/sidecar controlplane-crash/ambient"
+	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-9 {
+		t.Errorf("planned cells %q (%d unavailable on kind), want %q (16)", planned, unavailable, wantCells)
 	}
 	if strings.Contains(got, "---\n") {
 		t.Errorf("YAML printed without --yaml")

@@ -74,6 +74,7 @@ func (b *Backend) Faults() map[string]string {
 	m := map[string]string{
 		scenario.FaultNodeProxyCrash:    "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one",
 		scenario.FaultControlPlaneCrash: "delete of the control plane pod with grace period 0; its Deployment makes a new one",
+		scenario.FaultNodeDrain:         "the servers' replacements scaled up and waited for as ready endpoints, then cordon and evictions (kubectl drain --ignore-daemonsets); uncordoned after the trial",
 	}
 	if b.Crasher != nil {
 		how := "every process of the node killed; with recoverAfter started again"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/events"
@@ -127,10 +129,8 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	for name, p := range pl.pods {
 		podNodes[name] = pl.planned[p.Spec.NodeName]
 	}
-	var infra any
-	if b.Crasher != nil {
-		infra = &nodes{b: b}
-	}
+	infra := &nodes{b: b, ns: ns, kp: kp}
+	defer infra.uncordon(t.Logf)
 	var target scenario.FaultTarget
 	if t.Mode != "none" {
 		target = dp
@@ -255,8 +255,79 @@ func (d *dataPlane) CrashNodeProxy(node string) (time.Time, error) {
 // CrashControlPlane deletes the control plane's pod.
 func (d *dataPlane) CrashControlPlane() (time.Time, error) { return d.deletePod("controlplane") }
 
-// nodes offers the provider's node crash to faults, in planned names.
-type nodes struct{ b *Backend }
+// nodes offers the provider's node crash and the API's drain to faults,
+// in planned names.
+type nodes struct {
+	b        *Backend
+	ns       string
+	kp       *keeper
+	mu       sync.Mutex
+	cordoned []string
+}
+
+// DrainNode drains a node as an operator would: the servers' replacements
+// (Deployments the plan kept at zero replicas) are scaled up and waited for
+// until Kubernetes lists them as ready endpoints, then the node is cordoned
+// and its pods evicted through the Eviction API, as kubectl drain
+// --ignore-daemonsets does: DaemonSet pods (client agent, node proxy) stay.
+// The node stays cordoned until the trial ends.
+func (n *nodes) DrainNode(ctx context.Context, node string, replacements []string) (time.Time, time.Time, string, error) {
+	r, err := n.real(node)
+	if err != nil {
+		return time.Time{}, time.Time{}, "", err
+	}
+	for _, s := range replacements {
+		if err := scale(ctx, n.b.Client, n.ns, s, 1); err != nil {
+			return time.Time{}, time.Time{}, "", err
+		}
+	}
+	for {
+		cur, _, err := n.kp.current(ctx)
+		missing := append([]string(nil), replacements...)
+		if err == nil {
+			for _, eps := range cur {
+				for _, p := range eps {
+					if i := slices.Index(missing, p); i >= 0 {
+						missing = slices.Delete(missing, i, i+1)
+					}
+				}
+			}
+			if len(missing) == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, time.Time{}, "", fmt.Errorf("replacements %v never became ready endpoints: %w", missing, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	replaced := time.Now()
+	if err := kube.Cordon(ctx, n.b.Client, r); err != nil {
+		return replaced, time.Time{}, "", err
+	}
+	n.mu.Lock()
+	n.cordoned = append(n.cordoned, r)
+	n.mu.Unlock()
+	if err := kube.Drain(ctx, n.b.Client, r, kube.DrainOptions{Timeout: 2 * time.Minute}); err != nil {
+		return replaced, time.Time{}, "", err
+	}
+	return replaced, time.Now(), fmt.Sprintf("%s cordoned until the trial ends; DaemonSet pods (client agent, node proxy) stay, as with kubectl drain --ignore-daemonsets", r), nil
+}
+
+// uncordon makes every node a drain cordoned schedulable again.
+func (n *nodes) uncordon(logf func(string, ...any)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, r := range n.cordoned {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := kube.Uncordon(ctx, n.b.Client, r); err != nil {
+			logf("clean-up: %v", err)
+		}
+		cancel()
+	}
+	n.cordoned = nil
+}
 
 func (n *nodes) real(node string) (string, error) {
 	var i int
@@ -267,6 +338,9 @@ func (n *nodes) real(node string) (string, error) {
 }
 
 func (n *nodes) CrashNode(node string) (time.Time, error) {
+	if n.b.Crasher == nil {
+		return time.Time{}, fmt.Errorf("this provider cannot crash node %s", node)
+	}
 	r, err := n.real(node)
 	if err != nil {
 		return time.Time{}, err
@@ -275,6 +349,9 @@ func (n *nodes) CrashNode(node string) (time.Time, error) {
 }
 
 func (n *nodes) RecoverNode(node string) (time.Time, error) {
+	if n.b.Crasher == nil {
+		return time.Time{}, fmt.Errorf("this provider cannot restart node %s", node)
+	}
 	r, err := n.real(node)
 	if err != nil {
 		return time.Time{}, err
@@ -282,17 +359,22 @@ func (n *nodes) RecoverNode(node string) (time.Time, error) {
 	return n.b.Crasher.RecoverNode(r)
 }
 
-// scaleControlPlane sets the control plane Deployment's replicas.
-func (d *dataPlane) scaleControlPlane(ctx context.Context, n int32) error {
-	s, err := d.b.Client.AppsV1().Deployments(d.ns).GetScale(ctx, "controlplane", metav1.GetOptions{})
+// scale sets a Deployment's replicas through its scale subresource.
+func scale(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
+	s, err := cs.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("control plane scale: %w", err)
+		return fmt.Errorf("%s scale: %w", name, err)
 	}
 	s.Spec.Replicas = n
-	if _, err := d.b.Client.AppsV1().Deployments(d.ns).UpdateScale(ctx, "controlplane", s, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("control plane scale to %d: %w", n, err)
+	if _, err := cs.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
+		return fmt.Errorf("%s scale to %d: %w", name, n, err)
 	}
 	return nil
+}
+
+// scaleControlPlane sets the control plane Deployment's replicas.
+func (d *dataPlane) scaleControlPlane(ctx context.Context, n int32) error {
+	return scale(ctx, d.b.Client, d.ns, "controlplane", n)
 }
 
 // StopControlPlane scales the control plane to zero.

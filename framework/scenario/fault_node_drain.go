@@ -41,6 +41,9 @@ func init() {
 			began := time.Now()
 			i := e.Record(results.FaultRecord{Kind: FaultNodeDrain, Target: e.Target, Inject: began})
 			e.Logf("fault: draining %s", e.Target)
+			if e.Cluster == nil {
+				return drainThroughProvider(e, i, began)
+			}
 			ctx, cancel := context.WithTimeout(e.Ctx, 20*time.Second)
 			defer cancel()
 			// 1. Replacements first, so a service never loses its last
@@ -121,5 +124,32 @@ func (e *FaultEnv) waitEndpoints(ctx context.Context, pods []string) error {
 			}
 		}
 	}
+	return nil
+}
+
+// nodeDrainer drains a node on a provider other than the embedded cluster
+// (Kubernetes: replacements scaled up and in service, cordon, evictions).
+type nodeDrainer interface {
+	DrainNode(ctx context.Context, node string, replacements []string) (replaced, evicted time.Time, detail string, err error)
+}
+
+func drainThroughProvider(e *FaultEnv, i int, began time.Time) error {
+	d, ok := e.Infra.(nodeDrainer)
+	if !ok {
+		return fmt.Errorf("fault %s: this provider cannot drain a node", e.Fault.Kind)
+	}
+	var spares []string
+	for _, srv := range e.ServerPods(e.Target) {
+		spares = append(spares, srv+spareSuffix)
+	}
+	ctx, cancel := context.WithTimeout(e.Ctx, 3*time.Minute)
+	defer cancel()
+	replaced, evicted, how, err := d.DrainNode(ctx, e.Target, spares)
+	if err != nil {
+		return err
+	}
+	detail := fmt.Sprintf("replacements %v ready and in service after %s; pods evicted after %s; %s", spares, ms(replaced.Sub(began)), ms(evicted.Sub(replaced)), how)
+	e.r.update(func() { e.tr.Faults[i].Detail = detail })
+	e.Logf("fault: %s drained (%s)", e.Target, detail)
 	return nil
 }
