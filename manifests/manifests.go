@@ -54,11 +54,9 @@ const Binary = "/blastradius"
 
 // NotBuilt lists subcommands the manifests start that the binary does not
 // have yet, with what they are for. The dry run prints them; a test checks
-// every other container command is a real subcommand.
-var NotBuilt = map[string]string{
-	"node-agent": "ambient node agent on Kubernetes: finds each application pod's network namespace on its node, installs the redirect rules and hands it to the node proxy (the embedded provider runs it inside the runner)",
-	"redirect":   "sidecar-mode init container: installs the in-pod redirect rules (istio-init's job; the embedded runner does it itself)",
-}
+// every other container command is a real subcommand. Empty: the binary has
+// every subcommand the manifests run (node-agent and redirect included).
+var NotBuilt = map[string]string{}
 
 // Pod is one planned application pod: its name in the trial plan, role and
 // node index (1-based).

@@ -16,6 +16,7 @@ import (
 
 	loadagent "blastradius.dev/blastradius/framework/load"
 	"blastradius.dev/blastradius/proxy/controlplane"
+	"blastradius.dev/blastradius/proxy/inpod"
 	"blastradius.dev/blastradius/proxy/node"
 )
 
@@ -289,6 +290,7 @@ func TestRenderBadParams(t *testing.T) {
 func TestCommandsMatchTheBinary(t *testing.T) {
 	help := map[string]func([]string, io.Writer, io.Writer) int{
 		"agent": loadagent.AgentMain, "proxy": node.Main, "controlplane": controlplane.Main,
+		"node-agent": inpod.NodeAgentMain, "redirect": inpod.RedirectMain,
 	}
 	flagsOf := map[string][]string{}
 	for name, main := range help {
