@@ -16,6 +16,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -103,6 +104,9 @@ type templates struct {
 	cpRegistry *corev1.ConfigMap
 	cp         *appsv1.Deployment
 	ztunnel    *appsv1.DaemonSet
+	ztunnelSA  *corev1.ServiceAccount
+	agentRole  *rbacv1.ClusterRole
+	agentBind  *rbacv1.ClusterRoleBinding
 	wpService  *corev1.Service
 	wp         *appsv1.Deployment
 	sidecar    *corev1.Pod
@@ -165,6 +169,12 @@ func DecodeStrict(raw []byte) ([]runtime.Object, error) {
 			obj = &appsv1.Deployment{}
 		case "apps/v1/DaemonSet":
 			obj = &appsv1.DaemonSet{}
+		case "v1/ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		case "rbac.authorization.k8s.io/v1/ClusterRole":
+			obj = &rbacv1.ClusterRole{}
+		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+			obj = &rbacv1.ClusterRoleBinding{}
 		default:
 			return nil, fmt.Errorf("document %d: kind %s %q is not one the manifests use", i, tm.APIVersion, tm.Kind)
 		}
@@ -212,6 +222,9 @@ func load() (*templates, error) {
 		{"controlplane.yaml", "ConfigMap", "registry", func(o runtime.Object) { t.cpRegistry = o.(*corev1.ConfigMap) }},
 		{"controlplane.yaml", "Deployment", "controlplane", func(o runtime.Object) { t.cp = o.(*appsv1.Deployment) }},
 		{"nodeproxy.yaml", "DaemonSet", "ztunnel", func(o runtime.Object) { t.ztunnel = o.(*appsv1.DaemonSet) }},
+		{"nodeproxy.yaml", "ServiceAccount", "ztunnel", func(o runtime.Object) { t.ztunnelSA = o.(*corev1.ServiceAccount) }},
+		{"nodeproxy.yaml", "ClusterRole", "blastradius-node-agent", func(o runtime.Object) { t.agentRole = o.(*rbacv1.ClusterRole) }},
+		{"nodeproxy.yaml", "ClusterRoleBinding", "blastradius-node-agent", func(o runtime.Object) { t.agentBind = o.(*rbacv1.ClusterRoleBinding) }},
 		{"waypoint.yaml", "Service", "waypoint", func(o runtime.Object) { t.wpService = o.(*corev1.Service) }},
 		{"waypoint.yaml", "Deployment", "waypoint", func(o runtime.Object) { t.wp = o.(*appsv1.Deployment) }},
 		{"sidecar.yaml", "Pod", "sidecar", func(o runtime.Object) { t.sidecar = o.(*corev1.Pod) }},
@@ -271,6 +284,9 @@ func Render(p Params) ([]*unstructured.Unstructured, error) {
 		objs = append(objs, cp)
 	}
 	if p.Mode == "ambient" {
+		bind := t.agentBind.DeepCopy()
+		bind.Subjects[0].Namespace = ns
+		objs = append(objs, t.ztunnelSA.DeepCopy(), t.agentRole.DeepCopy(), bind)
 		z := t.ztunnel.DeepCopy()
 		pin(&z.Spec.Template.Spec, p.Nodes)
 		setFlag(&z.Spec.Template.Spec.Containers[0], "--drain-deadline", drain.String())
@@ -361,7 +377,10 @@ func Render(p Params) ([]*unstructured.Unstructured, error) {
 	out := make([]*unstructured.Unstructured, 0, len(objs))
 	for _, o := range objs {
 		m := o.(metav1.Object)
-		if _, isNS := o.(*corev1.Namespace); !isNS {
+		switch o.(type) {
+		case *corev1.Namespace, *rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding:
+			// Cluster-scoped.
+		default:
 			m.SetNamespace(ns)
 		}
 		labels := m.GetLabels()

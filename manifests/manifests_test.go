@@ -89,12 +89,25 @@ func TestRenderEveryObject(t *testing.T) {
 			if l[LabelPartOf] != "blastradius" || l[LabelManagedBy] != "blastradius" || l[LabelMode] != mode {
 				t.Errorf("%s: labels %v", ref, l)
 			}
-			if o.GetKind() == "Namespace" {
+			switch o.GetKind() {
+			case "Namespace":
 				if o.GetNamespace() != "" || o.GetName() != Namespace(mode) {
 					t.Errorf("%s: namespace object %s/%s", ref, o.GetNamespace(), o.GetName())
 				}
-			} else if o.GetNamespace() != Namespace(mode) {
-				t.Errorf("%s: namespace %q", ref, o.GetNamespace())
+			case "ClusterRole", "ClusterRoleBinding":
+				if o.GetNamespace() != "" {
+					t.Errorf("%s: cluster-scoped object in namespace %q", ref, o.GetNamespace())
+				}
+				if o.GetKind() == "ClusterRoleBinding" {
+					subj, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+					if len(subj) != 1 || subj[0].(map[string]any)["namespace"] != Namespace(mode) {
+						t.Errorf("%s: subjects %v, want the trial's service account", ref, subj)
+					}
+				}
+			default:
+				if o.GetNamespace() != Namespace(mode) {
+					t.Errorf("%s: namespace %q", ref, o.GetNamespace())
+				}
 			}
 			if _, ok, _ := unstructured.NestedFieldNoCopy(o.Object, "metadata", "creationTimestamp"); ok {
 				t.Errorf("%s: creationTimestamp in an apply configuration", ref)
