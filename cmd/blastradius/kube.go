@@ -102,6 +102,15 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 					logf("kind: %v", err)
 				}
 			}
+			archive, err := imageArchive()
+			if err == nil {
+				logf("loading %s (%s) into the kind nodes", image(), archive)
+				err = k.LoadImage(ctx, archive)
+			}
+			if err != nil {
+				cleanup()
+				return nil, nil, err
+			}
 			loaded, err := kube.LoadKubeconfig(k.Kubeconfig)
 			if err != nil {
 				cleanup()
@@ -129,6 +138,23 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		return b, cleanup, nil
 	}
 	return runTrials(f, scs, out, prepare, stdout, stderr)
+}
+
+// imageArchive is the image `make images` wrote next to this binary
+// (bin/blastradius-image.tar), or $BLASTRADIUS_IMAGE_ARCHIVE.
+func imageArchive() (string, error) {
+	if p := os.Getenv("BLASTRADIUS_IMAGE_ARCHIVE"); p != "" {
+		return p, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(filepath.Dir(exe), "blastradius-image.tar")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no image archive at %s: run `make images` (or set BLASTRADIUS_IMAGE_ARCHIVE)", p)
+	}
+	return p, nil
 }
 
 // kubeBackend connects to the cluster and picks its nodes: the given

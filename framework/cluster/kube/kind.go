@@ -228,6 +228,12 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 	return k, nil
 }
 
+// LoadImage loads an image archive (`make images`) into every node of the
+// cluster with kind's own loader.
+func (k *KindCluster) LoadImage(ctx context.Context, archive string) error {
+	return LoadImageIntoKind(ctx, k.p, k.Name, archive, k.logf)
+}
+
 func (k *KindCluster) cleanupAfterFailure() {
 	if k.Created && !k.Retain {
 		if err := k.p.Delete(k.Name, k.Kubeconfig); err != nil {
