@@ -30,6 +30,8 @@ Usage:
   blastradius proxy [flags]      (internal) reference data plane proxy: node, sidecar or waypoint
   blastradius controlplane [flags]  (internal) reference control plane: discovery and CA
   blastradius events <dir>       (internal) a client pod's event files as a tar stream
+  blastradius node-agent [flags] (internal) ambient node agent on Kubernetes: redirect + hand-off to the node proxy
+  blastradius redirect [flags]   (internal) sidecar init container: the in-pod redirect rules
 `
 
 func main() {
@@ -54,6 +56,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return scenariosCmd(stdout)
 	case "report":
 		return reportCmd(args[1:], stdout, stderr)
+	case "cluster":
+		return clusterCmd(args[1:], stdout, stderr)
 	case "agent":
 		return load.AgentMain(args[1:], stdout, stderr)
 	case "proxy":
