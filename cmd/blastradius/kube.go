@@ -22,6 +22,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/cluster"
 	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/cluster/localk8s"
 	"blastradius.dev/blastradius/framework/kubetrial"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
@@ -48,6 +49,12 @@ func checkKubeFlags(f *runFlags, scs []scenario.Scenario) error {
 		for _, sc := range scs {
 			if sc.Nodes > len(workers) {
 				return fmt.Errorf("scenario %s needs %d nodes, %s has %d workers", sc.Name, sc.Nodes, f.kindConfigPath, len(workers))
+			}
+		}
+	case "local-k8s":
+		for _, sc := range scs {
+			if sc.Nodes > localk8s.MaxNodes {
+				return fmt.Errorf("scenario %s needs %d nodes, a local cluster has at most %d", sc.Name, sc.Nodes, localk8s.MaxNodes)
 			}
 		}
 	case "kubeconfig":
@@ -127,6 +134,19 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			logf("cluster: %s (context %q, %s)", loaded.Server, loaded.Context, loaded.Source)
 			cfg = loaded.Config
 			crasher = nodeCrasherFor(f.kubeconfig, logf)
+		case "local-k8s":
+			c, done, err := localCluster(ctx, f, maxNodes, logf)
+			if err != nil {
+				return nil, nil, err
+			}
+			cleanup = done
+			loaded, err := kube.LoadKubeconfig(c.Kubeconfig)
+			if err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+			cfg, workers = loaded.Config, c.Nodes[:maxNodes]
+			crasher = localCrasher{c}
 		}
 		b, err := kubeBackend(ctx, cfg, workers, maxNodes, logf)
 		if err != nil {
@@ -194,17 +214,100 @@ func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need i
 // dryRunBackend is the backend a run would use, for what it can inject.
 func dryRunBackend(f *runFlags) *kubetrial.Backend {
 	b := &kubetrial.Backend{}
-	if f.provider == "kind" {
+	switch f.provider {
+	case "kind":
 		b.Crasher = &kubetrial.ContainerCrasher{}
-	} else {
+	case "local-k8s":
+		b.Crasher = localCrasher{}
+	default:
 		b.Crasher = nodeCrasherFor(f.kubeconfig, nil)
 	}
 	return b
 }
 
-// nodeCrasherFor finds how to crash nodes of an existing cluster: none in
-// general (node-crash is then skipped with the reason).
-func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.NodeCrasher { return nil }
+// localCluster brings the local cluster up (or, with --reuse, opens the
+// running one), loads the image into its nodes, and returns the clean-up
+// that takes it down again unless --retain or --reuse.
+func localCluster(ctx context.Context, f *runFlags, nodes int, logf func(string, ...any)) (*localk8s.Cluster, func(), error) {
+	archive, err := imageArchive()
+	if err != nil {
+		return nil, nil, err
+	}
+	var c *localk8s.Cluster
+	if f.reuse {
+		c, err = localk8s.Open(f.localDir, logf)
+	} else {
+		c, err = localk8s.Up(ctx, localk8s.Config{Dir: f.localDir, Nodes: nodes, BinDir: f.k8sBinDir, Logf: logf})
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	done := func() {
+		if f.retain || f.reuse {
+			logf("local-k8s: kept in %s (kubeconfig %s); remove it with: blastradius cluster down --provider local-k8s --dir %s", f.localDir, c.Kubeconfig, f.localDir)
+			return
+		}
+		logf("local-k8s: taking the cluster down")
+		if err := c.Down(); err != nil {
+			logf("local-k8s: %v", err)
+		}
+	}
+	if len(c.Nodes) < nodes {
+		done()
+		return nil, nil, fmt.Errorf("the local cluster in %s has %d nodes, the scenarios need %d", f.localDir, len(c.Nodes), nodes)
+	}
+	logf("loading %s (%s) into the local nodes", image(), archive)
+	if err := c.LoadImage(ctx, archive); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return c, done, nil
+}
+
+// localCrasher crashes a local cluster's node: SIGKILL of every process of
+// the node (kubelet, containerd, shims, containers), and a restart.
+type localCrasher struct{ c *localk8s.Cluster }
+
+func (l localCrasher) How() string {
+	return "SIGKILL of every process of the node (kubelet, containerd, shims, containers); with recoverAfter they start again: a reboot"
+}
+
+func (l localCrasher) CrashNode(node string) (time.Time, error) {
+	at := time.Now()
+	return at, l.c.Crash(node)
+}
+
+func (l localCrasher) RecoverNode(node string) (time.Time, error) {
+	if err := l.c.Restart(node); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), nil
+}
+
+// nodeCrasherFor finds how to crash nodes of an existing cluster: a local
+// cluster (make local-k8s-up) is recognised by the state file next to its
+// kubeconfig; any other cluster has none, and node-crash is then skipped
+// with the reason.
+func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.NodeCrasher {
+	src := strings.TrimPrefix(kube.KubeconfigSource(kubeconfig), "$KUBECONFIG=")
+	if src == "" || strings.Contains(src, string(os.PathListSeparator)) {
+		return nil
+	}
+	dir := filepath.Dir(src)
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		return nil
+	}
+	if logf == nil { // the dry run: say what a run would do, open nothing
+		return localCrasher{}
+	}
+	c, err := localk8s.Open(dir, logf)
+	if err != nil {
+		logf("local-k8s state in %s, but: %v (node-crash will be skipped)", dir, err)
+		return nil
+	}
+	logf("local-k8s cluster in %s: node crashes kill the node's processes", dir)
+	return localCrasher{c}
+}
 
 func image() string { return "blastradius:" + version }
 
@@ -245,6 +348,22 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 		} else {
 			p("  on exit      the cluster is deleted (--retain keeps it)")
 		}
+	case "local-k8s":
+		for i := 1; i <= maxNodes; i++ {
+			nodes = append(nodes, localk8s.NodeName(i))
+		}
+		p("  provider     local-k8s: etcd, kube-apiserver, controller-manager and scheduler on this host, %d nodes (kubelet, containerd, kube-proxy each in network namespaces of their own); root", maxNodes)
+		p("  binaries     %s (make k8s-bins)", f.k8sBinDir)
+		p("  folder       %s (certificates, kubeconfig, etcd data, node state, logs)", f.localDir)
+		p("  nodes        %s", nodeMap(nodes))
+		switch {
+		case f.reuse:
+			p("  existing     the running cluster in %s is used, and then kept", f.localDir)
+		case f.retain:
+			p("  on exit      the cluster is kept (--retain); remove it with: blastradius cluster down --provider local-k8s --dir %s", f.localDir)
+		default:
+			p("  on exit      the cluster is taken down: no process, mount, interface or namespace left")
+		}
 	case "kubeconfig":
 		p("  provider     kubeconfig: an existing cluster; nothing is created or deleted")
 		if k, err := kube.LoadKubeconfig(f.kubeconfig); err != nil {
@@ -257,7 +376,7 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 		}
 		p("  nodes        node-1..node-%d = the first %d Ready, schedulable nodes by name, read when the run starts (names below are placeholders)", maxNodes, maxNodes)
 	}
-	p("  image        %s, command %s (built by `make images`; kind: loaded into every node, other clusters: the nodes must have it)", image(), manifests.Binary)
+	p("  image        %s, command %s (built by `make images`; kind and local-k8s: loaded into every node; other clusters: the nodes must have it)", image(), manifests.Binary)
 	p("  apply        server-side apply, field manager %s, force, strict field validation, at most %s per object; then at most %s for workloads to be ready", kube.FieldManager, kube.DefaultPerObject, workloadsReadyTimeout)
 	p("  per trial    a fresh namespace (a leftover one is deleted first, and this one after the trial); the control plane's registry ConfigMap gets the pods' IPs once they run")
 	p("  load         each client agent's flows start through pods/exec; its events are pulled back with `%s events %s` after the window", manifests.Binary, kubetrial.EventsDir)

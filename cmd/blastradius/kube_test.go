@@ -34,11 +34,15 @@ func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "--dry-run"}, "--dry-run needs --provider kind or kubeconfig"},
-		{[]string{"run", "--retain"}, "--retain needs --provider kind or kubeconfig"},
+		{[]string{"run", "--dry-run"}, "--dry-run needs --provider kind, kubeconfig or local-k8s"},
+		{[]string{"run", "--retain"}, "--retain needs --provider kind or local-k8s"},
 		{[]string{"run", "--kubeconfig", "x"}, "--kubeconfig needs --provider kind or kubeconfig"},
-		{[]string{"run", "--kind-config", kindConfig}, "--kind-config needs --provider kind or kubeconfig"},
-		{[]string{"run", "--provider", "kubeconfig", "--retain", "--dry-run"}, "--retain needs --provider kind"},
+		{[]string{"run", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},
+		{[]string{"run", "--local-k8s-dir", "x"}, "--local-k8s-dir needs --provider local-k8s"},
+		{[]string{"run", "--provider", "kind", "--k8s-bin-dir", "x"}, "--k8s-bin-dir needs --provider local-k8s"},
+		{[]string{"run", "--provider", "local-k8s", "--kubeconfig", "x"}, "--kubeconfig needs --provider kind or kubeconfig"},
+		{[]string{"run", "--provider", "local-k8s", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},
+		{[]string{"run", "--provider", "kubeconfig", "--retain", "--dry-run"}, "--retain needs --provider kind or local-k8s"},
 		{[]string{"run", "--provider", "kubeconfig", "--reuse"}, "--reuse needs --provider kind"},
 		{[]string{"run", "--provider", "kubeconfig", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},
 		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--yaml"}, "--yaml needs --dry-run"},
@@ -50,7 +54,7 @@ func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
 		{[]string{"run", "--provider", "kubeconfig", "--kubeconfig", garbage, "--dry-run"}, "kubeconfig " + garbage},
 		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--scenario", "bogus", "--dry-run"}, `unknown scenario "bogus"`},
 		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--mode", "mesh", "--dry-run"}, `--mode "mesh" unknown`},
-		{[]string{"run", "--provider", "k3d"}, `--provider "k3d" unknown (netns, kind, kubeconfig)`},
+		{[]string{"run", "--provider", "k3d"}, `--provider "k3d" unknown (netns, kind, local-k8s, kubeconfig)`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

@@ -32,13 +32,14 @@ type runFlags struct {
 	retain, reuse, dryRun      bool
 	yaml                       bool
 	kindConfig                 *v1alpha4.Cluster // parsed --kind-config
+	localDir, k8sBinDir        string            // --provider local-k8s
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scenario, error) {
 	fs := flag.NewFlagSet("blastradius run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := &runFlags{}
-	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default), kind (a kind cluster from --kind-config; needs docker, podman or nerdctl) or kubeconfig (an existing cluster); kind and kubeconfig have --dry-run only in this build (docs/kubernetes.md)")
+	fs.StringVar(&f.provider, "provider", "netns", "cluster provider: netns (embedded, rootless, the default), kind (a kind cluster from --kind-config; needs docker, podman or nerdctl), local-k8s (a local multi-node Kubernetes from Go-built binaries and containerd, created and removed by the run; root; docs/local-k8s.md) or kubeconfig (an existing cluster); docs/kubernetes.md")
 	fs.StringVar(&f.mode, "mode", "none", "comma-separated data plane modes, each scenario runs in each: none (plain networking with kube-proxy-like service VIPs), sidecar (a reference proxy in every pod), ambient (a reference node proxy per node, HBONE between pods)")
 	fs.StringVar(&f.scenarios, "scenario", "baseline,node-crash", "comma-separated scenarios: built-in names, scenario files (.yaml), or \"matrix\" for the default fault matrix (list them: blastradius scenarios)")
 	fs.IntVar(&f.trials, "trials", 0, "trials per scenario and mode (0: what the scenario says, default 1); several give mean, p95 and a 95% interval")
@@ -50,8 +51,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.DurationVar(&f.timeout, "timeout", 500*time.Millisecond, "per-request and dial timeout of the load agents; a request slower than this is a failure")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig: with --provider kubeconfig the cluster to use (default $KUBECONFIG, then ~/.kube/config); with --provider kind where the new cluster's kubeconfig is written (default <results>/kubeconfig)")
 	fs.StringVar(&f.kindConfigPath, "kind-config", "kind-config.yaml", "--provider kind: the kind cluster configuration (kind.x-k8s.io/v1alpha4, 1 control plane and at least 2 workers)")
-	fs.BoolVar(&f.retain, "retain", false, "--provider kind: keep the cluster when the run ends (default: delete it)")
-	fs.BoolVar(&f.reuse, "reuse", false, "--provider kind: use an existing cluster of the same name instead of failing (a reused cluster is never deleted)")
+	fs.BoolVar(&f.retain, "retain", false, "--provider kind or local-k8s: keep the cluster when the run ends (default: delete it)")
+	fs.BoolVar(&f.reuse, "reuse", false, "--provider kind or local-k8s: use an existing cluster (kind: of the same name; local-k8s: the one in --local-k8s-dir) instead of creating one; a reused cluster is never deleted")
+	fs.StringVar(&f.localDir, "local-k8s-dir", ".cache/local-k8s", "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
+	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", ".cache/k8s/v1.37.2", "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
 	fs.BoolVar(&f.yaml, "yaml", false, "with --dry-run: print every object's YAML as well")
 	// flag calls Usage on every parse error too; print the full text only on
@@ -75,22 +78,47 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	only := func(provider string, names ...string) error {
+		for _, name := range names {
+			if set[name] {
+				return fmt.Errorf("--%s needs --provider %s", name, provider)
+			}
+		}
+		return nil
+	}
+	var perr error
 	switch f.provider {
 	case "netns":
-		for _, name := range []string{"kubeconfig", "kind-config", "retain", "reuse", "dry-run"} {
-			if set[name] {
-				return nil, nil, fmt.Errorf("--%s needs --provider kind or kubeconfig", name)
-			}
+		if perr = only("kind, kubeconfig or local-k8s", "dry-run"); perr == nil {
+			perr = only("kind or kubeconfig", "kubeconfig")
+		}
+		if perr == nil {
+			perr = only("kind or local-k8s", "retain", "reuse")
+		}
+		if perr == nil {
+			perr = only("kind", "kind-config")
+		}
+		if perr == nil {
+			perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
 		}
 	case "kind":
+		perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
 	case "kubeconfig":
-		for _, name := range []string{"kind-config", "retain", "reuse"} {
-			if set[name] {
-				return nil, nil, fmt.Errorf("--%s needs --provider kind", name)
-			}
+		if perr = only("kind or local-k8s", "retain", "reuse"); perr == nil {
+			perr = only("kind", "kind-config")
+		}
+		if perr == nil {
+			perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
+		}
+	case "local-k8s":
+		if perr = only("kind", "kind-config"); perr == nil {
+			perr = only("kind or kubeconfig", "kubeconfig")
 		}
 	default:
-		return nil, nil, fmt.Errorf("--provider %q unknown (netns, kind, kubeconfig)", f.provider)
+		return nil, nil, fmt.Errorf("--provider %q unknown (netns, kind, local-k8s, kubeconfig)", f.provider)
+	}
+	if perr != nil {
+		return nil, nil, perr
 	}
 	if f.yaml && !f.dryRun {
 		return nil, nil, errors.New("--yaml needs --dry-run")
