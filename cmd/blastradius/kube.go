@@ -3,11 +3,14 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -163,18 +166,55 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 // imageArchive is the image `make images` wrote next to this binary
 // (bin/blastradius-image.tar), or $BLASTRADIUS_IMAGE_ARCHIVE.
 func imageArchive() (string, error) {
-	if p := os.Getenv("BLASTRADIUS_IMAGE_ARCHIVE"); p != "" {
-		return p, nil
+	p := os.Getenv("BLASTRADIUS_IMAGE_ARCHIVE")
+	if p == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		p = filepath.Join(filepath.Dir(exe), "blastradius-image.tar")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(filepath.Dir(exe), "blastradius-image.tar")
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("no image archive at %s: run `make images` (or set BLASTRADIUS_IMAGE_ARCHIVE)", p)
 	}
+	tags, err := archiveTags(p)
+	if err != nil {
+		return "", fmt.Errorf("image archive %s: %v", p, err)
+	}
+	if !slices.Contains(tags, image()) {
+		return "", fmt.Errorf("image archive %s holds %s, this binary's pods run %s: run `make build images` so both come from the same source", p, strings.Join(tags, ", "), image())
+	}
 	return p, nil
+}
+
+// archiveTags reads the tags of a docker-archive (its manifest.json).
+func archiveTags(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return nil, fmt.Errorf("no manifest.json: %v", err)
+		}
+		if h.Name != "manifest.json" {
+			continue
+		}
+		var m []struct{ RepoTags []string }
+		if err := json.NewDecoder(io.LimitReader(tr, 1<<20)).Decode(&m); err != nil {
+			return nil, fmt.Errorf("manifest.json: %v", err)
+		}
+		var tags []string
+		for _, e := range m {
+			for _, t := range e.RepoTags {
+				tags = append(tags, strings.TrimPrefix(strings.TrimPrefix(t, "docker.io/"), "library/"))
+			}
+		}
+		return tags, nil
+	}
 }
 
 // kubeBackend connects to the cluster and picks its nodes: the given
@@ -208,7 +248,8 @@ func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need i
 		return nil, fmt.Errorf("the scenarios need %d Ready, schedulable worker nodes; the cluster has %d (%s)", need, len(workers), strings.Join(workers, ", "))
 	}
 	return &kubetrial.Backend{Client: cs, Dynamic: dyn, Mapper: mapper, Exec: &kubetrial.PodExec{Config: cfg, Client: cs},
-		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), ReadyTimeout: workloadsReadyTimeout, Logf: logf}, nil
+		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), ReadyTimeout: workloadsReadyTimeout, Logf: logf,
+		KeepNamespace: os.Getenv("BLASTRADIUS_KEEP_NAMESPACE") == "1"}, nil
 }
 
 // dryRunBackend is the backend a run would use, for what it can inject.

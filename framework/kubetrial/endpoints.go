@@ -160,7 +160,11 @@ func (k *keeper) Changes() []results.EndpointChange {
 // replacements included) and the services' endpoints as Kubernetes has them.
 func registryWith(ns string, topo results.Topology, pl *placed, eps map[string][]string) xds.Snapshot {
 	snap := xds.Snapshot{TrustDomain: "cluster.local"}
-	uid := func(name string) string { return ns + "/" + name }
+	// A workload's UID is what the node agent calls the pod when it hands
+	// it to the node proxy: namespace/<pod name as Kubernetes named it>.
+	// Name and identity are the plan's (server-n3), stable across
+	// replacement pods.
+	uid := func(name string) string { return ns + "/" + pl.pods[name].Name }
 	app := map[string]bool{}
 	for _, p := range topo.Pods {
 		app[p.Name] = true
@@ -185,7 +189,9 @@ func registryWith(ns string, topo results.Topology, pl *placed, eps map[string][
 	for _, s := range topo.Services {
 		sv := xds.Service{Name: s.Name, Namespace: ns, VIP: s.VIP, Ports: []xds.Port{{Port: scenario.ServiceTCP, TargetPort: scenario.HTTPPort}}}
 		for _, p := range eps[s.Name] {
-			sv.Endpoints = append(sv.Endpoints, uid(p))
+			if _, ok := pl.pods[p]; ok {
+				sv.Endpoints = append(sv.Endpoints, uid(p))
+			}
 		}
 		snap.Services = append(snap.Services, sv)
 	}

@@ -54,7 +54,7 @@ func TestKeeperFollowsEndpointSlices(t *testing.T) {
 	if err := k.step(ctx, topo); err != nil {
 		t.Fatal(err)
 	}
-	if got := registered(); len(got) != 1 || got[0] != ns+"/server-n3" {
+	if got := registered(); len(got) != 1 || got[0] != ns+"/server-n3-x" {
 		t.Fatalf("first registry endpoints %v", got)
 	}
 	// Node crash: the endpoint controller marks the pod not ready; the
@@ -64,7 +64,7 @@ func TestKeeperFollowsEndpointSlices(t *testing.T) {
 	if err := k.step(ctx, topo); err != nil {
 		t.Fatal(err)
 	}
-	if got := registered(); len(got) != 1 || got[0] != ns+"/server-n3-moved" {
+	if got := registered(); len(got) != 1 || got[0] != ns+"/server-n3-moved-y" {
 		t.Errorf("registry endpoints after the change %v, want the replacement only", got)
 	}
 	if err := k.step(ctx, topo); err != nil { // no change: nothing recorded

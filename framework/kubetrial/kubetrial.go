@@ -62,6 +62,8 @@ type Backend struct {
 	// Admin reaches a pod's admin port (the API server's pods/proxy); nil
 	// skips the checks that read the data plane's own state.
 	Admin func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
+	// KeepNamespace leaves a trial's namespace for inspection (debugging).
+	KeepNamespace bool
 	// ReadyTimeout bounds the wait for a trial's workloads (default 2 min).
 	ReadyTimeout time.Duration
 	Logf         func(string, ...any)

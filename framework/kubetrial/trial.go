@@ -42,6 +42,10 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return err
 	}
 	defer func() {
+		if b.KeepNamespace {
+			t.Logf("namespace %s kept (BLASTRADIUS_KEEP_NAMESPACE); the next trial in this mode deletes it first", ns)
+			return
+		}
 		if err := b.deleteNamespace(context.Background(), ns, 2*time.Minute); err != nil {
 			t.Logf("clean-up: %v", err)
 		}
@@ -53,6 +57,9 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	}
 	t.Logf("waiting at most %s for the workloads", ready)
 	if err := kube.WaitWorkloadsReady(ctx, b.Dynamic, objs, kube.WaitOptions{Timeout: ready}); err != nil {
+		if why := b.podProblems(ctx, ns); why != "" {
+			return fmt.Errorf("%w; %s", err, why)
+		}
 		return err
 	}
 	pl, err := b.place(ctx, ns)
@@ -422,4 +429,51 @@ func podReady(p corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// podProblems says why the namespace's pods are not ready, from their
+// containers' states (image missing, spec refused, crash loop), on one
+// line: the kubelet knows, and a user should not need kubectl to find out.
+func (b *Backend) podProblems(ctx context.Context, ns string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, p := range list.Items {
+		if podReady(p) {
+			continue
+		}
+		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			switch {
+			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing" && cs.State.Waiting.Reason != "ContainerCreating":
+				out = append(out, fmt.Sprintf("pod %s container %s: %s: %s", p.Name, cs.Name, cs.State.Waiting.Reason, oneLine(cs.State.Waiting.Message)))
+			case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+				out = append(out, fmt.Sprintf("pod %s container %s: exited %d: %s", p.Name, cs.Name, cs.State.Terminated.ExitCode, oneLine(cs.State.Terminated.Message)))
+			}
+		}
+		if len(p.Status.ContainerStatuses) == 0 {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+					out = append(out, fmt.Sprintf("pod %s: not scheduled: %s", p.Name, oneLine(c.Message)))
+				}
+			}
+		}
+	}
+	if len(out) > 3 {
+		out = append(out[:3], fmt.Sprintf("and %d more", len(out)-3))
+	}
+	return strings.Join(out, "; ")
+}
+
+// oneLine flattens a kubelet message and keeps it short: several go on one
+// line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 240 {
+		s = s[:240] + "..."
+	}
+	return s
 }

@@ -327,6 +327,13 @@ func nodeMounts(s nodeSpec) error {
 			return fmt.Errorf("bind %s on %s: %w", m.from, m.to, err)
 		}
 	}
+	// Shared again, but now among this node's mounts only (the private step
+	// above cut every peer link to the host), as a real node's root is:
+	// the kubelet and containerd refuse HostToContainer propagation (the
+	// node agent's view of /var/run/netns) from a private mount.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make / shared: %w", err)
+	}
 	return nil
 }
 
