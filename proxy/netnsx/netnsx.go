@@ -61,6 +61,15 @@ func Do(nsFD int, fn func() error) error {
 			return
 		}
 		defer unix.Close(orig)
+		// Already there (a sidecar proxy given its own pod's namespace):
+		// run in place. setns needs CAP_SYS_ADMIN even to enter the
+		// namespace one is in, and a sidecar container on Kubernetes has
+		// NET_ADMIN at most.
+		if sameNS(orig, nsFD) {
+			runtime.UnlockOSThread()
+			errc <- fn()
+			return
+		}
 		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netnsx: enter netns fd %d: %w", nsFD, err)
@@ -75,6 +84,16 @@ func Do(nsFD int, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// sameNS reports whether two namespace descriptors name one namespace
+// (same nsfs device and inode).
+func sameNS(a, b int) bool {
+	var sa, sb unix.Stat_t
+	if unix.Fstat(a, &sa) != nil || unix.Fstat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // NewNS creates an empty network namespace (only a down loopback) and returns
