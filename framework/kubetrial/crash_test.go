@@ -12,7 +12,9 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -82,9 +84,15 @@ func TestDataPlaneFaultsThroughTheAPI(t *testing.T) {
 		}
 		return true, &autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: "controlplane", Namespace: ns}}, nil
 	})
+	conflicts := 1
 	cs.PrependReactor("update", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		if a.GetSubresource() != "scale" {
 			return false, nil, nil
+		}
+		if conflicts > 0 {
+			// The Deployment controller wrote the object in between.
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Group: "apps", Resource: "deployments"}, "controlplane", errors.New("the object has been modified"))
 		}
 		s := a.(k8stesting.UpdateAction).GetObject().(*autoscalingv1.Scale)
 		scaled = append(scaled, s.Spec.Replicas)

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/events"
@@ -366,14 +367,20 @@ func (n *nodes) RecoverNode(node string) (time.Time, error) {
 	return n.b.Crasher.RecoverNode(r)
 }
 
-// scale sets a Deployment's replicas through its scale subresource.
+// scale sets a Deployment's replicas through its scale subresource,
+// retried on a conflict: the Deployment controller writes the object at the
+// same moment (it does, right after a pod deletion).
 func scale(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
-	s, err := cs.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s, err := cs.AppsV1().Deployments(ns).GetScale(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s.Spec.Replicas = n
+		_, err = cs.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{FieldManager: kube.FieldManager})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("%s scale: %w", name, err)
-	}
-	s.Spec.Replicas = n
-	if _, err := cs.AppsV1().Deployments(ns).UpdateScale(ctx, name, s, metav1.UpdateOptions{FieldManager: kube.FieldManager}); err != nil {
 		return fmt.Errorf("%s scale to %d: %w", name, n, err)
 	}
 	return nil
