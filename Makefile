@@ -33,8 +33,14 @@ e2e: build
 ifeq ($(PROVIDER),netns)
 	$(BIN) run --provider netns --mode $(E2E_MODES) --scenario matrix --out $(OUT); s=$$?; $(BIN) report $(OUT) >/dev/null; exit $$s
 else ifeq ($(PROVIDER),local-k8s)
-	$(MAKE) images k8s-bins
-	$(BIN) run --provider local-k8s --k8s-bin-dir $(K8S_BIN_DIR) --local-k8s-dir $(LOCAL_K8S_DIR) --mode $(E2E_MODES) --scenario matrix --out $(OUT); s=$$?; $(BIN) report $(OUT) >/dev/null; exit $$s
+	$(MAKE) local-k8s-deps images k8s-bins
+	$(BIN) cluster up --provider local-k8s --nodes 3 --dir $(LOCAL_K8S_DIR) --bin-dir $(K8S_BIN_DIR) --load-image bin/blastradius-image.tar
+	s=0; \
+	$(BIN) run --provider local-k8s --reuse --local-k8s-dir $(LOCAL_K8S_DIR) --mode $(E2E_MODES) --scenario matrix --out $(OUT) || s=1; \
+	$(BIN) report $(OUT) >/dev/null || s=1; \
+	PROVIDER=local-k8s KUBECONFIG=$(CURDIR)/$(LOCAL_K8S_DIR)/kubeconfig BLASTRADIUS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 40m ./suites/faults/ || s=1; \
+	$(BIN) cluster down --provider local-k8s --dir $(LOCAL_K8S_DIR) || s=1; \
+	exit $$s
 else ifeq ($(PROVIDER),kind)
 	$(MAKE) images
 	$(BIN) run --provider kind --mode $(E2E_MODES) --scenario matrix --out $(OUT); s=$$?; $(BIN) report $(OUT) >/dev/null; exit $$s
@@ -76,6 +82,13 @@ LOCAL_K8S_NODES ?= 3
 .PHONY: local-k8s-up local-k8s-down
 local-k8s-up: build k8s-bins
 	$(BIN) cluster up --provider local-k8s --nodes $(LOCAL_K8S_NODES) --dir $(LOCAL_K8S_DIR) --bin-dir $(K8S_BIN_DIR) $(if $(wildcard bin/blastradius-image.tar),--load-image bin/blastradius-image.tar)
+
+# What the local cluster needs from Debian (root): containerd, runc and the
+# CNI plugins; installed when missing.
+.PHONY: local-k8s-deps
+local-k8s-deps:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge -o -x /opt/cni/bin/bridge || \
+		(echo "installing containerd, runc, containernetworking-plugins"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins >/dev/null)
 
 local-k8s-down: build
 	$(BIN) cluster down --provider local-k8s --dir $(LOCAL_K8S_DIR)

@@ -350,7 +350,16 @@ func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.Node
 	return localCrasher{c}
 }
 
-func image() string { return "blastradius:" + version }
+// imageFlag is --image; empty: the image `make images` builds for this
+// binary's version.
+var imageFlag string
+
+func image() string {
+	if imageFlag != "" {
+		return imageFlag
+	}
+	return "blastradius:" + version
+}
 
 // dryRun prints the plan: the cluster, then per scenario and mode the
 // fault's timing, the load and every object to apply with its containers'

@@ -39,6 +39,7 @@ func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
 		{[]string{"run", "--kubeconfig", "x"}, "--kubeconfig needs --provider kind or kubeconfig"},
 		{[]string{"run", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},
 		{[]string{"run", "--local-k8s-dir", "x"}, "--local-k8s-dir needs --provider local-k8s"},
+		{[]string{"run", "--image", "r/b:1"}, "--image needs --provider kind, kubeconfig or local-k8s"},
 		{[]string{"run", "--provider", "kind", "--k8s-bin-dir", "x"}, "--k8s-bin-dir needs --provider local-k8s"},
 		{[]string{"run", "--provider", "local-k8s", "--kubeconfig", "x"}, "--kubeconfig needs --provider kind or kubeconfig"},
 		{[]string{"run", "--provider", "local-k8s", "--kind-config", kindConfig}, "--kind-config needs --provider kind"},

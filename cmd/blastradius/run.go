@@ -53,6 +53,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.StringVar(&f.kindConfigPath, "kind-config", "kind-config.yaml", "--provider kind: the kind cluster configuration (kind.x-k8s.io/v1alpha4, 1 control plane and at least 2 workers)")
 	fs.BoolVar(&f.retain, "retain", false, "--provider kind or local-k8s: keep the cluster when the run ends (default: delete it)")
 	fs.BoolVar(&f.reuse, "reuse", false, "--provider kind or local-k8s: use an existing cluster (kind: of the same name; local-k8s: the one in --local-k8s-dir) instead of creating one; a reused cluster is never deleted")
+	fs.StringVar(&imageFlag, "image", "", "--provider kind, local-k8s or kubeconfig: the image the pods run (default blastradius:<this binary's version>, what `make images` builds; with kind and local-k8s it must be the archive's tag)")
 	fs.StringVar(&f.localDir, "local-k8s-dir", ".cache/local-k8s", "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
 	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", ".cache/k8s/v1.37.2", "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
@@ -89,7 +90,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	var perr error
 	switch f.provider {
 	case "netns":
-		if perr = only("kind, kubeconfig or local-k8s", "dry-run"); perr == nil {
+		if perr = only("kind, kubeconfig or local-k8s", "dry-run", "image"); perr == nil {
 			perr = only("kind or kubeconfig", "kubeconfig")
 		}
 		if perr == nil {

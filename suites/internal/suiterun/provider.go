@@ -43,8 +43,17 @@ func CheckProvider() error {
 	return fmt.Errorf("PROVIDER=%q unknown (netns, kind, kubeconfig, local-k8s)", os.Getenv("PROVIDER"))
 }
 
-// ProviderArgs are the run flags that select the provider.
+// ProviderArgs are the run flags that select the provider. On Kubernetes,
+// $BLASTRADIUS_IMAGE names the image the nodes have (the suite's own build
+// of the binary does not know the version `make images` stamped).
 func ProviderArgs() []string {
+	if img := os.Getenv("BLASTRADIUS_IMAGE"); img != "" && OnKubernetes() {
+		return append(providerArgs(), "--image", img)
+	}
+	return providerArgs()
+}
+
+func providerArgs() []string {
 	switch Provider() {
 	case ProviderKind:
 		return []string{"--provider", "kind", "--kind-config", filepath.Join(repoRoot(), "kind-config.yaml")}
