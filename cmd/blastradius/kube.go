@@ -350,10 +350,6 @@ func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.Node
 	return localCrasher{c}
 }
 
-// imageFlag is --image; empty: the image `make images` builds for this
-// binary's version.
-var imageFlag string
-
 func image() string {
 	if imageFlag != "" {
 		return imageFlag

@@ -20,6 +20,10 @@ import (
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
 
+// imageFlag is --image; empty: the image `make images` builds for this
+// binary's version.
+var imageFlag string
+
 type runFlags struct {
 	provider, mode, scenarios, out string
 	modes                          []string
