@@ -167,6 +167,12 @@ func down(dir string, logf func(string, ...any), keepLogs bool) error {
 // namespaces, and, for a process started but not yet recorded when Up was
 // killed, anything whose command line names the cluster directory.
 func clusterProcs(s state, dir string, netnsInodes map[uint64]bool) []int {
+	// Whoever runs down (a shell, make, a test) may name the directory on
+	// its command line too; it is not the cluster's.
+	ancestors := map[int]bool{}
+	for pid := os.Getppid(); pid > 1 && !ancestors[pid]; pid = parentOf(pid) {
+		ancestors[pid] = true
+	}
 	seen := map[int]bool{}
 	var out []int
 	add := func(pid int) {
@@ -193,7 +199,8 @@ func clusterProcs(s state, dir string, netnsInodes map[uint64]bool) []int {
 			add(pid)
 			continue
 		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), dir+"/") {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), dir+"/") &&
+			startedByUp(pid, dir, b) && !ancestors[pid] {
 			add(pid)
 		}
 	}
@@ -256,4 +263,46 @@ func leftovers(s state, dir string) []string {
 		}
 	}
 	return left
+}
+
+// upPrograms are the programs Up starts (the node init renames
+// itself lk-node-init).
+var upPrograms = map[string]bool{
+	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true,
+	"kubelet": true, "kube-proxy": true, "containerd": true, "containerd-shim-runc-v2": true, "lk-node-init": true,
+}
+
+// startedByUp says whether a process that names the cluster directory is
+// one Up started: it runs in that directory (the control plane does) or is
+// one of the cluster's programs. A user's editor, tail or shell that names
+// a file in the directory is neither, and is left alone.
+func startedByUp(pid int, dir string, cmdline []byte) bool {
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && cwd == dir {
+		return true
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if upPrograms[filepath.Base(argv0)] {
+		return true
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err == nil && upPrograms[strings.TrimSpace(string(comm))]
+}
+
+// parentOf is a process's parent pid, 0 if unknown.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	var state string
+	var ppid int
+	if _, err := fmt.Sscanf(string(b[i+1:]), " %s %d", &state, &ppid); err != nil {
+		return 0
+	}
+	return ppid
 }
