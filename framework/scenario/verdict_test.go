@@ -153,3 +153,31 @@ func TestExpiryIgnoresIsolatedFailure(t *testing.T) {
 		t.Errorf("outage before expiry passed: %+v", got)
 	}
 }
+
+// The server's certificate expiring first need not stop new connections:
+// the client proxy's pooled connection to the server's proxy was verified
+// at its handshake. The client's own expiry is the latest a new connection
+// may still succeed.
+func TestExpiryLateBoundIsTheClientsCertificate(t *testing.T) {
+	tr := &results.Trial{CertExpiries: map[string]time.Time{
+		"spiffe://td/ns/default/sa/client-n2": at(12 * time.Second), "spiffe://td/ns/default/sa/server-n1": at(10 * time.Second)}}
+	flow := func(from time.Duration) []measure.FlowSummary {
+		return []measure.FlowSummary{{Flow: measure.FlowMeta{ID: "n2-to-n1.pod.http-newconn", Client: "client-n2", Server: "server-n1", Profile: ProfileNewConn},
+			Outages: []measure.OutageInterval{failing(from, 15*time.Second, 100)}}}
+	}
+	for _, tc := range []struct {
+		from      time.Duration
+		early, ok bool
+	}{
+		{10 * time.Second, false, true},         // at the server's expiry: a fresh handshake failed
+		{12 * time.Second, false, true},         // at the client's: the pooled connection kept working until then
+		{14 * time.Second, false, false},        // 2 s after the client's: late
+		{9 * time.Second, true, true},           // before either: early
+		{12500 * time.Millisecond, false, true}, // within the tolerance
+	} {
+		got := expiry(tr, flow(tc.from))
+		if got[0].Pass == tc.early || got[1].Pass != tc.ok {
+			t.Errorf("failing from %s: early-check pass=%v, late-check pass=%v (%+v)", tc.from, got[0].Pass, got[1].Pass, got)
+		}
+	}
+}
