@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,7 +177,7 @@ func registryWith(ns string, topo results.Topology, pl *placed, eps map[string][
 	}
 	var names []string
 	for name := range pl.pods {
-		if app[name] || app[stripSpare(name)] {
+		if app[name] || app[strings.TrimSuffix(name, spareSuffix)] {
 			names = append(names, name)
 		}
 	}
@@ -198,10 +199,5 @@ func registryWith(ns string, topo results.Topology, pl *placed, eps map[string][
 	return snap
 }
 
-func stripSpare(name string) string {
-	const suffix = "-moved"
-	if len(name) > len(suffix) && name[len(name)-len(suffix):] == suffix {
-		return name[:len(name)-len(suffix)]
-	}
-	return name
-}
+// spareSuffix names a drain's replacement of a server (the plan's "-moved").
+const spareSuffix = "-moved"
