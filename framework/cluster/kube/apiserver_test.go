@@ -57,6 +57,9 @@ func realAPI(t *testing.T) apiClients {
 	t.Helper()
 	srv := apiServer.Get(t)
 	// The package's own client set-up, as a run against a cluster uses it.
+	// No client-side rate limit: a wait's polls must not be throttled into
+	// its own deadline (client-go's default is 5 requests/s).
+	srv.Config.QPS, srv.Config.Burst = 1000, 1000
 	dyn, mapper, err := kube.Clients(srv.Config)
 	if err != nil {
 		t.Fatal(err)
