@@ -331,3 +331,24 @@ func TestKindWithoutContainerRuntime(t *testing.T) {
 		t.Fatalf("podman: %v", err)
 	}
 }
+
+// A check that the deadline cuts short knows only "context deadline
+// exceeded"; the error must carry the last finished check's reasons.
+func TestPollReportsTheLastFinishedCheck(t *testing.T) {
+	calls := 0
+	err := poll(context.Background(), WaitOptions{Timeout: time.Second, Interval: 10 * time.Millisecond}, "workloads",
+		func(ctx context.Context) ([]string, error) {
+			calls++
+			if calls == 1 {
+				return []string{"Deployment/ns/a (generation not observed yet)"}, nil
+			}
+			<-ctx.Done()
+			return []string{"Deployment/ns/a (" + ctx.Err().Error() + ")"}, nil
+		})
+	if err == nil {
+		t.Fatal("poll succeeded with a check that never passes")
+	}
+	if want := "workloads not ready after 1s: Deployment/ns/a (generation not observed yet)"; err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+}

@@ -47,10 +47,18 @@ func poll(ctx context.Context, o WaitOptions, what string, check func(ctx contex
 	defer cancel()
 	var pending []string
 	var lastErr error
+	done := false // a check has run to completion before the deadline
 	for {
-		pending, lastErr = check(dctx)
-		if lastErr == nil && len(pending) == 0 {
+		p, err := check(dctx)
+		if err == nil && len(p) == 0 {
 			return nil
+		}
+		// A check cut short by the deadline reports "context deadline
+		// exceeded" for whatever it had not fetched yet; the last check
+		// that finished says why things were pending, so keep that one.
+		if dctx.Err() == nil || !done {
+			pending, lastErr = p, err
+			done = dctx.Err() == nil
 		}
 		select {
 		case <-dctx.Done():
