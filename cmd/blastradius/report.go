@@ -64,17 +64,23 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	if path == "" {
 		path = filepath.Join(dir, "report.html")
 	}
+	size, err := writeReport(path, dir, run)
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		return 1
+	}
+	fmt.Fprintf(stdout, "report: %s (%d KB)\n", path, (size+1023)/1024)
+	return 0
+}
+
+// writeReport renders run (read from the results folder dir) into path and
+// returns its size.
+func writeReport(path, dir string, run *results.Run) (int, error) {
 	var buf bytes.Buffer
 	if err := reports.HTML(&buf, run, reports.HTMLOptions{Dir: dir}); err != nil {
-		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
-		return 1
+		return 0, err
 	}
-	if err := writeAtomic(path, buf.Bytes()); err != nil {
-		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
-		return 1
-	}
-	fmt.Fprintf(stdout, "report: %s (%d KB)\n", path, (buf.Len()+1023)/1024)
-	return 0
+	return buf.Len(), writeAtomic(path, buf.Bytes())
 }
 
 // writeAtomic writes through a temporary file and a rename, so a browser

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -176,6 +177,18 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 		return 2
 	}
+	if !f.dryRun && !sandbox.Inside() {
+		// The folder is fixed and checked here, once, before anything
+		// starts; the sandboxed run is handed the same folder.
+		if f.out == "" {
+			f.out = defaultOutDir("")
+			args = append(args, "--out", f.out)
+		}
+		if err := prepareOutDir(f.out, "run.json"); err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %v\n", err)
+			return 2
+		}
+	}
 	if f.provider != "netns" {
 		return kubeRun(f, scs, stdout, stderr)
 	}
@@ -208,6 +221,15 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logf := timedLog(stdout)
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+			logf("interrupted: stopping the trial, saving what was measured and writing the report (interrupt again to stop at once)")
+		case <-finished:
+		}
+	}()
 	var backend scenario.Backend
 	if prepare != nil {
 		b, cleanup, err := prepare(ctx, logf)
@@ -275,7 +297,14 @@ run:
 	if err := reports.JUnitFile(out, r.Run()); err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 	}
-	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\n", r.Run().ID, status, out)
+	// The report is rendered whatever the outcome: an interrupted run's
+	// report shows what was measured and marks what is missing.
+	report := filepath.Join(out, "report.html")
+	if _, err := writeReport(report, out, r.Run()); err != nil {
+		fmt.Fprintf(stderr, "blastradius run: report: %s\n", oneLine(err))
+		report = "(not written)"
+	}
+	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\nreport: %s\n", r.Run().ID, status, out, report)
 	if status != results.StatusDone {
 		return 1
 	}

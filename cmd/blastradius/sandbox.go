@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"blastradius.dev/blastradius/framework/sandbox"
 )
@@ -17,7 +16,7 @@ import (
 // results/<prefix><UTC time> and adds --out to args).
 func enterSandbox(cmd string, args []string, outDir, prefix, marker string, stderr io.Writer) int {
 	if outDir == "" {
-		outDir = filepath.Join("results", prefix+time.Now().UTC().Format("20060102-150405"))
+		outDir = defaultOutDir(prefix)
 		args = append(args, "--out", outDir)
 	}
 	if _, err := os.Stat(filepath.Join(outDir, marker)); err == nil {

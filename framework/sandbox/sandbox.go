@@ -46,7 +46,18 @@ func Enter(args []string) (int, error) {
 		return 1, explain(err)
 	}
 	go func() {
+		n := 0
 		for s := range sigs {
+			// The first interrupt asks the child to stop cleanly (save what
+			// was measured, write the report). A second one is someone who
+			// will not wait: SIGKILL the child, which is init of its PID
+			// namespace, so every process of the run dies with it and its
+			// namespaces and mounts go away.
+			if n++; n > 1 {
+				fmt.Fprintln(os.Stderr, "blastradius: interrupted again: stopping at once")
+				_ = cmd.Process.Kill()
+				continue
+			}
 			_ = cmd.Process.Signal(s)
 		}
 	}()

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -143,6 +144,86 @@ var _ = Describe("kill -9 of the runner", func() {
 			}
 		}
 		Expect(total).To(BeNumerically(">", 1000))
+	})
+})
+
+var _ = Describe("Ctrl-C of the runner", func() {
+	It("stops every workload, keeps what was measured, renders a partial report and exits non-zero", func() {
+		out := outDir()
+		mountsBefore, err := os.ReadFile("/proc/self/mountinfo")
+		Expect(err).NotTo(HaveOccurred())
+		baseline := allRefs()
+
+		// Two scenarios: the interrupt comes during the first, so the
+		// second must never start.
+		var log bytes.Buffer
+		cmd := exec.Command(suiterun.Binary, "run", "--scenario", "node-crash,baseline", "--out", out)
+		cmd.Stdout, cmd.Stderr = &log, &log // one writer: exec copies both with one goroutine
+		Expect(cmd.Start()).To(Succeed())
+		DeferCleanup(func() { _ = cmd.Process.Kill() })
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+
+		Eventually(func() int {
+			r, err := results.Load(out)
+			if err != nil || len(r.Trials) == 0 {
+				return 0
+			}
+			return len(r.Trials[0].Faults)
+		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">=", 1))
+		created := map[string]bool{}
+		procs := ofBinary()
+		Expect(len(procs)).To(BeNumerically(">=", 5), "runner plus agents")
+		for _, p := range procs {
+			for _, r := range nsRefs(p) {
+				if !baseline[r] {
+					created[r] = true
+				}
+			}
+		}
+		Expect(created).NotTo(BeEmpty())
+
+		Expect(cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
+		var werr error
+		Eventually(exited).WithTimeout(60*time.Second).Should(Receive(&werr), "the run did not stop within 60 s of Ctrl-C")
+		var ee *exec.ExitError
+		Expect(werr).To(BeAssignableToTypeOf(ee), "exit status must be non-zero: %v\n%s", werr, log.String())
+		Expect(werr.(*exec.ExitError).ExitCode()).To(Equal(1), log.String())
+		Expect(log.String()).To(ContainSubstring("interrupted: stopping the trial"))
+
+		// Workloads stopped: no process, namespace or mount of the run.
+		Eventually(ofBinary).WithTimeout(10*time.Second).Should(BeEmpty(), "processes left")
+		now := allRefs()
+		for r := range created {
+			Expect(now).NotTo(HaveKey(r), "namespace left")
+		}
+		mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")
+
+		// Results flushed: run.json final, the interrupted trial's events on disk.
+		run, err := results.Load(out)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(run.Status).To(Equal(results.StatusInterrupted))
+		Expect(run.Finished).NotTo(BeNil())
+		Expect(run.Trials).To(HaveLen(1), "the second scenario must not start")
+		Expect(run.Trials[0].Status).To(Equal(results.StatusInterrupted))
+		total := 0
+		for _, f := range run.Trials[0].Flows {
+			evs, err := events.ReadFile(filepath.Join(out, f.Events))
+			Expect(err).NotTo(HaveOccurred(), f.Events)
+			total += len(evs)
+		}
+		Expect(total).To(BeNumerically(">", 1000))
+		junit, err := os.ReadFile(filepath.Join(out, "junit.xml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(junit)).To(ContainSubstring("node-crash"))
+
+		// A partial report, saying so.
+		page, err := os.ReadFile(filepath.Join(out, "report.html"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(page)).To(ContainSubstring("Incomplete run (status interrupted)"))
+		Expect(log.String()).To(ContainSubstring("report: " + filepath.Join(out, "report.html")))
 	})
 })
 
