@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"blastradius.dev/blastradius/framework/cluster"
+	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/cluster/localk8s"
 )
 
@@ -25,6 +27,7 @@ const (
 )
 
 const clusterUsage = `Usage: blastradius cluster up|down|status|load-image --provider local-k8s [flags]
+       blastradius cluster down --provider kind [--kind-config kind-config.yaml]
 
 Brings up, tears down or shows a local multi-node Kubernetes cluster on this
 machine (root; no container engine or registry needed): the control plane as
@@ -32,6 +35,8 @@ host processes, each node a network namespace with its own containerd,
 kubelet and kube-proxy (docs/local-k8s.md). up prints the kubeconfig for
   blastradius run --provider kubeconfig --kubeconfig <path>
 load-image imports image archives (make images) into every node.
+With --provider kind, down deletes the kind cluster the kind config names
+(what a killed run left behind; a run's own clean-up does the same).
 
 Flags:
 `
@@ -55,7 +60,8 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("blastradius cluster "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	provider := fs.String("provider", "", "cluster provider; only local-k8s")
+	provider := fs.String("provider", "", "cluster provider: local-k8s (up, down, status, load-image) or kind (down: delete a kind cluster, e.g. one a killed run left behind)")
+	kindConfig := fs.String("kind-config", "kind-config.yaml", "--provider kind: the kind config naming the cluster to delete")
 	dir := fs.String("dir", defaultLocalK8sDir, "cluster directory: certificates, kubeconfig, etcd, node state, logs, state file")
 	nodes := fs.Int("nodes", localk8s.DefaultNodes, fmt.Sprintf("up: number of kubelet nodes, 1..%d", localk8s.MaxNodes))
 	binDir := fs.String("bin-dir", defaultLocalK8sBinDir, "up: etcd and the Kubernetes binaries (make k8s-bins)")
@@ -79,16 +85,31 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blastradius cluster %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return 2
 	}
-	if *provider != "local-k8s" {
-		fmt.Fprintf(stderr, "blastradius cluster %s: --provider local-k8s is required (the only provider with a standalone cluster; kind clusters come with run --provider kind)\n", sub)
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
+	}
+	switch {
+	case *provider == "kind" && sub == "down":
+		cfg, err := cluster.LoadKindConfig(*kindConfig)
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneLine(err))
+			return 2
+		}
+		if err := kube.DeleteKind(kube.KindName(cfg), logf); err != nil {
+			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneLine(err))
+			return 1
+		}
+		return 0
+	case *provider == "kind":
+		fmt.Fprintf(stderr, "blastradius cluster %s: --provider kind has only down (kind clusters are created by run --provider kind)\n", sub)
+		return 2
+	case *provider != "local-k8s":
+		fmt.Fprintf(stderr, "blastradius cluster %s: --provider local-k8s or kind is required\n", sub)
 		return 2
 	}
 	if *nodes < 1 || *nodes > localk8s.MaxNodes {
 		fmt.Fprintf(stderr, "blastradius cluster %s: --nodes %d out of range 1..%d\n", sub, *nodes, localk8s.MaxNodes)
 		return 2
-	}
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(stdout, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.0")}, a...)...)
 	}
 	switch sub {
 	case "up":

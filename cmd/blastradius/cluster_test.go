@@ -17,8 +17,9 @@ func TestClusterBadInput(t *testing.T) {
 	}{
 		{[]string{"cluster"}, "want a subcommand"},
 		{[]string{"cluster", "sideways"}, `unknown subcommand "sideways"`},
-		{[]string{"cluster", "up"}, "--provider local-k8s is required"},
-		{[]string{"cluster", "up", "--provider", "kind"}, "--provider local-k8s is required"},
+		{[]string{"cluster", "up"}, "--provider local-k8s or kind is required"},
+		{[]string{"cluster", "up", "--provider", "kind"}, "--provider kind has only down"},
+		{[]string{"cluster", "down", "--provider", "kind", "--kind-config", "/nonexistent/kind.yaml"}, "/nonexistent/kind.yaml"},
 		{[]string{"cluster", "up", "--provider", "local-k8s", "extra"}, `unexpected argument "extra"`},
 		{[]string{"cluster", "up", "--nodes", "x"}, "invalid value"},
 		{[]string{"cluster", "up", "--provider", "local-k8s", "--nodes", "0"}, "--nodes 0 out of range 1..9"},

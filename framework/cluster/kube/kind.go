@@ -163,9 +163,26 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 		return nil, fmt.Errorf("kind: list clusters: %s", oneLine(err))
 	}
 	exists := contains(existing, name)
+	if exists && !o.Reuse {
+		owner, alive, err := ReadKindOwner(name)
+		switch {
+		case err != nil:
+			return nil, err
+		case owner != nil && alive:
+			return nil, fmt.Errorf("kind: cluster %q is in use by a running blastradius (pid %d); wait for it or stop it", name, owner.Pid)
+		case owner == nil:
+			return nil, fmt.Errorf("kind: a cluster named %q already exists (--reuse to use it, or: kind delete cluster --name %s)", name, name)
+		}
+		// Created by a run that died without deleting it: this run's
+		// clean-up, as the killed run would have done.
+		logf("kind: cluster %q was left behind by a run that was killed (pid %d, %s); deleting it", name, owner.Pid, owner.Created.Local().Format(time.DateTime))
+		if err := deleteKind(p, name, owner.Kubeconfig); err != nil {
+			return nil, fmt.Errorf("kind: delete leftover cluster %q: %s", name, oneLine(err))
+		}
+		removeKindOwner(name)
+		exists = false
+	}
 	switch {
-	case exists && !o.Reuse:
-		return nil, fmt.Errorf("kind: a cluster named %q already exists (--reuse to use it, or: kind delete cluster --name %s)", name, name)
 	case exists:
 		logf("kind: reusing cluster %q", name)
 		if err := os.MkdirAll(filepath.Dir(o.Kubeconfig), 0o755); err != nil {
@@ -182,6 +199,11 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 		logf("kind: creating cluster %q (%d nodes) with %s", name, len(o.Config.Nodes), runtime)
 		cfg := o.Config.DeepCopy()
 		cfg.Name = name
+		// Recorded before the create starts: a run killed half-way through
+		// creating leaves containers too.
+		if err := writeKindOwner(name, o.Kubeconfig); err != nil {
+			return nil, err
+		}
 		done := make(chan error, 1)
 		go func() {
 			done <- p.Create(name,
@@ -197,6 +219,10 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 		select {
 		case err := <-done:
 			if err != nil {
+				if !o.Retain {
+					// kind removed the nodes of its failed create.
+					removeKindOwner(name)
+				}
 				return nil, fmt.Errorf("kind: create cluster %q: %s", name, oneLine(err))
 			}
 		case <-time.After(timeout):
@@ -238,7 +264,11 @@ func (k *KindCluster) cleanupAfterFailure() {
 	if k.Created && !k.Retain {
 		if err := k.p.Delete(k.Name, k.Kubeconfig); err != nil {
 			k.logf("kind: delete cluster %q after failure: %v", k.Name, err)
+			return
 		}
+	}
+	if k.Created {
+		removeKindOwner(k.Name)
 	}
 }
 
@@ -249,6 +279,8 @@ func (k *KindCluster) Close() error {
 		k.logf("kind: cluster %q was reused; kept", k.Name)
 		return nil
 	case k.Retain:
+		// Kept on purpose: the user's now, never a leftover to delete.
+		removeKindOwner(k.Name)
 		k.logf("kind: cluster %q retained (kubeconfig %s; delete: kind delete cluster --name %s)", k.Name, k.Kubeconfig, k.Name)
 		return nil
 	}
@@ -256,6 +288,47 @@ func (k *KindCluster) Close() error {
 	if err := k.p.Delete(k.Name, k.Kubeconfig); err != nil {
 		return fmt.Errorf("kind: delete cluster %q: %s", k.Name, oneLine(err))
 	}
+	removeKindOwner(k.Name)
+	return nil
+}
+
+// DeleteKind deletes the kind cluster name (`blastradius cluster down
+// --provider kind`): the way to remove what a killed run left behind when no
+// other run follows. Deleting a cluster that does not exist is not an error;
+// one that a running blastradius is using is refused.
+func DeleteKind(name string, logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	owner, alive, err := ReadKindOwner(name)
+	if err != nil {
+		return err
+	}
+	if owner != nil && alive {
+		return fmt.Errorf("kind: cluster %q is in use by a running blastradius (pid %d); stop that run instead", name, owner.Pid)
+	}
+	p, _, err := KindProvider(logf)
+	if err != nil {
+		return err
+	}
+	existing, err := p.List()
+	if err != nil {
+		return fmt.Errorf("kind: list clusters: %s", oneLine(err))
+	}
+	if !contains(existing, name) {
+		removeKindOwner(name)
+		logf("kind: no cluster named %q; nothing to delete", name)
+		return nil
+	}
+	kc := ""
+	if owner != nil {
+		kc = owner.Kubeconfig
+	}
+	logf("kind: deleting cluster %q", name)
+	if err := deleteKind(p, name, kc); err != nil {
+		return fmt.Errorf("kind: delete cluster %q: %s", name, oneLine(err))
+	}
+	removeKindOwner(name)
 	return nil
 }
 
@@ -285,3 +358,22 @@ func (i kindInfo) Infof(f string, a ...any) {
 	}
 }
 func (i kindInfo) Enabled() bool { return i.on }
+
+// deleteKind deletes a cluster whose kubeconfig was written to kubeconfig
+// by the run that created it. kind also edits that file (and locks it
+// beside itself); when it is gone with its folder (a results folder removed
+// since), a scratch file stands in, so neither the delete fails on it nor
+// kind falls back to editing the user's own kubeconfig.
+func deleteKind(p *kindcluster.Provider, name, kubeconfig string) error {
+	if kubeconfig != "" {
+		if _, err := os.Stat(filepath.Dir(kubeconfig)); err == nil {
+			return p.Delete(name, kubeconfig)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "blastradius-kind-delete-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	return p.Delete(name, filepath.Join(tmp, "kubeconfig"))
+}
