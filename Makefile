@@ -4,7 +4,7 @@ BIN     := bin/blastradius
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 OUT     ?= results/$(shell date -u +%Y%m%d-%H%M%S)
 
-.PHONY: build images e2e test vet fmt bench clean
+.PHONY: build images e2e test vet fmt bench clean fuzz
 
 # bin/blastradius is the CLI; bin/blastradius-pod is the slim build the
 # embedded cluster's pods run (no Kubernetes client libraries: half the memory).
@@ -23,7 +23,7 @@ images:
 	$(GO) run ./tools/image -binary $(BIN)-pod -tag $(IMAGE) -out bin/blastradius-image.tar
 
 # The default fault matrix in every data plane mode: one line per trial,
-# then the verdict table; the report is written into the results folder.
+# then the verdict table; run writes report.html into the results folder.
 # PROVIDER=netns (default): the embedded cluster. PROVIDER=local-k8s: a local
 # 3-node Kubernetes built here (root; the run brings it up and takes it down;
 # docs/local-k8s.md). PROVIDER=kind: a kind cluster (Docker).
@@ -31,19 +31,18 @@ PROVIDER ?= netns
 E2E_MODES ?= none,sidecar,ambient
 e2e: build
 ifeq ($(PROVIDER),netns)
-	$(BIN) run --provider netns --mode $(E2E_MODES) --scenario matrix --out $(OUT); s=$$?; $(BIN) report $(OUT) >/dev/null; exit $$s
+	$(BIN) run --provider netns --mode $(E2E_MODES) --scenario matrix --out $(OUT)
 else ifeq ($(PROVIDER),local-k8s)
 	$(MAKE) local-k8s-deps images k8s-bins
 	$(BIN) cluster up --provider local-k8s --nodes 3 --dir $(LOCAL_K8S_DIR) --bin-dir $(K8S_BIN_DIR) --load-image bin/blastradius-image.tar
 	s=0; \
 	$(BIN) run --provider local-k8s --reuse --local-k8s-dir $(LOCAL_K8S_DIR) --mode $(E2E_MODES) --scenario matrix --out $(OUT) || s=1; \
-	$(BIN) report $(OUT) >/dev/null || s=1; \
 	PROVIDER=local-k8s KUBECONFIG=$(CURDIR)/$(LOCAL_K8S_DIR)/kubeconfig BLASTRADIUS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 40m ./suites/faults/ || s=1; \
 	$(BIN) cluster down --provider local-k8s --dir $(LOCAL_K8S_DIR) || s=1; \
 	exit $$s
 else ifeq ($(PROVIDER),kind)
 	$(MAKE) images
-	$(BIN) run --provider kind --mode $(E2E_MODES) --scenario matrix --out $(OUT); s=$$?; $(BIN) report $(OUT) >/dev/null; exit $$s
+	$(BIN) run --provider kind --mode $(E2E_MODES) --scenario matrix --out $(OUT)
 else
 	@echo "PROVIDER=$(PROVIDER) unknown (netns, local-k8s, kind)"; exit 2
 endif
@@ -99,6 +98,45 @@ vet:
 
 fmt:
 	gofmt -w cmd framework proxy reports suites manifests internal
+
+# The soak: one embedded ambient cluster under load for SOAK_DURATION with a
+# fault every SOAK_FAULT_EVERY, every data plane process's fds, goroutines and
+# RSS sampled every SOAK_SAMPLE_EVERY; exit 0 flat, 1 leak. Not part of `make
+# test` (30 minutes). docs/reliability.md ("Soak").
+SOAK_DURATION     ?= 30m
+SOAK_FAULT_EVERY  ?= 1m
+SOAK_SAMPLE_EVERY ?= 10s
+SOAK_NODES        ?= 3
+.PHONY: soak
+soak: build
+	$(BIN) soak --duration $(SOAK_DURATION) --fault-every $(SOAK_FAULT_EVERY) --sample-every $(SOAK_SAMPLE_EVERY) --nodes $(SOAK_NODES) --out results/soak-$(shell date -u +%Y%m%d-%H%M%S)
+
+# Every native Go fuzzer, one after another, FUZZTIME each. The list is
+# derived, not written down: every FuzzXxx that `go test -list` reports in a
+# package whose tests declare one, so a new fuzzer is in it without an edit
+# here. FUZZ=<regexp> picks fuzzers by name (FUZZ=FuzzDispatch runs one).
+# FUZZPARALLEL is the worker count (go test -parallel). Not part of `make
+# test`, which runs only the fuzzers' seed corpora (testdata/fuzz).
+# docs/reliability.md ("Fuzzing").
+FUZZTIME     ?= 1m
+FUZZ         ?= .
+FUZZPARALLEL ?= 2
+fuzz:
+	@set -e; list=""; \
+	for pd in $$($(GO) list -f '{{.ImportPath}}={{.Dir}}' ./...); do \
+		pkg=$${pd%%=*}; dir=$${pd#*=}; \
+		grep -qs '^func Fuzz' $$dir/*_test.go || continue; \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' | grep -E -- '$(FUZZ)' || true); do \
+			list="$$list $$pkg=$$f"; \
+		done; \
+	done; \
+	[ -n "$$list" ] || { echo "fuzz: no fuzzer matches FUZZ=$(FUZZ)"; exit 1; }; \
+	echo "fuzz: $$(echo $$list | wc -w) fuzzers, $(FUZZTIME) each:"; \
+	for pf in $$list; do echo "  $${pf%%=*} $${pf#*=}"; done; \
+	for pf in $$list; do \
+		echo "== $${pf%%=*} $${pf#*=}"; \
+		$(GO) test -run '^$$' -fuzz "^$${pf#*=}\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $${pf%%=*}; \
+	done
 
 bench: build
 	$(BIN) bench $(BENCH_FLAGS)

@@ -71,7 +71,7 @@ func parseCompareFlags(args []string, stderr io.Writer) (*compareFlags, error) {
 		return nil, errors.New("no --baseline given")
 	case f.opt.MinHistory < 1:
 		return nil, fmt.Errorf("--min-history %d must be at least 1", f.opt.MinHistory)
-	case f.opt.FlakeTolerance < 0 || f.opt.FlakeTolerance > 10:
+	case !(f.opt.FlakeTolerance >= 0 && f.opt.FlakeTolerance <= 10): // NaN too: it fails every comparison
 		return nil, fmt.Errorf("--flake-tolerance %g out of range 0..10", f.opt.FlakeTolerance)
 	case f.format != "text" && f.format != "json":
 		return nil, fmt.Errorf("--format %q unknown (text, json)", f.format)

@@ -25,6 +25,7 @@ Usage:
   blastradius report <dir> [--out file]  render a results folder as one self-contained report.html
   blastradius compare <run-dir> --baseline <dir>...  tier each variant against earlier runs: pass, flake, regress (docs/compare.md)
   blastradius bench [flags]      latency, throughput and proxy cost for none, sidecar and ambient (see: blastradius bench --help)
+  blastradius soak [flags]       ambient cluster under load and faults for --duration: leak check of every proxy's fds, goroutines, RSS
   blastradius version            print the version
   blastradius agent [flags]      (internal) load agent started inside pods
   blastradius proxy [flags]      (internal) reference data plane proxy: node, sidecar or waypoint
@@ -40,7 +41,9 @@ func main() {
 
 func dispatch(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		// Bad input is one line on stderr and exit 2, like every other
+		// usage error; the full usage is one "help" away.
+		fmt.Fprintln(stderr, "blastradius: no command given (run, scenarios, report, compare, bench, soak, version; try: blastradius help)")
 		return 2
 	}
 	switch args[0] {
@@ -48,11 +51,16 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return runCmd(args[1:], stdout, stderr)
 	case "compare":
 		return compareCmd(args[1:], stdout, stderr)
+	case "soak":
+		return soakCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
 	case "bench-agent":
 		return benchAgentCmd(args[1:], stdout, stderr)
 	case "scenarios":
+		if code, bad := noArgs(args, stderr); bad {
+			return code
+		}
 		return scenariosCmd(stdout)
 	case "report":
 		return reportCmd(args[1:], stdout, stderr)
@@ -71,6 +79,9 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "events":
 		return eventsCmd(args[1:], stdout, stderr)
 	case "version", "--version":
+		if code, bad := noArgs(args, stderr); bad {
+			return code
+		}
 		fmt.Fprintln(stdout, "blastradius", version)
 		return 0
 	case "help", "-h", "--help":
@@ -79,4 +90,15 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "blastradius: unknown command %q (try: blastradius help)\n", args[0])
 	return 2
+}
+
+// noArgs refuses arguments to a command that takes none: ignoring them
+// would let "blastradius scenarios node-crash" look like it did something
+// with node-crash.
+func noArgs(args []string, stderr io.Writer) (code int, bad bool) {
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "blastradius %s: unexpected argument %q (it takes none)\n", args[0], args[1])
+		return 2, true
+	}
+	return 0, false
 }

@@ -47,6 +47,16 @@ func Load(dir string) (*Folder, error) {
 		SchemaVersion *int `json:"schemaVersion"`
 	}
 	if err := json.Unmarshal(b, &head); err != nil {
+		// encoding/json would name this function's Go type ("struct {
+		// SchemaVersion *int ...}"), which means nothing to whoever reads
+		// the folder: say what the file holds instead.
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return nil, fmt.Errorf("%s: run.json holds a JSON %s, not an object (not a blastradius run)", dir, te.Value)
+		}
+		if errors.As(err, &te) {
+			return nil, fmt.Errorf("%s: run.json: schemaVersion is a JSON %s, want a number", dir, te.Value)
+		}
 		return nil, fmt.Errorf("%s: run.json: %v", dir, err)
 	}
 	switch {

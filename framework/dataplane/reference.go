@@ -16,6 +16,8 @@ import (
 
 	"blastradius.dev/blastradius/framework/cluster/netns"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/proxy/ca"
+	"blastradius.dev/blastradius/proxy/controlplane"
 	"blastradius.dev/blastradius/proxy/inpod"
 	"blastradius.dev/blastradius/proxy/node"
 	"blastradius.dev/blastradius/proxy/xds"
@@ -212,12 +214,23 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 		return err
 	}
 	cp, _ := cl.Pod(ControlPlanePod)
+	// The CA root survives a control plane restart, as istiod's does in its
+	// Secret; otherwise every restart would break every identity. It is
+	// handed over in the control plane's environment (the same at every
+	// restart), not in a key file: one in the trial's folder would outlive
+	// the run wherever results are copied.
+	root, err := ca.New(TrustDomain, r.CertTTL)
+	if err != nil {
+		return err
+	}
+	rootKey, err := root.RootKeyPEM()
+	if err != nil {
+		return err
+	}
 	cpProc, err := cl.Start(ControlPlanePod, netns.ProcSpec{Name: "controlplane", Args: []string{"controlplane",
 		"--listen", fmt.Sprintf(":%d", XDSPort), "--admin", fmt.Sprintf(":%d", CPAdminPort),
-		"--registry", r.registryPath(), "--trust-domain", TrustDomain, "--cert-ttl", r.CertTTL.String(),
-		// The CA root survives a control plane restart, as istiod's does in
-		// its Secret; otherwise every restart would break every identity.
-		"--ca-dir", filepath.Join(r.Dir, "ca")},
+		"--registry", r.registryPath(), "--trust-domain", TrustDomain, "--cert-ttl", r.CertTTL.String()},
+		Env:       []string{controlplane.EnvCARootCert + "=" + string(root.RootPEM()), controlplane.EnvCARootKey + "=" + string(rootKey)},
 		ProbePort: CPAdminPort, ProbePath: "/ready"})
 	if err != nil {
 		return err

@@ -312,31 +312,3 @@ func TestParseListFile(t *testing.T) {
 		t.Errorf("got %+v", scs)
 	}
 }
-
-func FuzzParseFile(f *testing.F) {
-	paths, _ := filepath.Glob("../../scenarios/*.yaml")
-	for _, p := range paths {
-		if b, err := os.ReadFile(p); err == nil {
-			f.Add(b)
-		}
-	}
-	for _, s := range []string{
-		"",
-		"name: x\ntopology: {nodes: 3}\nload: {duration: 5s}\n",
-		"name: x\ntopology: {nodes: 3}\nload: {duration: 5s}\n---\n",
-		"a: &a [*a]\nname: *a\ntopology: *a\n",
-		"name: x\ntopology: {nodes: 2}\nload: {duration: 9s}\nfault: {kind: blackhole, at: 1s, holes: [1s], gap: 1s}\nflows: {custom: [{from: 1, to: 2, via: pod, profile: tcp-stream}]}\n",
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		sc, err := ParseFile("fuzz.yaml", data)
-		if err != nil {
-			checkFileError(t, "fuzz.yaml", err)
-			return
-		}
-		if sc.File != "fuzz.yaml" || sc.Name == "" || sc.Nodes < 1 || sc.Duration <= 0 {
-			t.Errorf("accepted an incomplete scenario: %+v", sc)
-		}
-	})
-}

@@ -2,9 +2,10 @@
 // obtain, cache and verify SPIFFE workload certificates.
 //
 // The CA is deliberately tiny: one in-memory ECDSA P-256 root, no
-// intermediates, no persistence. A restarted control plane therefore has a new
-// root, exactly like a freshly installed istiod with a self-signed CA; proxies
-// pick the new root up with their next certificate.
+// intermediates, and this package writes no file. A root made by New lives as
+// long as the process; RootKeyPEM and Load let a caller hand it to the next
+// process (the embedded cluster's runner passes it to every control plane
+// start in the environment, so no private key is ever on disk).
 package ca
 
 import (
@@ -21,6 +22,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // rootTTL is long because the root lives only as long as the process anyway;
@@ -290,6 +292,17 @@ func ParseSpiffeID(id string) (trustDomain, namespace, serviceAccount string, er
 	parts := strings.Split(u.Path, "/")
 	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" || parts[2] == "" || parts[4] == "" {
 		return bad("path must be /ns/<namespace>/sa/<service-account>")
+	}
+	// Percent-escapes that url.Parse keeps out of RawPath ("%0A") would
+	// otherwise smuggle control characters into the parts; Kubernetes
+	// names are letters, digits, '.', '-' (and '_' is harmless).
+	for _, p := range []string{parts[2], parts[4]} {
+		if i := strings.IndexFunc(p, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_')
+		}); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(p[i:])
+			return bad(fmt.Sprintf("namespace and service account allow only letters, digits, '.', '-' and '_', not %q", r))
+		}
 	}
 	return u.Host, parts[2], parts[4], nil
 }

@@ -169,6 +169,10 @@ func TestSignRefuses(t *testing.T) {
 		{"extra path", csr, "spiffe://cluster.local/ns/default/sa/foo/bar", "path"},
 		{"empty ns", csr, "spiffe://cluster.local/ns//sa/foo", "path"},
 		{"port", csr, "spiffe://cluster.local:8080/ns/default/sa/foo", "port"},
+		// Found by FuzzCreateCertificate: url.Parse decodes "%0A" without
+		// setting RawPath, so a newline reached the namespace.
+		{"escaped newline in ns", csr, "spiffe://cluster.local/ns/a%0Ab/sa/foo", "not '\\n'"},
+		{"space in sa", csr, "spiffe://cluster.local/ns/default/sa/a%20b", "not ' '"},
 	}
 	for _, c := range cases {
 		_, err := a.Sign(c.csr, c.id)

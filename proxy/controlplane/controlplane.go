@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -43,6 +44,17 @@ const pollInterval = 100 * time.Millisecond
 // otherwise hold the process forever.
 const shutdownGrace = 5 * time.Second
 
+// EnvCARootCert and EnvCARootKey, set together, hand the control plane its CA
+// root (PEM certificate, PEM private key) from the process that starts it. The
+// key then exists only in memory — the starter's and the control plane's —
+// and a restarted control plane keeps the same root without a key file that
+// would outlive the run in its results folder (the embedded cluster's runner
+// does this). They are removed from the environment once read.
+const (
+	EnvCARootCert = "BLASTRADIUS_CA_ROOT_CERT"
+	EnvCARootKey  = "BLASTRADIUS_CA_ROOT_KEY"
+)
+
 type config struct {
 	listen, registry, trustDomain, admin, caDir string
 	certTTL                                     time.Duration
@@ -67,7 +79,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued identities")
 	fs.DurationVar(&c.certTTL, "cert-ttl", time.Hour, "validity of issued workload certificates (proxies renew at half of it)")
 	fs.StringVar(&c.admin, "admin", ":15014", "HTTP admin address (/ready, /debug/status, /debug/snapshot); empty: none")
-	fs.StringVar(&c.caDir, "ca-dir", "", "directory keeping the CA root (root-cert.pem, root-key.pem) across restarts; created if missing. Empty: a new in-memory root per start")
+	fs.StringVar(&c.caDir, "ca-dir", "", "directory keeping the CA root (root-cert.pem, root-key.pem, the key 0600 in a 0700 directory) across restarts; created if missing. Empty: the root in $"+EnvCARootCert+"/$"+EnvCARootKey+", else a new in-memory root per start")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stderr, usageLine)
@@ -103,6 +115,14 @@ func (c *config) check(fs *flag.FlagSet) error {
 	if err := ca.ValidTrustDomain(c.trustDomain); err != nil {
 		return fmt.Errorf("--trust-domain: %v", err)
 	}
+	_, haveCert := os.LookupEnv(EnvCARootCert)
+	_, haveKey := os.LookupEnv(EnvCARootKey)
+	switch {
+	case haveCert != haveKey:
+		return fmt.Errorf("$%s and $%s go together: one is set without the other", EnvCARootCert, EnvCARootKey)
+	case haveCert && c.caDir != "":
+		return fmt.Errorf("--ca-dir and $%s are two sources for the CA root: give one", EnvCARootCert)
+	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return fmt.Errorf("--listen %q: %v", c.listen, err)
 	}
@@ -117,7 +137,10 @@ func (c *config) check(fs *flag.FlagSet) error {
 func run(ctx context.Context, c config, stdout, stderr io.Writer) int {
 	logger := log.New(stderr, "controlplane: ", log.LstdFlags|log.Lmicroseconds)
 
-	authority, err := loadCA(c.caDir, c.trustDomain, c.certTTL)
+	authority, fromEnv, err := caFromEnv(c.trustDomain, c.certTTL)
+	if err == nil && !fromEnv {
+		authority, err = loadCA(c.caDir, c.trustDomain, c.certTTL)
+	}
 	if err != nil {
 		logger.Printf("CA: %v", err)
 		return exitFailure
@@ -208,6 +231,12 @@ func adminHandler(srv *xds.Server) http.Handler {
 			Version string                    `json:"version"`
 			Nodes   map[string]xds.NodeStatus `json:"nodes"`
 		}{srv.Version(), srv.Status()})
+	})
+	// go_goroutines (client_golang's name) lets the soak (framework/soak)
+	// watch the control plane for goroutine leaks as it does the proxies.
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	})
 	mux.HandleFunc("/debug/snapshot", func(w http.ResponseWriter, _ *http.Request) {
 		snap, ok := srv.Snapshot()
@@ -307,6 +336,24 @@ func (r *registry) read() (*xds.Snapshot, error) {
 	return &snap, nil
 }
 
+// caFromEnv returns the CA whose root is in EnvCARootCert/EnvCARootKey, and
+// false when they are not set. It unsets them: nothing this process starts
+// needs the key.
+func caFromEnv(trustDomain string, ttl time.Duration) (*ca.CA, bool, error) {
+	certPEM, haveCert := os.LookupEnv(EnvCARootCert)
+	keyPEM, haveKey := os.LookupEnv(EnvCARootKey)
+	if !haveCert && !haveKey {
+		return nil, false, nil
+	}
+	os.Unsetenv(EnvCARootCert)
+	os.Unsetenv(EnvCARootKey)
+	authority, err := ca.Load(trustDomain, ttl, []byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, true, fmt.Errorf("$%s/$%s: %w", EnvCARootCert, EnvCARootKey, err)
+	}
+	return authority, true, nil
+}
+
 // loadCA returns a CA whose root survives restarts when dir is set.
 func loadCA(dir, trustDomain string, ttl time.Duration) (*ca.CA, error) {
 	if dir == "" {
@@ -317,6 +364,14 @@ func loadCA(dir, trustDomain string, ttl time.Duration) (*ca.CA, error) {
 	keyPEM, kerr := os.ReadFile(keyPath)
 	switch {
 	case cerr == nil && kerr == nil:
+		// Like ssh with a private key file: a root key others can read is
+		// a mesh anyone on the machine can impersonate; refuse it rather
+		// than keep using it.
+		if fi, err := os.Stat(keyPath); err != nil {
+			return nil, err
+		} else if fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s has mode %v: a CA key must be readable by its owner only (chmod 600)", keyPath, fi.Mode().Perm())
+		}
 		return ca.Load(trustDomain, ttl, certPEM, keyPEM)
 	case errors.Is(cerr, os.ErrNotExist) && errors.Is(kerr, os.ErrNotExist):
 	case cerr != nil:
@@ -346,9 +401,30 @@ func loadCA(dir, trustDomain string, ttl time.Duration) (*ca.CA, error) {
 	return authority, nil
 }
 
+// writeFileAtomic writes data to path with exactly perm, through a temporary
+// file renamed into place.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
+	// A temporary file left by a crash keeps its mode through os.WriteFile
+	// and may be a symlink planted elsewhere: remove it and create anew,
+	// exclusively, so the key is never written into a file we did not make.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	// The umask can only take bits away; Chmod states the mode exactly.
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, path)

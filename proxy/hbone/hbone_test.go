@@ -536,6 +536,16 @@ func TestBadAuthority(t *testing.T) {
 	if e.srvM.StreamsOpened.Load() != 1 {
 		t.Fatal("malformed authority reached the server")
 	}
+	// A port with a sign passes the client's SplitHostPort and strconv.Atoi,
+	// but is malformed: 400 from the server before Authorize (which would
+	// admit it here) or Forward see it. Found by FuzzServerConnect.
+	_, err = d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:+80", serverID)
+	if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+		t.Fatalf("Connect to 10.0.0.1:+80 = %v, want *StatusError{400}", err)
+	}
+	if len(e.forwardCalls()) != 0 {
+		t.Fatal("Forward called for 10.0.0.1:+80")
+	}
 }
 
 func TestForwardFailureBeforeDataIs503(t *testing.T) {

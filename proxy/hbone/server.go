@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -234,10 +235,13 @@ func (s *Server) serveConn(raw net.Conn) {
 	// it (what the ClientHello lacked).
 	var peer, reason string
 	cfg := tlsBase()
-	// Any certificate is required here and the chain is checked by
-	// VerifyPeerCertificate: roots come from Roots per handshake, and the
-	// failure reason (expired, untrusted, no identity) gets counted.
-	cfg.ClientAuth = tls.RequireAnyClientCert
+	// A certificate is required, but by VerifyPeerCertificate (verifyPeer
+	// refuses an empty chain), not by crypto/tls: roots come from Roots per
+	// handshake, and the failure reason (expired, untrusted, no identity)
+	// gets counted. With RequireAnyClientCert crypto/tls would fail a
+	// client without a certificate before verifyPeer runs, and it would
+	// be counted as a generic tls_handshake instead of no_identity.
+	cfg.ClientAuth = tls.RequestClientCert
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		// Refuse a client that cannot do TLS 1.3 + h2 here, where we can
 		// still say why, rather than via a generic handshake failure.
@@ -340,6 +344,11 @@ type connInfo struct {
 func (s *Server) authorize(peer, authority string) int {
 	host, port, err := net.SplitHostPort(authority)
 	if err != nil || host == "" {
+		return http.StatusBadRequest
+	}
+	// Digits only: Atoi also takes "+80", which no dialer would resolve
+	// to the same target as "80" (found by FuzzServerConnect).
+	if strings.Trim(port, "0123456789") != "" {
 		return http.StatusBadRequest
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {

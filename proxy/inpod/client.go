@@ -130,7 +130,8 @@ func connect(ctx context.Context, path string, h Handler) (synced bool, err erro
 }
 
 // dispatch decodes one packet and calls h. Every descriptor in fds is either
-// handed to h.Add or closed here; nothing malformed reaches h.
+// handed to h.Add or closed here; nothing malformed reaches h. The uid is
+// quoted in errors: it is the agent's input, and the NACK must stay one line.
 func dispatch(h Handler, pkt []byte, fds []int, flags int) (kind string, err error) {
 	handed := false
 	defer func() {
@@ -156,10 +157,10 @@ func dispatch(h Handler, pkt []byte, fds []int, flags int) (kind string, err err
 			return m.Type, errors.New("add without uid")
 		}
 		if len(fds) != 1 {
-			return m.Type, fmt.Errorf("add %s: want exactly one netns fd attached, got %d", m.UID, len(fds))
+			return m.Type, fmt.Errorf("add %q: want exactly one netns fd attached, got %d", m.UID, len(fds))
 		}
 		if err := checkNetNS(fds[0]); err != nil {
-			return m.Type, fmt.Errorf("add %s: %v", m.UID, err)
+			return m.Type, fmt.Errorf("add %q: %v", m.UID, err)
 		}
 		handed = true
 		return m.Type, h.Add(m.UID, fds[0], m.Workload)
@@ -168,7 +169,7 @@ func dispatch(h Handler, pkt []byte, fds []int, flags int) (kind string, err err
 			return m.Type, errors.New("del without uid")
 		}
 		if len(fds) != 0 {
-			return m.Type, fmt.Errorf("del %s: unexpected descriptor attached", m.UID)
+			return m.Type, fmt.Errorf("del %q: unexpected descriptor attached", m.UID)
 		}
 		return m.Type, h.Del(m.UID)
 	case TypeSnapshotSent:

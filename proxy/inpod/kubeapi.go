@@ -328,10 +328,13 @@ func (k *KubeAPI) WatchPods(ctx context.Context, node, resourceVersion string, f
 			Object json.RawMessage `json:"object"`
 		}
 		err := dec.Decode(&raw)
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) && ctx.Err() == nil {
 			return nil
 		}
 		if err != nil {
+			// Our deadline cancels the request; the body may then end
+			// with a clean EOF rather than an error. Either way the server
+			// did not end the watch: say so.
 			if ctx.Err() != nil {
 				return fmt.Errorf("watch pods: %w", ctx.Err())
 			}

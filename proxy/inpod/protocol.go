@@ -23,7 +23,9 @@ package inpod
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,4 +72,27 @@ func checkNetNS(fd int) error {
 		return fmt.Errorf("fd %d is a namespace of type %#x, not a network namespace", fd, t)
 	}
 	return nil
+}
+
+// decodeAck decodes one proxy → agent packet, which must be an ack. The
+// NACK reason is made one line: the agent prints it in NackError, one error
+// per log line, and a proxy must not be able to forge log lines.
+func decodeAck(pkt []byte, flags int) (ack, error) {
+	if flags&unix.MSG_TRUNC != 0 {
+		return ack{}, errors.New("oversized packet")
+	}
+	var a ack
+	if err := json.Unmarshal(pkt, &a); err != nil {
+		return ack{}, fmt.Errorf("not an ack: %s", oneLine(err.Error()))
+	}
+	if a.Type != TypeAck {
+		return ack{}, fmt.Errorf("not an ack: type %q", a.Type)
+	}
+	a.Error = oneLine(a.Error)
+	return a, nil
+}
+
+// oneLine escapes line breaks so that s prints as one line.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
 }

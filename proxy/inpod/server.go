@@ -131,6 +131,17 @@ func NewServer(path string, opts ...ServerOption) (*Server, error) {
 	if err != nil {
 		return fail(fmt.Errorf("inpod: listen: %w", err))
 	}
+	// Whoever connects is sent every pod's network namespace: owner only.
+	// bind(2) leaves the file at 0777 minus the umask, which may let other
+	// users connect. (An abstract socket, the default, has no file: it is
+	// reachable only from the network namespace it was bound in, the node
+	// proxy pod's.)
+	if !strings.HasPrefix(path, "@") {
+		if err := os.Chmod(path, 0o600); err != nil {
+			ln.Close()
+			return fail(fmt.Errorf("inpod: restrict socket: %w", err))
+		}
+	}
 	s.ln = ln
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -424,13 +435,9 @@ func (s *Server) readLoop(p *peer) {
 			return
 		}
 		closeFDs(oob[:oobn]) // a proxy has no business sending descriptors
-		var a ack
-		if flags&unix.MSG_TRUNC != 0 {
-			s.logf("inpod: %s sent an oversized packet; disconnecting", p)
-			return
-		}
-		if err := json.Unmarshal(buf[:n], &a); err != nil || a.Type != TypeAck {
-			s.logf("inpod: %s sent %q, not an ack; disconnecting", p, buf[:n])
+		a, err := decodeAck(buf[:n], flags)
+		if err != nil {
+			s.logf("inpod: %s sent %q: %v; disconnecting", p, buf[:n], err)
 			return
 		}
 		p.mu.Lock()

@@ -292,6 +292,7 @@ func (p *Proxy) adminMux(f mainFlags, client *xds.Client, ready func() (bool, st
 		_ = hbone.WritePrometheusAll(w,
 			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &p.HBONEIn},
 			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &p.HBONEOut})
+		writeRuntimeMetrics(w)
 	})
 	// Profiles of a live proxy, for performance work (docs/performance.md).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

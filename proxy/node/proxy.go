@@ -25,6 +25,41 @@ const (
 	InboundPort  = 15006
 )
 
+// PodListenAddrs are the addresses the proxy binds inside every pod's network
+// namespace, in this order: outbound capture, inbound plaintext capture,
+// inbound HBONE. These are the only listeners of a node proxy besides its
+// admin port, and none is in the proxy's own namespace.
+//
+// The outbound one is on loopback: the pod's redirect rule (nat output) sends
+// locally generated connections to 127.0.0.1, so nothing else needs to reach
+// it, and on the pod IP any other pod could connect to it and have the proxy
+// open connections as this pod. 15006 and 15008 must take connections from
+// other pods (prerouting redirects to the pod IP; peers dial ip:15008).
+func PodListenAddrs() []string {
+	return []string{
+		fmt.Sprintf("127.0.0.1:%d", OutboundPort),
+		fmt.Sprintf("0.0.0.0:%d", InboundPort),
+		fmt.Sprintf("0.0.0.0:%d", HBONEPort),
+	}
+}
+
+// ownPort reports whether port is one of the proxy's in-pod listeners.
+func ownPort(port uint16) bool {
+	return port == OutboundPort || port == InboundPort || port == HBONEPort
+}
+
+// addressedToProxy reports whether dst, a connection's original destination,
+// is one of the proxy's own listeners in pod pd (its IP or loopback): the
+// connection was not redirected but dialled straight at the proxy. Serving
+// it would make the proxy connect to its own listener again, which accepts
+// and connects again, without end — one connection from any pod would
+// exhaust the node proxy's descriptors. Istio's sidecar drops the same
+// connections with its loop-prevention filter chains.
+func addressedToProxy(pd *pod, dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
+	return ownPort(dst.Port()) && (a == pd.ip || a.IsLoopback() || a.IsUnspecified())
+}
+
 // Handoff strategies for a graceful restart.
 const (
 	// HandoffMigrate sets net.ipv4.tcp_migrate_req in each pod, so closing the
@@ -63,6 +98,7 @@ type Proxy struct {
 	certExp  map[string]time.Time // identity -> NotAfter of the certificate in use
 	pods     map[string]*pod
 	conns    map[net.Conn]struct{} // live connections, closed at the drain deadline
+	denials  denyLog               // policy denials, logged once per peer and destination
 }
 
 // pod is one pod the proxy serves.
@@ -88,7 +124,8 @@ func New(opt Options, sign ca.Signer, rootPEM func() []byte) *Proxy {
 		opt.Logf = func(string, ...any) {}
 	}
 	return &Proxy{opt: opt, certs: ca.NewCertManager(sign, rootPEM), rootPEM: rootPEM,
-		haveIdx: make(chan struct{}), pods: map[string]*pod{}, conns: map[net.Conn]struct{}{}, certExp: map[string]time.Time{}}
+		haveIdx: make(chan struct{}), pods: map[string]*pod{}, conns: map[net.Conn]struct{}{}, certExp: map[string]time.Time{},
+		denials: denyLog{logf: opt.Logf}}
 }
 
 // cert returns the certificate of identity id and remembers its expiry for
@@ -205,13 +242,13 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 		}
 	}
 	lo := netnsx.ListenOptions{ReusePort: true, Mark: p.opt.Mark}
-	for _, port := range []int{OutboundPort, InboundPort, HBONEPort} {
-		ln, err := netnsx.ListenTCP(nsFD, fmt.Sprintf("0.0.0.0:%d", port), lo)
+	for _, addr := range PodListenAddrs() {
+		ln, err := netnsx.ListenTCP(nsFD, addr, lo)
 		if err != nil {
 			for _, l := range pd.lns {
 				l.Close()
 			}
-			return fmt.Errorf("pod %s: listen on %d: %w", uid, port, err)
+			return fmt.Errorf("pod %s: listen on %s: %w", uid, addr, err)
 		}
 		pd.lns = append(pd.lns, ln)
 	}
@@ -333,6 +370,11 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
+	if addressedToProxy(pd, dst) {
+		p.fail("loop", fmt.Errorf("pod %s: connection from %s addressed to the proxy's own %s", pd.uid, c.RemoteAddr(), dst))
+		resetClose(c)
+		return
+	}
 	ix, err := p.waitIndex(ctx)
 	if err != nil {
 		p.fail("no_config", err)
@@ -411,7 +453,9 @@ func failReason(err error) string {
 // authorize is the HBONE server's decision for a CONNECT to this pod.
 func (p *Proxy) authorize(pd *pod, peer, authority string) int {
 	ap, err := netip.ParseAddrPort(authority)
-	if err != nil || ap.Addr() != pd.ip {
+	// A tunnel to the proxy's own ports would have it connect to itself
+	// (see addressedToProxy); no application listens there.
+	if err != nil || ap.Addr() != pd.ip || ownPort(ap.Port()) {
 		p.fail("bad_authority", nil)
 		return 400
 	}
@@ -425,12 +469,24 @@ func (p *Proxy) authorize(pd *pod, peer, authority string) int {
 		p.fail("unknown_destination", nil)
 		return 503
 	}
+	// Every peer certificate chains to the mesh's root, which signs only its
+	// own trust domain; checking it here too means a second root in the
+	// bundle (a migration, a federated domain) cannot slip identities of
+	// another domain past policies written for this one.
+	if td, _, _, err := ca.ParseSpiffeID(peer); err != nil || td != ix.Snap.TrustDomain {
+		p.Metrics.PolicyDenials.Add(1)
+		p.denials.deny(peer, "", workloadName(w)+" "+authority, "not in trust domain "+ix.Snap.TrustDomain)
+		return 401
+	}
 	if !ix.Allowed(w, peer) {
 		p.Metrics.PolicyDenials.Add(1)
+		p.denials.deny(peer, "", workloadName(w)+" "+authority, "authorization policy")
 		return 401
 	}
 	return 200
 }
+
+func workloadName(w *xds.Workload) string { return w.Namespace + "/" + w.Name }
 
 // forwardInbound hands an authorized HBONE stream to the application,
 // connecting from inside the pod with the mark so the redirect lets it by.
@@ -462,6 +518,11 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
+	if addressedToProxy(pd, dst) {
+		p.fail("loop", fmt.Errorf("pod %s: connection from %s addressed to the proxy's own %s", pd.uid, c.RemoteAddr(), dst))
+		resetClose(c)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.opt.ConnectTimeout+p.opt.ConfigWait)
 	defer cancel()
 	ix, err := p.waitIndex(ctx)
@@ -472,6 +533,14 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 	}
 	if w, ok := ix.Workload(pd.uid); ok && !ix.Allowed(w, "") {
 		p.Metrics.PolicyDenials.Add(1)
+		// The plaintext peer has no identity; its address is all there is,
+		// and it is not part of the key: one line per destination, not per
+		// ephemeral source port.
+		from := ""
+		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			from = "plaintext from " + ra.IP.String()
+		}
+		p.denials.deny("", from, workloadName(w)+" "+dst.String(), "authorization policy")
 		resetClose(c)
 		return
 	}

@@ -142,7 +142,11 @@ func (ix *Index) Allowed(dst *xds.Workload, peer string) bool {
 		}
 		match := false
 		for _, pr := range p.Principals {
-			if pr == "*" || pr == peer {
+			// "*" is any authenticated peer: a plaintext peer ("") must not
+			// pass an ALLOW "*" (that would make mTLS optional wherever a
+			// policy says "any mesh identity"). A DENY "*" still stops it:
+			// failing closed, a deny-all policy denies everyone.
+			if pr == peer || pr == "*" && (peer != "" || p.Action == xds.ActionDeny) {
 				match = true
 			}
 		}

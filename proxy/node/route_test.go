@@ -74,6 +74,11 @@ func TestAllowed(t *testing.T) {
 		{"allow list hit", []xds.Policy{{Namespace: "default", Action: xds.ActionAllow, Principals: []string{a}}}, a, true},
 		{"other namespace", []xds.Policy{{Namespace: "prod", Action: xds.ActionDeny, Principals: []string{"*"}}}, a, true},
 		{"deny all beats allow", []xds.Policy{{Namespace: "default", Action: xds.ActionAllow, Principals: []string{a}}, {Namespace: "default", Action: xds.ActionDeny, Principals: []string{"*"}}}, a, false},
+		// "*" means any authenticated peer: plaintext ("") is not one.
+		{"plaintext, no policy", nil, "", true},
+		{"plaintext, allow any identity", []xds.Policy{{Namespace: "default", Action: xds.ActionAllow, Principals: []string{"*"}}}, "", false},
+		{"identity, allow any identity", []xds.Policy{{Namespace: "default", Action: xds.ActionAllow, Principals: []string{"*"}}}, a, true},
+		{"plaintext, deny all", []xds.Policy{{Namespace: "default", Action: xds.ActionDeny, Principals: []string{"*"}}}, "", false},
 	}
 	for _, c := range cases {
 		s.Policies = c.policies

@@ -38,6 +38,7 @@ type Waypoint struct {
 	Metrics  Metrics
 	HBONEIn  hbone.Metrics
 	HBONEOut hbone.Metrics
+	denials  denyLog
 }
 
 func (wp *Waypoint) roots() *x509.CertPool {
@@ -92,6 +93,60 @@ func (wp *Waypoint) route(authority string) (Route, error) {
 		return direct(w, int(ap.Port()), td), nil
 	}
 	return Route{}, fmt.Errorf("%s is not behind this waypoint", authority)
+}
+
+// authorize is the waypoint's decision for a CONNECT: the authority must be
+// one it can route, and the client must pass the authorization policies of
+// every workload the request may reach. The waypoint connects onwards with
+// its own identity, so the destination's proxy judges the waypoint, not the
+// client: without this check a client that a policy denies would get through
+// by addressing the service (or the pod) via the waypoint.
+func (wp *Waypoint) authorize(peer, authority string) int {
+	if _, err := wp.route(authority); err != nil {
+		wp.Metrics.Fail("bad_authority")
+		return 400
+	}
+	ix := wp.idx.Load() // not nil: route succeeded
+	targets := wp.targets(ix, authority)
+	dst := authority
+	if len(targets) == 1 {
+		dst = workloadName(targets[0]) + " " + authority
+	}
+	if td, _, _, err := ca.ParseSpiffeID(peer); err != nil || td != ix.Snap.TrustDomain {
+		wp.Metrics.PolicyDenials.Add(1)
+		wp.denials.deny(peer, "", dst, "not in trust domain "+ix.Snap.TrustDomain)
+		return 401
+	}
+	for _, w := range targets {
+		if !ix.Allowed(w, peer) {
+			wp.Metrics.PolicyDenials.Add(1)
+			wp.denials.deny(peer, "", dst, "authorization policy of "+workloadName(w))
+			return 401
+		}
+	}
+	return 200
+}
+
+// targets lists the workloads a request to authority may be sent to: every
+// endpoint of a service VIP (each request picks one), or the one workload.
+func (wp *Waypoint) targets(ix *Index, authority string) []*xds.Workload {
+	ap, err := netip.ParseAddrPort(authority)
+	if err != nil {
+		return nil
+	}
+	if sv, ok := ix.svcByVIP[ap.Addr()]; ok {
+		var out []*xds.Workload
+		for _, uid := range sv.Endpoints {
+			if w, ok := ix.byUID[uid]; ok {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	if w, ok := ix.byIP[ap.Addr()]; ok {
+		return []*xds.Workload{w}
+	}
+	return nil
 }
 
 // forward serves one tunnelled client connection request by request.
@@ -172,7 +227,7 @@ func (wp *Waypoint) roundTrip(ctx context.Context, id, authority string, req *ht
 }
 
 func runWaypoint(ctx context.Context, f mainFlags, logf func(string, ...any), stderr io.Writer) int {
-	wp := &Waypoint{UID: f.podUID, Mark: uint32(f.mark), Timeout: f.connectTimeout}
+	wp := &Waypoint{UID: f.podUID, Mark: uint32(f.mark), Timeout: f.connectTimeout, denials: denyLog{logf: logf}}
 	client, err := xds.NewClient(f.cp, f.node, xds.WithLogf(logf), markedDial(f), xds.WithOnUpdate(func(s xds.Snapshot) {
 		wp.idx.Store(NewIndex(s))
 	}))
@@ -196,14 +251,8 @@ func runWaypoint(ctx context.Context, f mainFlags, logf func(string, ...any), st
 			}
 			return wp.certs.Get(ctx, id)
 		},
-		Roots: wp.roots,
-		Authorize: func(peer, authority string) int {
-			if _, err := wp.route(authority); err != nil {
-				wp.Metrics.Fail("bad_authority")
-				return 400
-			}
-			return 200
-		},
+		Roots:     wp.roots,
+		Authorize: wp.authorize,
 		Forward: func(ctx context.Context, stream net.Conn, _, authority string) error {
 			return wp.forward(ctx, stream, authority)
 		},
@@ -240,6 +289,7 @@ func runWaypoint(ctx context.Context, f mainFlags, logf func(string, ...any), st
 		_ = hbone.WritePrometheusAll(w,
 			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &wp.HBONEIn},
 			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &wp.HBONEOut})
+		writeRuntimeMetrics(w)
 	})
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = admin.Serve(adminLn) }()

@@ -254,7 +254,8 @@ func (c *Client) handle(resp *DiscoveryResponse) *DiscoveryRequest {
 		err = errors.New("empty version")
 	}
 	if err != nil {
-		reason := fmt.Sprintf("version %s rejected: %v", resp.Version, err)
+		// The version is quoted, the control plane's text on one line.
+		reason := fmt.Sprintf("version %q rejected: %v", resp.Version, err)
 		c.mu.Lock()
 		c.lastNack = reason
 		c.mu.Unlock()

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -223,6 +225,11 @@ func (s *Server) stream(ss grpc.ServerStream) error {
 	if first.Node == "" {
 		return status.Error(codes.InvalidArgument, "xds: first request must name the node")
 	}
+	// The node name keys the status and is logged as is: a control
+	// character in it would forge log lines.
+	if strings.ContainsFunc(first.Node, unicode.IsControl) {
+		return status.Errorf(codes.InvalidArgument, "xds: node name %q has control characters", first.Node)
+	}
 	node := first.Node
 	notify := make(chan struct{}, 1)
 	notify <- struct{}{} // push the current snapshot on connect
@@ -320,7 +327,8 @@ func (s *Server) record(node string, req *DiscoveryRequest, sent *sentLog) {
 	}
 	s.mu.Unlock()
 	if req.ErrorDetail != "" {
-		s.logf("xds: node %s NACKed %s (still running %q): %s", node, refused, req.VersionInfo, req.ErrorDetail)
+		// Quoted: the reason is the proxy's text and must not forge log lines.
+		s.logf("xds: node %s NACKed %s (still running %q): %q", node, refused, req.VersionInfo, req.ErrorDetail)
 	}
 }
 

@@ -5,10 +5,27 @@ import (
 	"net/netip"
 )
 
+// parseIP parses a workload IP or a VIP as packets carry it: a zone names
+// no destination of its own (and "fe80::1%a" and "fe80::1%b" would pass the
+// uniqueness checks as two addresses), and an IPv4-mapped IPv6 address is
+// the IPv4 address (else "::ffff:10.0.0.1" would not clash with "10.0.0.1").
+func parseIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("an IPv6 zone has no place in a workload address")
+	}
+	return ip.Unmap(), nil
+}
+
 // Validate reports the first reason a proxy must not apply s. Proxies NACK
 // snapshots that fail it and keep their previous one, so a bad registry edit
 // shows up as a NACK in the control plane's status instead of as half-applied
 // state on the data plane.
+// Errors are one line, registry text quoted: proxies send them back as NACK
+// reasons, which the control plane logs one per line.
 func (s *Snapshot) Validate() error {
 	if s.TrustDomain == "" {
 		return fmt.Errorf("empty trust domain")
@@ -17,15 +34,15 @@ func (s *Snapshot) Validate() error {
 	ips := make(map[netip.Addr]string, len(s.Workloads))
 	for i, w := range s.Workloads {
 		if w.UID == "" {
-			return fmt.Errorf("workload #%d (%s/%s): empty uid", i, w.Namespace, w.Name)
+			return fmt.Errorf("workload #%d (%q/%q): empty uid", i, w.Namespace, w.Name)
 		}
 		if uids[w.UID] {
 			return fmt.Errorf("workload %q: duplicate uid", w.UID)
 		}
 		uids[w.UID] = true
-		ip, err := netip.ParseAddr(w.IP)
+		ip, err := parseIP(w.IP)
 		if err != nil {
-			return fmt.Errorf("workload %q: bad ip %q", w.UID, w.IP)
+			return fmt.Errorf("workload %q: bad ip %q: %v", w.UID, w.IP, err)
 		}
 		if other, dup := ips[ip]; dup {
 			return fmt.Errorf("workload %q: ip %s already used by workload %q", w.UID, ip, other)
@@ -53,9 +70,9 @@ func (s *Snapshot) Validate() error {
 			return fmt.Errorf("service %q: duplicate", key)
 		}
 		names[key] = true
-		vip, err := netip.ParseAddr(svc.VIP)
+		vip, err := parseIP(svc.VIP)
 		if err != nil {
-			return fmt.Errorf("service %q: bad vip %q", key, svc.VIP)
+			return fmt.Errorf("service %q: bad vip %q: %v", key, svc.VIP, err)
 		}
 		if vip.IsUnspecified() || vip.IsMulticast() {
 			return fmt.Errorf("service %q: vip %s is not a unicast address", key, vip)
@@ -82,7 +99,7 @@ func (s *Snapshot) Validate() error {
 		// An unknown action must not be guessed at: treating it as ALLOW
 		// opens traffic, treating it as DENY closes it.
 		if p.Action != ActionAllow && p.Action != ActionDeny {
-			return fmt.Errorf("policy #%d (%s/%s): action %q is neither %s nor %s", i, p.Namespace, p.Name, p.Action, ActionAllow, ActionDeny)
+			return fmt.Errorf("policy #%d (%q/%q): action %q is neither %s nor %s", i, p.Namespace, p.Name, p.Action, ActionAllow, ActionDeny)
 		}
 	}
 	return nil

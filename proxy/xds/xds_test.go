@@ -308,6 +308,10 @@ func TestValidate(t *testing.T) {
 	}{
 		{"duplicate uid", func(s *Snapshot) { s.Workloads[1].UID = s.Workloads[0].UID }, "duplicate uid"},
 		{"duplicate ip", func(s *Snapshot) { s.Workloads[2].IP = s.Workloads[0].IP }, "already used"},
+		// Found by FuzzClientHandle: the same address in another spelling.
+		{"duplicate ip, IPv4-mapped", func(s *Snapshot) { s.Workloads[2].IP = "::ffff:" + s.Workloads[0].IP }, "already used"},
+		{"ip with a zone", func(s *Snapshot) { s.Workloads[0].IP = "fe80::1%eth0" }, "zone"},
+		{"vip with a zone", func(s *Snapshot) { s.Services[0].VIP = "fe80::1%eth0" }, "zone"},
 		{"bad workload ip", func(s *Snapshot) { s.Workloads[0].IP = "10.0.0" }, "bad ip"},
 		{"unknown endpoint", func(s *Snapshot) { s.Services[0].Endpoints = append(s.Services[0].Endpoints, "default/ghost") }, "unknown endpoint"},
 		{"bad vip", func(s *Snapshot) { s.Services[0].VIP = "not-an-ip" }, "bad vip"},
