@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -24,11 +25,16 @@ type Service struct {
 	TargetPort int
 	Pods       []string // candidate endpoints; ready ones are used
 
+	mu        *sync.Mutex // the cluster's: the endpoint controller writes endpoints under it
 	endpoints []string
 }
 
 // Endpoints returns the pods currently programmed behind the VIP.
-func (s *Service) Endpoints() []string { return slices.Clone(s.endpoints) }
+func (s *Service) Endpoints() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.endpoints)
+}
 
 // EndpointChange is one update of a service's endpoints, kept for the report.
 type EndpointChange struct {
@@ -52,7 +58,7 @@ func (c *Cluster) AddService(name string, port, targetPort int, pods []string) (
 			return nil, fmt.Errorf("service %s defined twice", name)
 		}
 	}
-	s := &Service{Name: name, VIP: net.IPv4(10, 96, 0, byte(10+len(c.services))).To4(), Port: port, TargetPort: targetPort, Pods: pods}
+	s := &Service{Name: name, VIP: net.IPv4(10, 96, 0, byte(10+len(c.services))).To4(), Port: port, TargetPort: targetPort, Pods: pods, mu: &c.mu}
 	c.services = append(c.services, s)
 	return s, nil
 }
