@@ -29,7 +29,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !sandbox.Inside() {
-		return enterSandbox("bench", args, cfg.Out, "bench-", "bench.json", stderr)
+		if args, err = fixOutDir(&cfg.Out, args, "bench-", "bench.json"); err != nil {
+			fmt.Fprintf(stderr, "blastradius bench: %v\n", err)
+			return 2
+		}
+		return enterSandbox("bench", args, stderr)
 	}
 	var ok bool
 	if cfg.Out, ok = setupInside("bench", cfg.Out, stderr); !ok {

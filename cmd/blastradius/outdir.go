@@ -20,10 +20,20 @@ var minFreeBytes uint64 = 64 << 20
 // minFreeInodes: every trial writes a few dozen files.
 const minFreeInodes = 1024
 
-// defaultOutDir is results/<prefix><UTC time>, the folder a run writes to
-// when --out is not given.
 func defaultOutDir(prefix string) string {
 	return filepath.Join("results", prefix+time.Now().UTC().Format("20060102-150405"))
+}
+
+// fixOutDir settles a command's results folder before anything starts: the
+// default (results/<prefix><UTC time>) when none was given, added to args as
+// --out so a re-executed command (the sandboxed half) writes to the same
+// one, and checked by prepareOutDir. It returns the args to re-execute with.
+func fixOutDir(out *string, args []string, prefix, marker string) ([]string, error) {
+	if *out == "" {
+		*out = defaultOutDir(prefix)
+		args = append(args, "--out", *out)
+	}
+	return args, prepareOutDir(*out, marker)
 }
 
 // prepareOutDir makes sure a run can write its results before the run starts:

@@ -178,13 +178,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !f.dryRun && !sandbox.Inside() {
-		// The folder is fixed and checked here, once, before anything
-		// starts; the sandboxed run is handed the same folder.
-		if f.out == "" {
-			f.out = defaultOutDir("")
-			args = append(args, "--out", f.out)
-		}
-		if err := prepareOutDir(f.out, "run.json"); err != nil {
+		if args, err = fixOutDir(&f.out, args, "", "run.json"); err != nil {
 			fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 			return 2
 		}
@@ -193,7 +187,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return kubeRun(f, scs, stdout, stderr)
 	}
 	if !sandbox.Inside() {
-		return enterSandbox("run", args, f.out, "", "run.json", stderr)
+		return enterSandbox("run", args, stderr)
 	}
 	return runInside(f, scs, stdout, stderr)
 }
@@ -221,15 +215,9 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logf := timedLog(stdout)
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-ctx.Done():
-			logf("interrupted: stopping the trial, saving what was measured and writing the report (interrupt again to stop at once)")
-		case <-finished:
-		}
-	}()
+	defer context.AfterFunc(ctx, func() {
+		logf("interrupted: stopping the trial, saving what was measured and writing the report (interrupt again to stop at once)")
+	})()
 	var backend scenario.Backend
 	if prepare != nil {
 		b, cleanup, err := prepare(ctx, logf)

@@ -61,17 +61,11 @@ func soakCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if !sandbox.Inside() {
-		// Fixed and checked once, outside; the sandboxed soak gets the same
-		// folder.
-		if f.out == "" {
-			f.out = defaultOutDir("soak-")
-			args = append(args, "--out", f.out)
-		}
-		if err := prepareOutDir(f.out, "soak.json"); err != nil {
+		if args, err = fixOutDir(&f.out, args, "soak-", "soak.json"); err != nil {
 			fmt.Fprintf(stderr, "blastradius soak: %v\n", err)
 			return 2
 		}
-		return enterSandbox("soak", args, f.out, "soak-", "soak.json", stderr)
+		return enterSandbox("soak", args, stderr)
 	}
 	out, ok := setupInside("soak", f.out, stderr)
 	if !ok {

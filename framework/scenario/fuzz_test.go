@@ -160,28 +160,6 @@ func encodeFile(sc Scenario) string {
 	return b.String()
 }
 
-// everyField uses every field of the format (as TestParseFileEveryField).
-const everyField = `
-name: every-field
-description: |
-  Two lines
-  of text.
-topology: {nodes: 3, workloadsPerNode: 2}
-modes: [ambient, sidecar]
-mesh:
-  certTTL: 10s
-  drain: 3s
-  waypoint: {service: echo-n3, replicas: 2}
-flows:
-  custom:
-    - {from: 1, to: 3, via: svc, profile: http-keepalive, qps: 200}
-    - {from: 2, to: 3, via: pod, profile: tcp-stream}
-load: {duration: 12s, budget: 450.5}
-fault: {kind: node-proxy-crash-during-cp-outage, node: node-3, at: 3s, then: 2s, recoverAfter: 6s}
-trials: 3
-expect: [node-radius, "max-disruption 2s", verdict contained]
-`
-
 // TestEncodeFileRoundTrip: the fuzzer's round trip only means something if
 // encodeFile writes every field; check it on files that use them all.
 func TestEncodeFileRoundTrip(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"blastradius.dev/blastradius/framework/bench"
 )
 
 // ProcStats is what /proc says about one process.
@@ -50,27 +52,16 @@ func ReadProc(pid int) (ProcStats, error) {
 	if err != nil {
 		return st, err
 	}
-	sawRSS := false
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		switch k {
-		case "VmRSS":
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)
-			if err != nil {
-				return st, fmt.Errorf("/proc/%d/status: VmRSS %q: %w", pid, v, err)
-			}
-			st.RSSBytes, sawRSS = kb*1024, true
-		case "Threads":
-			st.Threads, _ = strconv.Atoi(v)
-		}
-	}
-	if !sawRSS {
+	rssKB, err := bench.ParseStatusKB(b, "VmRSS")
+	if err != nil {
 		// A zombie has no VmRSS line: it is gone as far as a leak goes.
-		return st, fmt.Errorf("/proc/%d/status: no VmRSS (exited?)", pid)
+		return st, fmt.Errorf("/proc/%d/%v (exited?)", pid, err)
+	}
+	st.RSSBytes = rssKB * 1024
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			st.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
 	}
 	return st, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -473,7 +474,7 @@ func (s *soak) sampleLoop(ctx context.Context, tails []*events.Tail) {
 		}
 		lastReq, lastT = lt.Requests, now
 		snap := *lt
-		snap.ByClass = copyMap(lt.ByClass)
+		snap.ByClass = maps.Clone(lt.ByClass)
 		nf := len(s.faults)
 		s.mu.Unlock()
 		s.write(snap)
@@ -560,14 +561,6 @@ func progressLine(el, d time.Duration, faults int, round []Sample, lt LoadTotals
 	}
 	fmt.Fprintf(&b, " | %.1f req/s, %d req, %d errors (%.2f%%)", lt.RPS, lt.Requests, lt.Errors, pct)
 	return b.String()
-}
-
-func copyMap(m map[string]int64) map[string]int64 {
-	out := make(map[string]int64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func (s *soak) summary(interrupted bool, runErr error) *Summary {

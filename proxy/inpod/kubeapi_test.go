@@ -16,8 +16,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 )
 
 // fakeAPI is an API server for one node's pods and the namespaces: list,
@@ -49,17 +47,6 @@ type fakeEvent struct {
 }
 
 func newFakeAPI(t *testing.T) *fakeAPI {
-	if os.Getenv(insideEnv) == "1" {
-		// Re-executed in a namespace of our own (TestMain): its loopback
-		// starts down, and the fake server listens on it.
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			err = netlink.LinkSetUp(lo)
-		}
-		if err != nil {
-			t.Fatal("loopback up:", err)
-		}
-	}
 	f := &fakeAPI{t: t, token: "token-1", rv: 100, pods: map[string]KubePod{}, ns: map[string]map[string]string{},
 		changed: make(chan struct{})}
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))

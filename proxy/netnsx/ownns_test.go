@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"blastradius.dev/blastradius/internal/nstest"
 )
 
 const unprivEnv = "NETNSX_TEST_UNPRIVILEGED"
@@ -35,7 +37,7 @@ func TestDoOwnNamespaceUnprivileged(t *testing.T) {
 		}
 		return
 	}
-	if os.Geteuid() != 0 || os.Getenv(insideEnv) == "1" {
+	if os.Geteuid() != 0 || nstest.Inside("netnsx") {
 		t.Skip("needs real root to start a child as nobody")
 	}
 	self, err := os.Executable()

@@ -121,14 +121,7 @@ func TestPodListenersOnlyInsidePodNetns(t *testing.T) {
 		func(_ context.Context, csr []byte, id string) ([]byte, error) { return authority.Sign(csr, id) }, authority.RootPEM)
 	p.SetSnapshot(snap())
 	own := tcpListeners(t)
-	dup, err := unix.Dup(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddPod("default/b", dup, ip); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.DelPod("default/b"); p.certs.Close() })
+	servePod(t, p, fd, ip)
 
 	want := PodListenAddrs()
 	slices.Sort(want)
@@ -153,6 +146,20 @@ func TestPodListenersOnlyInsidePodNetns(t *testing.T) {
 	}
 }
 
+// servePod hands the proxy pod default/b in the namespace fd (a copy of
+// it: the proxy owns what it is given), removed again after the test.
+func servePod(t *testing.T, p *Proxy, fd int, ip netip.Addr) {
+	t.Helper()
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddPod("default/b", dup, ip); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.DelPod("default/b"); p.certs.Close() })
+}
+
 // TestConnectionToProxyItselfRefused: a connection dialled straight at a
 // capture port (not redirected there) is reset at once instead of being
 // forwarded to that same port again and again.
@@ -163,14 +170,7 @@ func TestConnectionToProxyItselfRefused(t *testing.T) {
 	p := New(Options{Node: "node-1", Mark: DefaultMark, Logf: log.logf},
 		func(context.Context, []byte, string) ([]byte, error) { return nil, fmt.Errorf("no CA in this test") }, func() []byte { return nil })
 	p.SetSnapshot(snap())
-	dup, err := unix.Dup(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AddPod("default/b", dup, ip); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.DelPod("default/b"); p.certs.Close() })
+	servePod(t, p, fd, ip)
 
 	for i, tc := range []struct {
 		addr   string

@@ -70,6 +70,53 @@ func allRefs() map[string]bool {
 	return m
 }
 
+// waitForFault waits until the run in out is mid-trial: its first trial's
+// fault injected, load running.
+func waitForFault(out string) {
+	Eventually(func() int {
+		r, err := results.Load(out)
+		if err != nil || len(r.Trials) == 0 {
+			return 0
+		}
+		return len(r.Trials[0].Faults)
+	}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">=", 1))
+}
+
+// createdSince is every namespace the binary's processes refer to that was
+// not in baseline: what the run created, as seen from outside.
+func createdSince(baseline map[string]bool) map[string]bool {
+	created := map[string]bool{}
+	procs := ofBinary()
+	Expect(len(procs)).To(BeNumerically(">=", 5), "runner plus agents")
+	for _, p := range procs {
+		for _, r := range nsRefs(p) {
+			if !baseline[r] {
+				created[r] = true
+			}
+		}
+	}
+	return created
+}
+
+// expectNothingLeft checks that no process of the binary, none of the
+// created namespaces and no mount outlives the run.
+func expectNothingLeft(created map[string]bool, mountsBefore []byte) {
+	Eventually(ofBinary).WithTimeout(10*time.Second).Should(BeEmpty(), "processes left")
+	Eventually(func() []string {
+		var left []string
+		now := allRefs()
+		for r := range created {
+			if now[r] {
+				left = append(left, r)
+			}
+		}
+		return left
+	}).WithTimeout(10*time.Second).Should(BeEmpty(), "namespaces left")
+	mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
+	Expect(err).NotTo(HaveOccurred())
+	Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")
+}
+
 var _ = Describe("kill -9 of the runner", func() {
 	It("leaves no process, namespace or mount behind, and keeps what was measured", func() {
 		out := outDir()
@@ -83,25 +130,8 @@ var _ = Describe("kill -9 of the runner", func() {
 		DeferCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 		// Mid-scenario: the node has crashed and load is running.
-		Eventually(func() int {
-			r, err := results.Load(out)
-			if err != nil || len(r.Trials) == 0 {
-				return 0
-			}
-			return len(r.Trials[0].Faults)
-		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">=", 1))
-
-		// Everything the run created, as seen from outside.
-		created := map[string]bool{}
-		procs := ofBinary()
-		Expect(len(procs)).To(BeNumerically(">=", 5), "runner plus agents")
-		for _, p := range procs {
-			for _, r := range nsRefs(p) {
-				if !baseline[r] {
-					created[r] = true
-				}
-			}
-		}
+		waitForFault(out)
+		created := createdSince(baseline)
 		kinds := map[string]bool{}
 		for r := range created {
 			kinds[strings.SplitN(r, ":", 2)[0]] = true
@@ -112,21 +142,7 @@ var _ = Describe("kill -9 of the runner", func() {
 
 		Expect(cmd.Process.Signal(syscall.SIGKILL)).To(Succeed())
 		_ = cmd.Wait()
-
-		Eventually(ofBinary).WithTimeout(10*time.Second).Should(BeEmpty(), "processes left")
-		Eventually(func() []string {
-			var left []string
-			now := allRefs()
-			for r := range created {
-				if now[r] {
-					left = append(left, r)
-				}
-			}
-			return left
-		}).WithTimeout(10*time.Second).Should(BeEmpty(), "namespaces left")
-		mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")
+		expectNothingLeft(created, mountsBefore)
 
 		// What was measured before the kill is on disk and readable.
 		run, err := results.Load(out)
@@ -164,23 +180,8 @@ var _ = Describe("Ctrl-C of the runner", func() {
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 
-		Eventually(func() int {
-			r, err := results.Load(out)
-			if err != nil || len(r.Trials) == 0 {
-				return 0
-			}
-			return len(r.Trials[0].Faults)
-		}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">=", 1))
-		created := map[string]bool{}
-		procs := ofBinary()
-		Expect(len(procs)).To(BeNumerically(">=", 5), "runner plus agents")
-		for _, p := range procs {
-			for _, r := range nsRefs(p) {
-				if !baseline[r] {
-					created[r] = true
-				}
-			}
-		}
+		waitForFault(out)
+		created := createdSince(baseline)
 		Expect(created).NotTo(BeEmpty())
 
 		Expect(cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
@@ -192,14 +193,7 @@ var _ = Describe("Ctrl-C of the runner", func() {
 		Expect(log.String()).To(ContainSubstring("interrupted: stopping the trial"))
 
 		// Workloads stopped: no process, namespace or mount of the run.
-		Eventually(ofBinary).WithTimeout(10*time.Second).Should(BeEmpty(), "processes left")
-		now := allRefs()
-		for r := range created {
-			Expect(now).NotTo(HaveKey(r), "namespace left")
-		}
-		mountsAfter, err := os.ReadFile("/proc/self/mountinfo")
-		Expect(err).NotTo(HaveOccurred())
-		Expect(string(mountsAfter)).To(Equal(string(mountsBefore)), "mounts changed")
+		expectNothingLeft(created, mountsBefore)
 
 		// Results flushed: run.json final, the interrupted trial's events on disk.
 		run, err := results.Load(out)

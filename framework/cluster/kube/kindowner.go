@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // A kind cluster outlives the run that created it when that run is killed
@@ -51,7 +51,7 @@ func writeKindOwner(cluster, kubeconfig string) error {
 	if err != nil {
 		return err
 	}
-	start, err := procStart(os.Getpid())
+	_, start, err := procfs.Stat(os.Getpid())
 	if err != nil {
 		return fmt.Errorf("kind: owner record: %v", err)
 	}
@@ -84,8 +84,7 @@ func ReadKindOwner(cluster string) (*KindOwner, bool, error) {
 		// Unreadable: nobody can claim the cluster through it.
 		return &o, false, nil
 	}
-	start, err := procStart(o.Pid)
-	return &o, err == nil && start == o.PidStart, nil
+	return &o, procfs.Alive(o.Pid, o.PidStart), nil
 }
 
 // removeKindOwner forgets the record of cluster.
@@ -93,23 +92,4 @@ func removeKindOwner(cluster string) {
 	if p, err := kindOwnerPath(cluster); err == nil {
 		os.Remove(p)
 	}
-}
-
-// procStart is a process's start time in clock ticks since boot.
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64) // field 22 overall
 }

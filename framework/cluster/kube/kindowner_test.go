@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"blastradius.dev/blastradius/framework/cluster"
+
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // fakeDocker puts a docker on PATH that knows the kind clusters in a state
@@ -117,7 +119,7 @@ func TestKindLeftoverOfAKilledRunIsDeletedByTheNextRun(t *testing.T) {
 
 	t.Run("owner alive: refused", func(t *testing.T) {
 		state, log := fakeDocker(t, nodes...)
-		start, err := procStart(os.Getpid())
+		_, start, err := procfs.Stat(os.Getpid())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +139,7 @@ func TestKindLeftoverOfAKilledRunIsDeletedByTheNextRun(t *testing.T) {
 	t.Run("owner dead: deleted, then created anew", func(t *testing.T) {
 		state, log := fakeDocker(t, nodes...)
 		// Same pid number, another start time: a reused pid is not the owner.
-		start, _ := procStart(os.Getpid())
+		_, start, _ := procfs.Stat(os.Getpid())
 		for _, o := range []KindOwner{{Pid: deadPid(t)}, {Pid: os.Getpid(), PidStart: start + 1}} {
 			o.Cluster, o.Kubeconfig = name, kubeconfig
 			writeOwner(t, o)

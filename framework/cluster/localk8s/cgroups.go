@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // cgroupBase is the cgroup (in every hierarchy) holding one cgroup per
@@ -177,7 +179,7 @@ func nodeProcs(n nodeState) []int {
 }
 
 func pidAlive(pid int) bool {
-	st, _, err := procStat(pid)
+	st, _, err := procfs.Stat(pid)
 	return err == nil && st != 'Z' && st != 'X'
 }
 

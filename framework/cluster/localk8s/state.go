@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // state is everything a cluster has created on the host, saved in
@@ -67,43 +67,13 @@ type proc struct {
 	Start uint64 `json:"start"` // start time in clock ticks since boot (/proc/<pid>/stat field 22)
 }
 
-// procStat reads a process's state letter and start time.
-func procStat(pid int) (stateChar byte, start uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name (field 2) may hold spaces and parentheses: fields
-	// are counted from the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("pid %d: bad stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("pid %d: short stat", pid)
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
-}
-
 func newProc(name string, pid int) proc {
-	_, start, _ := procStat(pid)
+	_, start, _ := procfs.Stat(pid)
 	return proc{Name: name, Pid: pid, Start: start}
 }
 
 // alive says whether the recorded process still runs (a zombie does not).
-func (p proc) alive() bool {
-	if p.Pid <= 0 {
-		return false
-	}
-	st, start, err := procStat(p.Pid)
-	if err != nil || st == 'Z' || st == 'X' {
-		return false
-	}
-	return p.Start == 0 || start == p.Start
-}
+func (p proc) alive() bool { return procfs.Alive(p.Pid, p.Start) }
 
 // kill SIGKILLs the process if it is still the recorded one.
 func (p proc) kill() {
