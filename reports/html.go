@@ -2,6 +2,7 @@ package reports
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -200,6 +201,7 @@ func (p *page) write() {
 		p.s("<li><a href=\"#", g.id, "\">", esc(g.name), "</a></li>")
 	}
 	p.s("</ul></nav>\n<main>\n")
+	p.answer()
 	p.summary()
 	p.environment()
 	p.legend()
@@ -259,7 +261,7 @@ func (p *page) summary() {
 		for _, c := range r.Matrix {
 			multi = multi || c.Trials > 1
 		}
-		p.s("<table class=\"verdicts\"><caption>Fault × data plane mode: affected flows / total, disruption-seconds, failed requests, broken streams, verdict")
+		p.s("<table class=\"verdicts\"><caption>Fault × data plane mode: affected flows / total, disruption-seconds (late answers included), failed and slow requests, broken and stalled streams, verdict")
 		if multi {
 			p.s(" (several trials: mean [95 % CI] and p95)")
 		}
@@ -314,7 +316,9 @@ func (p *page) cell(g *scenarioGroup, mode string) {
 	p.s("<br>", stat(c.Affected, 1, c.Trials > 1), "/", strconv.Itoa(c.Total), " flows · ",
 		stat(c.DisruptionSeconds, 2, c.Trials > 1), " s · ",
 		stat(c.FailedRequests, 0, c.Trials > 1), " failed · ",
-		stat(c.BrokenStreams, 0, c.Trials > 1), " broken")
+		stat(c.SlowRequests, 0, c.Trials > 1), " slow · ",
+		stat(c.BrokenStreams, 0, c.Trials > 1), " broken · ",
+		stat(c.StalledStreams, 0, c.Trials > 1), " stalled")
 	var notes []string
 	if c.Trials > 1 {
 		notes = append(notes, fmt.Sprintf("%d trials", c.Trials))
@@ -387,6 +391,8 @@ func (p *page) environment() {
 	kv("timeline bucket", fmtDur(p.bucket))
 	if e.BudgetRPS > 0 {
 		kv("request budget", num(e.BudgetRPS, 0)+" rps")
+	} else {
+		kv("request budget", "auto: 200 rps per flow, at most 300 per CPU (each flow's rate is in its row)")
 	}
 	kv("not-ready grace", e.NotReadyGrace)
 	p.s("</dl></section>\n")
@@ -482,8 +488,11 @@ func (p *page) compare(g *scenarioGroup, modes []string) {
 		return stat(c.Affected, 1, c.Trials > 1) + " / " + strconv.Itoa(c.Total)
 	})
 	row("disruption-seconds", func(c *results.MatrixCell) string { return stat(c.DisruptionSeconds, 2, c.Trials > 1) })
+	row("of failed requests only", func(c *results.MatrixCell) string { return stat(c.FailedDisruptionSeconds, 2, c.Trials > 1) })
 	row("failed requests", func(c *results.MatrixCell) string { return stat(c.FailedRequests, 0, c.Trials > 1) })
+	row("slow requests", func(c *results.MatrixCell) string { return stat(c.SlowRequests, 0, c.Trials > 1) })
 	row("broken streams", func(c *results.MatrixCell) string { return stat(c.BrokenStreams, 0, c.Trials > 1) })
+	row("stalled streams", func(c *results.MatrixCell) string { return stat(c.StalledStreams, 0, c.Trials > 1) })
 	row("expectation failures", func(c *results.MatrixCell) string { return strconv.Itoa(c.Failed) })
 	row("noisy trials", func(c *results.MatrixCell) string { return strconv.Itoa(c.Noisy) })
 	p.s("</tbody></table>\n")
@@ -502,7 +511,7 @@ func (p *page) multiStats(g *scenarioGroup, modes []string) {
 	}
 	p.s("<table class=\"stats\"><caption>", esc(g.name), " over several trials: mean, 95 % confidence interval of the mean, p95</caption>\n",
 		"<thead><tr><th scope=\"col\">mode</th><th scope=\"col\">trials</th><th scope=\"col\">verdicts</th>",
-		"<th scope=\"col\">affected flows</th><th scope=\"col\">disruption-seconds</th><th scope=\"col\">failed requests</th><th scope=\"col\">broken streams</th></tr></thead>\n<tbody>\n")
+		"<th scope=\"col\">affected flows</th><th scope=\"col\">disruption-seconds</th><th scope=\"col\">failed requests</th><th scope=\"col\">slow requests</th><th scope=\"col\">broken streams</th><th scope=\"col\">stalled streams</th></tr></thead>\n<tbody>\n")
 	for _, m := range modes {
 		c := g.cells[m]
 		if c == nil || c.Trials == 0 {
@@ -513,7 +522,7 @@ func (p *page) multiStats(g *scenarioGroup, modes []string) {
 			vs = append(vs, fmt.Sprintf("%s×%d", v, c.Verdicts[v]))
 		}
 		p.s("<tr><th scope=\"row\">", esc(m), "</th><td>", strconv.Itoa(c.Trials), "</td><td>", esc(strings.Join(vs, ", ")), "</td>")
-		for _, s := range []results.Stats{c.Affected, c.DisruptionSeconds, c.FailedRequests, c.BrokenStreams} {
+		for _, s := range []results.Stats{c.Affected, c.DisruptionSeconds, c.FailedRequests, c.SlowRequests, c.BrokenStreams, c.StalledStreams} {
 			p.s("<td>", stat(s, 2, true), "</td>")
 		}
 		p.s("</tr>\n")
@@ -638,8 +647,9 @@ func (p *page) verdict(t *results.Trial) {
 	p.verdictBadge(v.Value)
 	p.s(" · fault nodes ", esc(dashIf(strings.Join(v.FaultNodes, ", "))),
 		" · ", strconv.Itoa(v.Affected), "/", strconv.Itoa(v.Total), " flows affected · ",
-		num(v.DisruptionSeconds, 3), " disruption-seconds · ", strconv.Itoa(v.FailedRequests), " failed requests · ",
-		strconv.Itoa(v.BrokenStreams), " broken streams</p>\n")
+		num(v.DisruptionSeconds, 3), " disruption-seconds (", num(v.FailedDisruptionSeconds, 3), " of failed requests alone) · ",
+		strconv.Itoa(v.FailedRequests), " failed requests · ", strconv.Itoa(v.SlowRequests), " slow requests · ",
+		strconv.Itoa(v.BrokenStreams), " broken streams · ", strconv.Itoa(v.StalledStreams), " stalled streams</p>\n")
 	if len(v.Beyond) > 0 {
 		p.s("<p class=\"beyond\">affected beyond the fault nodes (", strconv.Itoa(len(v.Beyond)), "): ", esc(strings.Join(v.Beyond, ", ")), "</p>\n")
 	}
@@ -772,7 +782,8 @@ func (p *page) flowTable(t *results.Trial, missing map[string]bool) {
 	}
 	p.s("<details class=\"flows\"><summary>Flows: failures and latency before / during / after the fault (", strconv.Itoa(len(fs)), ")</summary>\n",
 		"<table class=\"flowtab\"><thead><tr><th scope=\"col\">flow</th><th scope=\"col\">requests</th><th scope=\"col\">failed</th>",
-		"<th scope=\"col\">outages</th><th scope=\"col\">disrupted s</th><th scope=\"col\">stream breaks</th>",
+		"<th scope=\"col\">slow (threshold ms)</th><th scope=\"col\">request every ms</th>",
+		"<th scope=\"col\">outages</th><th scope=\"col\">disrupted s</th><th scope=\"col\">stream breaks / stalls</th>",
 		"<th scope=\"col\">before p50 / p99 ms</th><th scope=\"col\">during p50 / p99 ms</th><th scope=\"col\">after p50 / p99 ms</th></tr></thead>\n<tbody>\n")
 	lat := func(l measure.LatencySummary) string {
 		if l.Count == 0 {
@@ -788,7 +799,15 @@ func (p *page) flowTable(t *results.Trial, missing map[string]bool) {
 		if missing[f.Flow.ID] {
 			p.s(" <span class=\"nm\" data-missing=\"events\">no event file</span>")
 		}
-		p.s("</th><td>", strconv.Itoa(f.Requests), "</td><td>", strconv.Itoa(f.Failed), "</td><td>", strconv.Itoa(len(f.Outages)), "</td><td>")
+		p.s("</th><td>", strconv.Itoa(f.Requests), "</td><td>", strconv.Itoa(f.Failed), "</td><td data-slow=\"", strconv.Itoa(f.Slow), "\">",
+			strconv.Itoa(f.Slow), " (", num(f.StallThresholdMs, 0), ")</td>")
+		if f.CoarserThanBucket {
+			p.s("<td class=\"coarse\" data-coarse=\"true\" title=\"fewer than one request per timeline bucket: outages are placed to this interval only\">",
+				num(f.RequestIntervalMs, 0), " coarser than a bucket</td>")
+		} else {
+			p.s("<td>", num(f.RequestIntervalMs, 0), "</td>")
+		}
+		p.s("<td>", strconv.Itoa(len(f.Outages)), "</td><td>")
 		if f.DisruptionSeconds > 0 {
 			p.s(num(f.DisruptionSeconds, 3))
 		} else {
@@ -796,7 +815,8 @@ func (p *page) flowTable(t *results.Trial, missing map[string]bool) {
 		}
 		p.s("</td><td>")
 		if f.Flow.Profile == "tcp-stream" {
-			p.s(strconv.Itoa(f.Streams.Broken), " (max reconnect ", num(f.Streams.MaxReconnectSeconds, 2), " s)")
+			p.s(strconv.Itoa(f.Streams.Broken), " (max reconnect ", num(f.Streams.MaxReconnectSeconds, 2), " s) / ",
+				strconv.Itoa(f.Streams.Stalls), " (longest ", num(f.Streams.MaxStallSeconds, 2), " s)")
 		} else {
 			p.s("–")
 		}
@@ -805,10 +825,91 @@ func (p *page) flowTable(t *results.Trial, missing map[string]bool) {
 	// Flows the trial planned but the summary lacks: measured nothing.
 	for _, f := range t.Flows {
 		if !measured[f.ID] {
-			p.s("<tr><th scope=\"row\">", esc(f.ID), "</th><td colspan=\"8\" class=\"nm\" data-missing=\"flow\">not measured: no summary for this flow</td></tr>\n")
+			p.s("<tr><th scope=\"row\">", esc(f.ID), "</th><td colspan=\"10\" class=\"nm\" data-missing=\"flow\">not measured: no summary for this flow</td></tr>\n")
 		}
 	}
 	p.s("</tbody></table></details>\n")
+	p.outageTable(fs)
+}
+
+// outageTable says, for every outage interval, what its requests saw: how
+// many failed (by class), went missing or were answered late and how late,
+// and what the network and the proxies counted over it. It lets a reader
+// tell "the network was down" from "the network was back, the connection
+// was still retransmitting".
+func (p *page) outageTable(fs []measure.FlowSummary) {
+	n := 0
+	for _, f := range fs {
+		n += len(f.Outages)
+	}
+	if n == 0 {
+		return
+	}
+	p.s("<details class=\"outages\"><summary>Outage intervals: what the requests inside each saw (", strconv.Itoa(n), ")</summary>\n",
+		"<table class=\"outtab\"><thead><tr><th scope=\"col\">flow</th><th scope=\"col\">from s</th><th scope=\"col\">to s</th>",
+		"<th scope=\"col\">seconds</th><th scope=\"col\">failed</th><th scope=\"col\">missing</th><th scope=\"col\">slow (p50 / max ms)</th>",
+		"<th scope=\"col\">by class</th><th scope=\"col\">counted over the interval</th></tr></thead>\n<tbody>\n")
+	for _, f := range fs {
+		for _, o := range f.Outages {
+			p.s("<tr data-flow=\"", esc(f.Flow.ID), "\"><th scope=\"row\">", esc(f.Flow.ID), "</th><td>", num(since(p.cur, o.Start), 3),
+				"</td><td>", num(since(p.cur, o.End), 3), "</td><td>", num(o.Seconds, 3), "</td><td>", strconv.Itoa(o.Failed),
+				"</td><td>", strconv.Itoa(o.Missing), "</td><td>", strconv.Itoa(o.Slow))
+			if o.SlowLatency != nil {
+				p.s(" (", num(o.SlowLatency.P50Ms, 0), " / ", num(o.SlowLatency.MaxMs, 0), ")")
+			}
+			var cls []string
+			for c, k := range o.ByClass {
+				cls = append(cls, fmt.Sprintf("%s:%d", c, k))
+			}
+			sort.Strings(cls)
+			p.s("</td><td>", esc(dashIf(strings.Join(cls, " "))), "</td><td>", esc(dashIf(evidenceText(o.Evidence))), "</td></tr>\n")
+		}
+	}
+	p.s("</tbody></table></details>\n")
+}
+
+// evidenceText flattens an interval's evidence (as run.json holds it) to
+// "name=value" pairs in name order; zero counters are left out.
+func evidenceText(ev any) string {
+	if ev == nil {
+		return ""
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return ""
+	}
+	var m map[string]any
+	if json.Unmarshal(b, &m) != nil {
+		return ""
+	}
+	var parts []string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for _, k := range sortedKeys(x) {
+				walk(strings.TrimPrefix(prefix+"."+k, "."), x[k])
+			}
+		case float64:
+			if x != 0 {
+				parts = append(parts, prefix+"="+strconv.FormatFloat(x, 'f', -1, 64))
+			}
+		case []any:
+			var items []string
+			for _, i := range x {
+				items = append(items, fmt.Sprint(i))
+			}
+			if len(items) > 0 {
+				parts = append(parts, prefix+"="+strings.Join(items, ","))
+			}
+		case string:
+			if x != "" {
+				parts = append(parts, prefix+"="+x)
+			}
+		}
+	}
+	walk("", m)
+	return strings.Join(parts, " ")
 }
 
 // displayOrder puts control flows first, the rest as measured.

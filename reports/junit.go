@@ -168,6 +168,9 @@ func junitCaseOf(t *results.Trial) (junitCase, float64) {
 			junitProperty{"disruptionSeconds", strconv.FormatFloat(v.DisruptionSeconds, 'f', -1, 64)},
 			junitProperty{"failedRequests", strconv.Itoa(v.FailedRequests)},
 			junitProperty{"brokenStreams", strconv.Itoa(v.BrokenStreams)},
+			junitProperty{"slowRequests", strconv.Itoa(v.SlowRequests)},
+			junitProperty{"stalledStreams", strconv.Itoa(v.StalledStreams)},
+			junitProperty{"failedDisruptionSeconds", strconv.FormatFloat(v.FailedDisruptionSeconds, 'f', -1, 64)},
 			junitProperty{"faultNodes", strings.Join(v.FaultNodes, ",")})
 	}
 	if t.Summary != nil || t.Verdict != nil {
@@ -175,6 +178,9 @@ func junitCaseOf(t *results.Trial) (junitCase, float64) {
 		if t.Noisy {
 			c.SystemOut = "noisy: " + strings.Join(t.NoisyReasons, "; ")
 		}
+	}
+	if t.NoControlFlow != "" {
+		ps = append(ps, junitProperty{"noControlFlow", t.NoControlFlow})
 	}
 	if t.Dir != "" && len(ps) > 0 {
 		ps = append(ps, junitProperty{"dir", t.Dir})

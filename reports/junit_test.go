@@ -18,7 +18,8 @@ func junitRun() *results.Run {
 	t0 := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
 	win := &results.Window{Start: t0, End: t0.Add(10 * time.Second)}
 	v := func(value string, affected int, dis float64) *results.Verdict {
-		return &results.Verdict{Value: value, FaultNodes: []string{"node-3"}, Affected: affected, Total: 28, DisruptionSeconds: dis, FailedRequests: 40, BrokenStreams: 3}
+		return &results.Verdict{Value: value, FaultNodes: []string{"node-3"}, Affected: affected, Total: 28, DisruptionSeconds: dis, FailedRequests: 40, BrokenStreams: 3,
+			SlowRequests: 12, StalledStreams: 2, FailedDisruptionSeconds: 1.25}
 	}
 	return &results.Run{SchemaVersion: 1, ID: "r1", Environment: results.Environment{Provider: "netns", Version: "test"},
 		Trials: []*results.Trial{
@@ -129,7 +130,8 @@ func TestJUnitStructure(t *testing.T) {
 	}
 	p := props(pass.Properties)
 	for k, v := range map[string]string{"verdict": "contained", "affectedFlows": "12", "totalFlows": "28", "disruptionSeconds": "7.25",
-		"failedRequests": "40", "brokenStreams": "3", "noisy": "false"} {
+		"failedRequests": "40", "brokenStreams": "3", "noisy": "false",
+		"slowRequests": "12", "stalledStreams": "2", "failedDisruptionSeconds": "1.25"} {
 		if p[k] != v {
 			t.Errorf("property %s = %q, want %q (all: %v)", k, p[k], v, p)
 		}

@@ -43,7 +43,7 @@ func Summary(w io.Writer, run *results.Run) {
 			continue
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "FLOW\tREQUESTS\tFAILED\tOUTAGES\tDISRUPTED\tFAILURES BY CLASS\tSTREAM BREAKS")
+		fmt.Fprintln(tw, "FLOW\tREQUESTS\tFAILED\tSLOW\tOUTAGES\tDISRUPTED\tFAILURES BY CLASS\tSTREAM BREAKS / STALLS")
 		fs := append([]measure.FlowSummary(nil), t.Summary.Flows...) // sorted for display only
 		sort.SliceStable(fs, func(i, j int) bool { return fs[i].Flow.Control && !fs[j].Flow.Control })
 		for _, f := range fs {
@@ -62,7 +62,8 @@ func Summary(w io.Writer, run *results.Run) {
 			}
 			breaks := "-"
 			if f.Flow.Profile == "tcp-stream" {
-				breaks = fmt.Sprintf("%d (max reconnect %.2fs)", f.Streams.Broken, f.Streams.MaxReconnectSeconds)
+				breaks = fmt.Sprintf("%d (max reconnect %.2fs) / %d (longest %.2fs)", f.Streams.Broken, f.Streams.MaxReconnectSeconds,
+					f.Streams.Stalls, f.Streams.MaxStallSeconds)
 			}
 			disrupted := "-"
 			if f.DisruptionSeconds > 0 {
@@ -72,19 +73,29 @@ func Summary(w io.Writer, run *results.Run) {
 			if f.Flow.Control {
 				id += " (control)"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\n", id, f.Requests, f.Failed, len(f.Outages), disrupted, dash(strings.Join(cls, " ")), breaks)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", id, f.Requests, f.Failed, f.Slow, len(f.Outages), disrupted, dash(strings.Join(cls, " ")), breaks)
 		}
 		tw.Flush()
 		rad := t.Summary.Radius
 		fmt.Fprintf(w, "blast radius: %d/%d flows; pods: %s; nodes: %s\n", len(rad.Flows), len(t.Summary.Flows), dash(strings.Join(rad.Pods, " ")), dash(strings.Join(rad.Nodes, " ")))
 		for _, p := range t.Precision {
-			fmt.Fprintf(w, "precision: truth %.3fs measured %.3fs error %+.3fs within=%v\n", p.TruthSeconds, p.MeasuredSeconds, p.ErrorSeconds, p.Within)
+			fmt.Fprintf(w, "precision: %s truth %.3fs measured %.3fs error %+.3fs", p.Flow, p.TruthSeconds, p.MeasuredSeconds, p.ErrorSeconds)
+			if p.StartErrorSeconds != nil && p.EndErrorSeconds != nil {
+				fmt.Fprintf(w, " start %+.3fs end %+.3fs", *p.StartErrorSeconds, *p.EndErrorSeconds)
+			}
+			fmt.Fprintf(w, " within=%v\n", p.Within)
 		}
 		if t.CPU != nil {
 			fmt.Fprintf(w, "cpu: mean %.0f%%, max %.0f%% busy\n", t.CPU.Mean*100, t.CPU.Max*100)
 		}
 		if t.Noisy {
 			fmt.Fprintf(w, "NOISY: %s\n", strings.Join(t.NoisyReasons, "; "))
+		}
+		if t.NoControlFlow != "" {
+			fmt.Fprintf(w, "no control flow: %s\n", t.NoControlFlow)
+		}
+		if coarse := coarseFlows(t.Summary.Flows); len(coarse) > 0 {
+			fmt.Fprintf(w, "resolution: %d flow(s) coarser than one request per bucket: %s\n", len(coarse), strings.Join(coarse, " "))
 		}
 		for _, e := range t.Expectations {
 			mark := "PASS"
@@ -113,4 +124,16 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// coarseFlows names the flows whose request interval is longer than a
+// timeline bucket: their outages are placed only to that interval.
+func coarseFlows(fs []measure.FlowSummary) []string {
+	var out []string
+	for _, f := range fs {
+		if f.CoarserThanBucket {
+			out = append(out, fmt.Sprintf("%s (%.0f ms)", f.Flow.ID, f.RequestIntervalMs))
+		}
+	}
+	return out
 }

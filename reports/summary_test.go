@@ -17,6 +17,8 @@ func at(d time.Duration) time.Time { return t0.Add(d) }
 
 func ptrTime(t time.Time) *time.Time { return &t }
 
+func ptrFloat(f float64) *float64 { return &f }
+
 // syntheticRun has a failed node-crash trial with everything a table shows
 // and a trial that never got as far as measuring.
 func syntheticRun() *results.Run {
@@ -27,8 +29,10 @@ func syntheticRun() *results.Run {
 		Outages: []measure.OutageInterval{{Start: at(5 * time.Second), End: at(13250 * time.Millisecond), Seconds: 8.25, Failures: 13,
 			ByClass: map[events.Class]int{events.ClassTimeout: 7, events.ClassRefused: 2, measure.ClassMissing: 4}, Class: events.ClassTimeout}},
 		DisruptionSeconds: 8.25,
-		Streams:           measure.StreamSummary{Broken: 3, Reconnected: 3, ReconnectSeconds: []float64{1.25, 0.5, 0.75}, MaxReconnectSeconds: 1.25},
-		Affected:          true,
+		Streams: measure.StreamSummary{Broken: 3, Reconnected: 3, ReconnectSeconds: []float64{1.25, 0.5, 0.75}, MaxReconnectSeconds: 1.25,
+			Stalls: 2, StallSeconds: 0.5, MaxStallSeconds: 0.31},
+		Slow:     2,
+		Affected: true,
 	}
 	ctl := measure.FlowSummary{
 		Flow:     measure.FlowMeta{ID: "control.pod.http-keepalive", Client: "ctl-client", ClientNode: "node-1", Server: "ctl-server", ServerNode: "node-2", Profile: "http-keepalive", Control: true},
@@ -53,7 +57,8 @@ func syntheticRun() *results.Run {
 					Radius: measure.BlastRadius{Flows: []string{"n1-to-n3.pod.tcp-stream"}, Pods: []string{"client-n1", "server-n3"}, Nodes: []string{"node-1", "node-3"}},
 				},
 				Precision: []results.PrecisionCheck{
-					{Flow: "n1-to-n3.pod.tcp-stream", TruthSeconds: 0.1, MeasuredSeconds: 0.15, ErrorSeconds: 0.05, Within: true},
+					{Flow: "n1-to-n3.pod.tcp-stream", TruthSeconds: 0.1, MeasuredSeconds: 0.15, ErrorSeconds: 0.05, Within: true,
+						StartErrorSeconds: ptrFloat(-0.02), EndErrorSeconds: ptrFloat(0.03)},
 					{Flow: "n1-to-n3.pod.tcp-stream", TruthSeconds: 0.3, MeasuredSeconds: 0.1, ErrorSeconds: -0.2, Within: false},
 				},
 				Noisy:        true,
@@ -84,8 +89,8 @@ func TestSummary(t *testing.T) {
 		"fault: node-crash node-3 at +5.000s, recovered at +13.250s (8.250s)",
 		"fault: blackhole n1-to-n3.pod.tcp-stream at +15.000s",
 		"blast radius: 1/2 flows; pods: client-n1 server-n3; nodes: node-1 node-3",
-		"precision: truth 0.100s measured 0.150s error +0.050s within=true",
-		"precision: truth 0.300s measured 0.100s error -0.200s within=false",
+		"precision: n1-to-n3.pod.tcp-stream truth 0.100s measured 0.150s error +0.050s start -0.020s end +0.030s within=true",
+		"precision: n1-to-n3.pod.tcp-stream truth 0.300s measured 0.100s error -0.200s within=false",
 		"cpu: mean 42%, max 97% busy",
 		"NOISY: control flow x was disrupted for 0.300s in 1 outage(s); CPU saturated",
 		"PASS every flow to or from node-3 disrupted",
@@ -101,15 +106,15 @@ func TestSummary(t *testing.T) {
 
 	// Table rows, compared field by field (tabwriter pads with spaces).
 	header := fieldsOf(t, lines, "FLOW")
-	if want := "FLOW REQUESTS FAILED OUTAGES DISRUPTED FAILURES BY CLASS STREAM BREAKS"; strings.Join(header, " ") != want {
+	if want := "FLOW REQUESTS FAILED SLOW OUTAGES DISRUPTED FAILURES BY CLASS STREAM BREAKS / STALLS"; strings.Join(header, " ") != want {
 		t.Errorf("header = %q, want %q", strings.Join(header, " "), want)
 	}
 	ctlRow := fieldsOf(t, lines, "control.pod.http-keepalive")
-	if want := "control.pod.http-keepalive (control) 200 0 0 - - -"; strings.Join(ctlRow, " ") != want {
+	if want := "control.pod.http-keepalive (control) 200 0 0 0 - - -"; strings.Join(ctlRow, " ") != want {
 		t.Errorf("control row = %q, want %q", strings.Join(ctlRow, " "), want)
 	}
 	flowRow := fieldsOf(t, lines, "n1-to-n3.pod.tcp-stream")
-	if want := "n1-to-n3.pod.tcp-stream 400 9 1 8.250s refused:2 timeout:7 missing:4 3 (max reconnect 1.25s)"; strings.Join(flowRow, " ") != want {
+	if want := "n1-to-n3.pod.tcp-stream 400 9 2 1 8.250s refused:2 timeout:7 missing:4 3 (max reconnect 1.25s) / 2 (longest 0.31s)"; strings.Join(flowRow, " ") != want {
 		t.Errorf("flow row = %q, want %q", strings.Join(flowRow, " "), want)
 	}
 	// The control flow comes first in the table.

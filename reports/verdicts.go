@@ -10,8 +10,8 @@ import (
 )
 
 // Verdicts writes the verdict table: one row per fault (scenario) and mode,
-// with affected flows, disruption, failed requests, broken streams and the
-// verdict; over several trials, the mean with its 95 % interval and p95.
+// with affected flows, disruption (late answers included), failed and slow
+// requests, broken and stalled streams and the verdict; over several trials, the mean with its 95 % interval and p95.
 func Verdicts(w io.Writer, run *results.Run) {
 	if len(run.Matrix) == 0 {
 		return
@@ -23,9 +23,9 @@ func Verdicts(w io.Writer, run *results.Run) {
 	fmt.Fprintln(w, "\n== verdicts ==")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if multi {
-		fmt.Fprintln(tw, "FAULT\tMODE\tTRIALS\tAFFECTED FLOWS\tDISRUPTION S (mean [95% CI] p95)\tFAILED REQUESTS (mean, p95)\tBROKEN STREAMS\tVERDICT")
+		fmt.Fprintln(tw, "FAULT\tMODE\tTRIALS\tAFFECTED FLOWS\tDISRUPTION S (mean [95% CI] p95)\tFAILED REQUESTS (mean, p95)\tSLOW REQUESTS (mean, p95)\tBROKEN STREAMS\tSTALLED STREAMS\tVERDICT")
 	} else {
-		fmt.Fprintln(tw, "FAULT\tMODE\tAFFECTED FLOWS\tDISRUPTION S\tFAILED REQUESTS\tBROKEN STREAMS\tVERDICT")
+		fmt.Fprintln(tw, "FAULT\tMODE\tAFFECTED FLOWS\tDISRUPTION S\tFAILED REQUESTS\tSLOW REQUESTS\tBROKEN STREAMS\tSTALLED STREAMS\tVERDICT")
 	}
 	na := map[string][]string{}
 	var naOrder []string
@@ -47,9 +47,9 @@ func Verdicts(w io.Writer, run *results.Run) {
 		if c.Trials == 0 {
 			why := fmt.Sprintf("ERROR: %d trial(s) could not run", c.Errors)
 			if multi {
-				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
 			} else {
-				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
+				fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", name, c.Mode, why)
 			}
 			continue
 		}
@@ -70,12 +70,12 @@ func Verdicts(w io.Writer, run *results.Run) {
 			verdict += " [" + strings.Join(notes, "; ") + "]"
 		}
 		if multi {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f/%d\t%.2f [%.2f, %.2f] %.2f\t%.0f, %.0f\t%.1f\t%s\n", name, c.Mode, c.Trials,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f/%d\t%.2f [%.2f, %.2f] %.2f\t%.0f, %.0f\t%.0f, %.0f\t%.1f\t%.1f\t%s\n", name, c.Mode, c.Trials,
 				c.Affected.Mean, c.Total, c.DisruptionSeconds.Mean, c.DisruptionSeconds.CILow, c.DisruptionSeconds.CIHigh, c.DisruptionSeconds.P95,
-				c.FailedRequests.Mean, c.FailedRequests.P95, c.BrokenStreams.Mean, verdict)
+				c.FailedRequests.Mean, c.FailedRequests.P95, c.SlowRequests.Mean, c.SlowRequests.P95, c.BrokenStreams.Mean, c.StalledStreams.Mean, verdict)
 		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%.0f/%d\t%.2f\t%.0f\t%.0f\t%s\n", name, c.Mode, c.Affected.Mean, c.Total,
-				c.DisruptionSeconds.Mean, c.FailedRequests.Mean, c.BrokenStreams.Mean, verdict)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f/%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", name, c.Mode, c.Affected.Mean, c.Total,
+				c.DisruptionSeconds.Mean, c.FailedRequests.Mean, c.SlowRequests.Mean, c.BrokenStreams.Mean, c.StalledStreams.Mean, verdict)
 		}
 	}
 	tw.Flush()
@@ -111,8 +111,8 @@ func TrialLine(t *results.Trial) string {
 		line += " (" + t.Error + ")"
 	}
 	if v := t.Verdict; v != nil {
-		line += fmt.Sprintf("; verdict %s, %d/%d flows affected, %.2f disruption-s, %d failed requests, %d broken streams",
-			v.Value, v.Affected, v.Total, v.DisruptionSeconds, v.FailedRequests, v.BrokenStreams)
+		line += fmt.Sprintf("; verdict %s, %d/%d flows affected, %.2f disruption-s, %d failed requests, %d slow requests, %d broken streams, %d stalled streams",
+			v.Value, v.Affected, v.Total, v.DisruptionSeconds, v.FailedRequests, v.SlowRequests, v.BrokenStreams, v.StalledStreams)
 	}
 	for _, e := range t.Expectations {
 		if !e.Pass {

@@ -13,16 +13,17 @@ func TestVerdictTable(t *testing.T) {
 		{Scenario: "node-proxy-crash", Fault: "node-proxy-crash", Mode: "none", Skipped: "fault node-proxy-crash needs mode ambient"},
 		{Scenario: "node-proxy-crash", Fault: "node-proxy-crash", Mode: "ambient", Trials: 1, Verdict: "contained", Verdicts: map[string]int{"contained": 1},
 			Affected: results.Stats{N: 1, Mean: 13}, Total: 28, DisruptionSeconds: results.Stats{N: 1, Mean: 7.27},
-			FailedRequests: results.Stats{N: 1, Mean: 117}, BrokenStreams: results.Stats{N: 1, Mean: 55}},
+			FailedRequests: results.Stats{N: 1, Mean: 117}, BrokenStreams: results.Stats{N: 1, Mean: 55},
+			SlowRequests: results.Stats{N: 1, Mean: 31}, StalledStreams: results.Stats{N: 1, Mean: 4}},
 		{Scenario: "cert-expiry", Fault: "controlplane-down", Mode: "sidecar", Errors: 1},
 	}}
 	var b bytes.Buffer
 	Verdicts(&b, run)
 	out := b.String()
 	for _, want := range []string{
-		"FAULT", "AFFECTED FLOWS",
+		"FAULT", "AFFECTED FLOWS", "SLOW REQUESTS", "STALLED STREAMS",
 		"not applicable (skipped, with the reason):\n  node-proxy-crash in none: fault node-proxy-crash needs mode ambient",
-		"13/28", "7.27", "117", "55", "contained",
+		"13/28", "7.27", "117", "31", "55", "4", "contained",
 		"cert-expiry (controlplane-down)", "ERROR: 1 trial(s) could not run",
 	} {
 		if !strings.Contains(out, want) {

@@ -269,6 +269,7 @@ func scenarioRows(f *badInputFiles) []badInput {
 	kind := p("kind.yaml", "name: x\ntopology:\n  nodes: 3\nload:\n  duration: 10s\nfault:\n  kind: meteor\n  at: 2s\n")
 	late := p("late.yaml", "name: x\ntopology:\n  nodes: 3\nload:\n  duration: 10s\nfault:\n  kind: node-crash\n  node: node-2\n  at: 20s\n")
 	upper := p("upper.yaml", "name: Node_Crash\ntopology:\n  nodes: 3\nload:\n  duration: 10s\n")
+	drop := p("drop.yaml", "name: x\ntopology:\n  nodes: 2\nload:\n  duration: 10s\nfault:\n  kind: blackhole\n  at: 2s\n  holes: [1s]\n  drop: server\n")
 	dir := f.folder("scenarios/dir.yaml", "", "")
 	return []badInput{
 		sc("empty file", empty+": empty file", empty),
@@ -279,6 +280,7 @@ func scenarioRows(f *badInputFiles) []badInput {
 		sc("duration not a duration", "load.duration", badDur),
 		sc("unknown fault kind", "fault.kind", kind),
 		sc("fault after the load ends", "fault.at", late),
+		sc("blackhole drop unknown", drop+`:10:9: fault.drop: unknown drop "server" (known: flow, client-pod)`, drop),
 		sc("name not lower-case", "name", upper),
 		sc("folder instead of file", dir+": is a directory", dir),
 	}
@@ -332,7 +334,7 @@ func baselineRows(f *badInputFiles) []badInput {
 		bl("empty folder", empty+": no run.json", empty),
 		bl("a file, not a folder", file+": not a folder", file),
 		bl("corrupt run.json", corrupt+": run.json: unexpected end of JSON input", corrupt),
-		bl("newer schema version", "schema version 999 is newer than this build reads (1)", newer),
+		bl("newer schema version", "schema version 999 is newer than this build reads (2)", newer),
 		bl("no schema version", noVersion+": run.json has no schemaVersion", noVersion),
 		bl("schema version a string", stringVersion+": run.json: schemaVersion is a JSON string, want a number", stringVersion),
 		bl("run.json an array", array+": run.json holds a JSON array, not an object", array),

@@ -133,7 +133,7 @@ func TestCompareBadInput(t *testing.T) {
 		{[]string{equal, "--baseline", ""}, "empty folder"},
 		{[]string{empty, "--baseline", base}, empty + ": no run.json"},
 		{[]string{filepath.Join(dir, "nope"), "--baseline", base}, "nope: no such folder"},
-		{[]string{equal, "--baseline", newer}, newer + ": run.json schema version 7 is newer than this build reads (1)"},
+		{[]string{equal, "--baseline", newer}, newer + ": run.json schema version 7 is newer than this build reads (2)"},
 		{[]string{equal, "--baseline", empty}, "baseline " + empty + ": no run.json"},
 		{[]string{equal, "--baseline", base, "--out", filepath.Join(dir, "no", "such", "file")}, "--out: open"},
 	}

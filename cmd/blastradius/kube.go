@@ -474,6 +474,9 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 				total += fl.QPS
 			}
 			p("  load         %d flows, %.0f rps in total, %s; each client agent runs: %s agent --flow <spec>... --start-at <unix-ns> --duration %s", len(pl.Flows), total, pl.Duration, manifests.Binary, pl.Duration)
+			if pl.NoControl != "" {
+				p("  control      none: %s", pl.NoControl)
+			}
 			objs, err := renderPlan(pl, nodes)
 			if err != nil {
 				return fmt.Errorf("scenario %s in %s: %w", sc.Name, mode, err)

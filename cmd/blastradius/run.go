@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -51,7 +52,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.BoolVar(&f.flows, "flows", false, "print every flow of every trial (default: one line per trial, then the verdict table)")
 	fs.StringVar(&f.out, "out", "", "results folder (default: results/<UTC timestamp>); created, must not already hold a run")
 	fs.DurationVar(&f.bucket, "bucket", 100*time.Millisecond, "timeline bucket: the resolution outages are reported at")
-	fs.Float64Var(&f.budget, "budget", 600, "total requests per second, split across all flows (sized for 2 cores; CPU is sampled and a saturated run flagged noisy)")
+	fs.Var((*budgetFlag)(&f.budget), "budget", "total requests per second, split across all flows; auto (the default): 200 per flow, at most 300 per CPU (CPU is sampled and a saturated run flagged noisy)")
 	fs.DurationVar(&f.grace, "not-ready-grace", 5*time.Second, "how long a silent node keeps its endpoints before they are removed (Kubernetes: 40s)")
 	fs.DurationVar(&f.timeout, "timeout", 500*time.Millisecond, "per-request and dial timeout of the load agents; a request slower than this is a failure")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig: with --provider kubeconfig the cluster to use (default $KUBECONFIG, then ~/.kube/config); with --provider kind where the new cluster's kubeconfig is written (default <results>/kubeconfig)")
@@ -149,8 +150,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	if f.bucket < time.Millisecond || f.bucket > 10*time.Second {
 		return nil, nil, fmt.Errorf("--bucket %s out of range 1ms..10s", f.bucket)
 	}
-	if f.budget <= 0 || f.budget > 100000 {
-		return nil, nil, fmt.Errorf("--budget %g out of range (0, 100000]", f.budget)
+	if f.budget < 0 || f.budget > 100000 {
+		return nil, nil, fmt.Errorf("--budget %g out of range (0, 100000] (or auto)", f.budget)
 	}
 	if f.grace <= 0 {
 		return nil, nil, fmt.Errorf("--not-ready-grace must be positive")
@@ -282,6 +283,7 @@ run:
 		reports.Failures(stdout, r.Run())
 	}
 	reports.Verdicts(stdout, r.Run())
+	reports.AnswerText(stdout, r.Run())
 	if err := reports.JUnitFile(out, r.Run()); err != nil {
 		fmt.Fprintf(stderr, "blastradius run: %v\n", err)
 	}
@@ -370,4 +372,28 @@ func dataPlaneName(modes []string) string {
 		out = append(out, "reference "+mode+" (blastradius proxy "+version+")")
 	}
 	return strings.Join(out, "; ")
+}
+
+// budgetFlag is --budget: a rate in requests per second, or auto (stored as
+// 0: the planner sizes each trial's budget to its flows and the machine).
+type budgetFlag float64
+
+func (b *budgetFlag) String() string {
+	if b == nil || *b == 0 {
+		return "auto"
+	}
+	return strconv.FormatFloat(float64(*b), 'g', -1, 64)
+}
+
+func (b *budgetFlag) Set(s string) error {
+	if s == "auto" {
+		*b = 0
+		return nil
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(v > 0) {
+		return fmt.Errorf("want a positive rate or auto")
+	}
+	*b = budgetFlag(v)
+	return nil
 }

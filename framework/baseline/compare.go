@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -107,7 +108,17 @@ type Variant struct {
 	DisruptionSeconds *Figure       `json:"disruptionSeconds,omitempty"`
 	FailedRequests    *Figure       `json:"failedRequests,omitempty"`
 	Verdict           *VerdictCheck `json:"verdict,omitempty"`
+	// Compares names the disruption figure compared: late answers included
+	// when every trial, this run's and the history's, measured them;
+	// failed requests only when some baseline predates that.
+	Compares string `json:"compares"`
 }
+
+// The disruption figures compare can use.
+const (
+	ComparesWithLate   = "disruption-seconds, late answers included"
+	ComparesFailedOnly = "disruption-seconds of failed requests only (a baseline predates late answers)"
+)
 
 // History is what the baselines hold of a variant.
 type History struct {
@@ -177,31 +188,42 @@ var verdictRank = map[string]int{"no-data-plane-impact": 0, "no-impact": 0, "con
 // measured is one trial's figures.
 type measured struct {
 	disruption, failed float64
-	verdict            string
-	noisy              bool
-	run                string
+	// failedOnly is the disruption of failed and missing requests alone;
+	// late says disruption counts late answers too (schema 2 on).
+	failedOnly float64
+	late       bool
+	verdict    string
+	noisy      bool
+	run        string
 }
 
-// figures returns a trial's figures, false if it was not measured.
-func figures(t *results.Trial) (measured, bool) {
+// figures returns a trial's figures, false if it was not measured. schema
+// is the trial's run.json version.
+func figures(t *results.Trial, schema int) (measured, bool) {
 	if t.Status != results.StatusDone && t.Status != results.StatusFailed {
 		return measured{}, false
 	}
-	m := measured{noisy: t.Noisy}
+	m := measured{noisy: t.Noisy, late: schema >= results.LateAnswersSince}
 	switch {
 	case t.Verdict != nil:
 		m.disruption, m.failed, m.verdict = t.Verdict.DisruptionSeconds, float64(t.Verdict.FailedRequests), t.Verdict.Value
+		m.failedOnly = t.Verdict.FailedDisruptionSeconds
 	case t.Summary != nil:
 		// A scenario without a fault has no verdict; the same sums come
 		// from the flow summaries (computeVerdict adds up the same fields).
 		for _, f := range t.Summary.Flows {
 			m.disruption += f.DisruptionSeconds
+			m.failedOnly += f.FailedDisruptionSeconds
 			for _, o := range f.Outages {
 				m.failed += float64(o.Failures)
 			}
 		}
 	default:
 		return measured{}, false
+	}
+	if !m.late {
+		// Before late answers, disruption counted failures alone.
+		m.failedOnly = m.disruption
 	}
 	return m, true
 }
@@ -262,7 +284,7 @@ func Compare(run *Folder, baselines []*Folder, opt Options) *Report {
 			skipped[sm] = t.Error
 			continue
 		}
-		m, ok := figures(t)
+		m, ok := figures(t, run.Run.SchemaVersion)
 		if !ok {
 			rep.Errors = append(rep.Errors, TrialError{Scenario: t.Scenario, Mode: t.Mode, Index: t.Index, Status: t.Status, Error: firstLine(t.Error)})
 			continue
@@ -311,7 +333,7 @@ func Compare(run *Folder, baselines []*Folder, opt Options) *Report {
 				if byKey[k] == nil {
 					continue
 				}
-				m, ok := figures(t)
+				m, ok := figures(t, b.Run.SchemaVersion)
 				if !ok {
 					continue
 				}
@@ -389,7 +411,18 @@ func compareVariant(v *Variant, cur, hist []measured, opt Options, disFloor, fai
 		}
 		return xs
 	}
-	dis := func(m measured) float64 { return m.disruption }
+	// Disruption is compared like for like: with late answers when every
+	// trial measured them, else failed requests' disruption alone.
+	late := true
+	for _, m := range append(slices.Clone(cur), hist...) {
+		late = late && m.late
+	}
+	dis := func(m measured) float64 { return m.failedOnly }
+	v.Compares = ComparesFailedOnly
+	if late {
+		dis = func(m measured) float64 { return m.disruption }
+		v.Compares = ComparesWithLate
+	}
 	fail := func(m measured) float64 { return m.failed }
 	if len(hist) > 0 {
 		v.DisruptionSeconds = figure(pick(hist, dis), pick(cur, dis), disFloor, opt.FlakeTolerance)

@@ -344,15 +344,15 @@ func TestBadFolders(t *testing.T) {
 	store := filepath.Join(dir, "store")
 	writeRun(t, store, "good", trial("ambient", 1, fig{1, 20, ""}))
 	os.MkdirAll(filepath.Join(store, "bad"), 0o755)
-	os.WriteFile(filepath.Join(store, "bad", "run.json"), []byte(`{"schemaVersion": 2}`), 0o644)
+	os.WriteFile(filepath.Join(store, "bad", "run.json"), []byte(`{"schemaVersion": 3}`), 0o644)
 
 	for _, c := range []struct{ dir, want string }{
 		{filepath.Join(dir, "missing"), "missing: no such folder"},
 		{empty, "empty: no run.json"},
-		{newer, "newer: run.json schema version 99 is newer than this build reads (1)"},
+		{newer, "newer: run.json schema version 99 is newer than this build reads (2)"},
 		{broken, "broken: run.json: unexpected end of JSON input"},
 		{foreign, "foreign: run.json has no schemaVersion"},
-		{store, filepath.Join("store", "bad") + ": run.json schema version 2 is newer"},
+		{store, filepath.Join("store", "bad") + ": run.json schema version 3 is newer"},
 	} {
 		_, err := LoadBaseline(c.dir)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
@@ -433,5 +433,62 @@ func TestVerdictRankMatchesScenario(t *testing.T) {
 	}
 	if len(verdictRank) != len(scenario.Verdicts) {
 		t.Errorf("%d ranks for %d verdicts", len(verdictRank), len(scenario.Verdicts))
+	}
+}
+
+// Late answers made disruption larger from schema 2 on: against a baseline
+// that predates them, compare uses the failed-only figure both sides have;
+// with a history that counts them too, the figure with late answers.
+func TestCompareLikeForLikeAcrossLateAnswers(t *testing.T) {
+	// This run: 1 s of failures, and 2 s more of late answers.
+	withLate := func(i int) *results.Trial {
+		tr := trial("ambient", i, fig{3, 22, ""})
+		tr.Verdict.FailedDisruptionSeconds, tr.Verdict.SlowRequests = 1, 40
+		return tr
+	}
+	run, err := Load(writeRun(t, t.TempDir(), "run", withLate(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	old := t.TempDir()
+	var base []*Folder
+	for i, f := range about1s() {
+		p := writeRun(t, old, fmt.Sprintf("old-%02d", i), trial("ambient", 1, f))
+		// Rewrite as schema 1: disruptionSeconds there is failures only.
+		b, _ := os.ReadFile(filepath.Join(p, "run.json"))
+		b = []byte(strings.Replace(string(b), `"schemaVersion": 2`, `"schemaVersion": 1`, 1))
+		if err := os.WriteFile(filepath.Join(p, "run.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fs, err := LoadBaseline(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = append(base, fs...)
+	}
+	rep := Compare(run, base, DefaultOptions)
+	v := rep.Variants[0]
+	if v.Compares != ComparesFailedOnly || v.DisruptionSeconds.Value != 1 || v.Tier != TierPass {
+		t.Errorf("against schema-1 history: compares %q, value %v, tier %s (%v); want failed-only, 1, pass",
+			v.Compares, v.DisruptionSeconds.Value, v.Tier, v.Reasons)
+	}
+
+	// The same history measured with late answers (1 s each): 3 s regresses.
+	var late []*Folder
+	for i, f := range about1s() {
+		tr := trial("ambient", 1, f)
+		tr.Verdict.FailedDisruptionSeconds = f.dis
+		fs, err := LoadBaseline(writeRun(t, t.TempDir(), fmt.Sprintf("new-%02d", i), tr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		late = append(late, fs...)
+	}
+	rep = Compare(run, late, DefaultOptions)
+	v = rep.Variants[0]
+	if v.Compares != ComparesWithLate || v.DisruptionSeconds.Value != 3 || v.Tier != TierRegress {
+		t.Errorf("against schema-2 history: compares %q, value %v, tier %s; want late answers included, 3, regress",
+			v.Compares, v.DisruptionSeconds.Value, v.Tier)
 	}
 }

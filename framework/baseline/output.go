@@ -75,6 +75,20 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(ew, "  %s: %s: %s\n", v.Label(), v.Tier, strings.Join(v.Reasons, "; "))
 	}
+	// Say which disruption figure each variant compared: the figure with
+	// late answers, or failed requests' alone against an older history.
+	var failedOnly []string
+	for _, v := range r.Variants {
+		if v.DisruptionSeconds != nil && v.Compares == ComparesFailedOnly {
+			failedOnly = append(failedOnly, v.Label())
+		}
+	}
+	switch {
+	case len(failedOnly) == 0:
+		fmt.Fprintf(ew, "\ndisruption compared: %s\n", ComparesWithLate)
+	default:
+		fmt.Fprintf(ew, "\ndisruption compared: %s for %s; %s for the rest\n", ComparesFailedOnly, strings.Join(failedOnly, ", "), ComparesWithLate)
+	}
 	if len(r.Skipped) > 0 {
 		fmt.Fprintln(ew, "\nskipped (not compared):")
 		for _, s := range r.Skipped {

@@ -351,6 +351,31 @@ func (r *Reference) Close() {
 	}
 }
 
+// MetricsTargets lists every proxy's /metrics, the endpoints Collect saves
+// at the end, for the runner to sample during load (the control plane has
+// no HBONE counters). A proxy that a fault later replaces keeps its pod and
+// port, so the list stays valid for the whole trial. Call it after Deploy
+// and before any fault.
+func (r *Reference) MetricsTargets() []scenario.MetricsTarget {
+	var out []scenario.MetricsTarget
+	for name, pr := range r.Proxies {
+		p, ok := r.cl.Pod(name)
+		if !ok || name == ControlPlanePod {
+			continue
+		}
+		// startProxy names the process after its role, except a node
+		// proxy's, which is plain "proxy".
+		role := pr.Spec.Name
+		if role == "proxy" {
+			role = "node-proxy"
+		}
+		out = append(out, scenario.MetricsTarget{Pod: name, Role: role,
+			URL: fmt.Sprintf("http://%s:%d/metrics", p.IP, ProxyAdminPort)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
+	return out
+}
+
 // Collect implements scenario.DataPlane: every proxy's /metrics and
 // /config_dump, and the control plane's status, as files.
 func (r *Reference) Collect(ctx context.Context, dir string) error {

@@ -2,6 +2,7 @@ package measure
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -30,16 +31,80 @@ func AnalyzeFlow(meta FlowMeta, evs []events.Event, win Window, fault *Fault, op
 			s.ByClass[e.Class]++
 		}
 	}
-	s.Outages = outages(reqs, ws, we, meta.QPS, bucket)
+	threshold := stallThreshold(reqs, ws, we, fault, opt)
+	s.StallThresholdMs = ms(threshold)
+	slowFrom := ws + int64(edgeGap)
+	slow := func(e events.Event) bool { return e.OK() && e.Latency >= threshold && e.Start >= slowFrom }
+	for _, e := range reqs {
+		if slow(e) {
+			s.Slow++
+		}
+	}
+	s.Outages = outages(reqs, ws, we, meta.QPS, bucket, slow)
 	for _, o := range s.Outages {
 		s.DisruptionSeconds += o.Seconds
 	}
+	for _, o := range outages(reqs, ws, we, meta.QPS, bucket, nil) {
+		s.FailedDisruptionSeconds += o.Seconds
+	}
 	s.Latency = latencyByPhase(reqs, we, fault)
 	s.Streams = streams(transitions, ws, we)
-	s.Timeline = timeline(reqs, ws, we, bucket)
+	if meta.Profile == "tcp-stream" {
+		stalls(&s.Streams, reqs, slow)
+	}
+	s.Timeline = timeline(reqs, ws, we, bucket, slow)
 	s.Affected = affected(s.Outages, we, fault, bucket)
+	if meta.QPS > 0 {
+		interval := float64(time.Second) / meta.QPS
+		s.RequestIntervalMs = math.Round(interval/1e3) / 1e3
+		s.CoarserThanBucket = interval > float64(bucket)
+		if meta.Profile == "tcp-stream" && opt.Timeout > 0 {
+			s.ProbeIntervalMs = math.Round(float64(streamThreads(meta.QPS, opt.Timeout))*interval/1e3) / 1e3
+		}
+	}
 	return s
 }
+
+// streamThreads is how many connections a stream flow holds: one per agent
+// thread, sized as framework/load sizes them (ceil(qps × timeout) + 2), so
+// each connection is probed every threads/qps.
+func streamThreads(qps float64, timeout time.Duration) int {
+	return int(math.Ceil(qps*timeout.Seconds())) + 2
+}
+
+// stallThreshold is the latency above which a successful request is late:
+// twice the flow's own p99 before the fault (the whole window without a
+// fault), never below the floor and never above 80 % of the request
+// timeout. Requests in the window's first second are left out: that is
+// where every thread dials its first connection at the same instant.
+// docs/verdict.md "Late answers" says why these numbers.
+func stallThreshold(reqs []events.Event, ws, we int64, fault *Fault, opt Options) int64 {
+	end := we
+	if fault != nil {
+		end = min(end, fault.Inject.UnixNano()-int64(opt.bucket()))
+	}
+	var lat []int64
+	for _, e := range reqs {
+		if e.OK() && e.Start >= ws+int64(edgeGap) && e.Start < end {
+			lat = append(lat, e.Latency)
+		}
+	}
+	t := int64(opt.stallFloor())
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		t = max(t, stallP99Factor*nearestRank(lat, 99))
+	}
+	if opt.Timeout > 0 {
+		t = min(t, int64(float64(opt.Timeout)*stallTimeoutShare))
+	}
+	return t
+}
+
+// The stall threshold's rule: twice the p99, capped at 80 % of the timeout.
+const (
+	stallP99Factor    = 2
+	stallTimeoutShare = 0.8
+)
 
 // split copies the in-window requests and all stream transitions out of evs,
 // each sorted by start; sorting copies leaves the caller's slice alone.

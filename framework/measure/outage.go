@@ -19,10 +19,16 @@ const (
 	edgeGap      = time.Second
 )
 
-// classOrder is the tie-break order for the dominant class. Missing comes
-// last: when the flow both failed and went silent equally, the failures are
-// the more informative description.
-var classOrder = append(slices.Clone(events.Classes), ClassMissing)
+// classOrder is the tie-break order for the dominant class. Slow and missing
+// come last: when the flow both failed and answered late (or went silent)
+// equally, the failures are the more informative description.
+var classOrder = append(slices.Clone(events.Classes), ClassSlow, ClassMissing)
+
+// Indexes of measurement's own labels in classOrder.
+var (
+	slowIndex    = slices.Index(classOrder, ClassSlow)
+	missingIndex = slices.Index(classOrder, ClassMissing)
+)
 
 func classIndex(c events.Class) int {
 	for i, k := range classOrder {
@@ -39,13 +45,17 @@ func classIndex(c events.Class) int {
 // in a fixed array so merging stays allocation-free.
 type span struct {
 	start, end int64
-	counts     [8]int // indexed like classOrder
+	counts     [9]int  // indexed like classOrder
+	slow       []int64 // latencies of the slow requests, ns
 }
 
+// failures counts failed and missing requests: every count but the slow.
 func (s *span) failures() int {
 	n := 0
-	for _, c := range s.counts {
-		n += c
+	for i, c := range s.counts {
+		if i != slowIndex {
+			n += c
+		}
 	}
 	return n
 }
@@ -56,28 +66,35 @@ func gapThreshold(qps float64, bucket int64) int64 {
 	return max(int64(gapIntervals*float64(time.Second)/qps), gapBuckets*bucket)
 }
 
-// outages finds the outage intervals of sorted in-window requests.
-func outages(reqs []events.Event, ws, we int64, qps float64, bucket int64) []OutageInterval {
-	spans := failureRuns(reqs, we, qps)
+// outages finds the outage intervals of sorted in-window requests. slow
+// says which successful requests were late; nil counts none.
+func outages(reqs []events.Event, ws, we int64, qps float64, bucket int64, slow func(events.Event) bool) []OutageInterval {
+	spans := failureRuns(reqs, we, qps, slow)
 	if qps > 0 {
 		spans = append(spans, missingGaps(reqs, ws, we, qps, bucket)...)
 	}
 	return merge(spans)
 }
 
-// failureRuns returns one span per maximal run of failed requests. A run
-// ends where the first success after it starts: that is when the flow was
-// next seen working.
-func failureRuns(reqs []events.Event, we int64, qps float64) []span {
+// failureRuns returns one span per maximal run of failed or late requests.
+// A run ends where the first timely success after it starts: that is when
+// the flow was next seen working.
+func failureRuns(reqs []events.Event, we int64, qps float64, slow func(events.Event) bool) []span {
+	bad := func(e events.Event) bool { return !e.OK() || (slow != nil && slow(e)) }
 	var spans []span
 	for i := 0; i < len(reqs); {
-		if reqs[i].OK() {
+		if !bad(reqs[i]) {
 			i++
 			continue
 		}
 		sp := span{start: reqs[i].Start}
 		j := i
-		for ; j < len(reqs) && !reqs[j].OK(); j++ {
+		for ; j < len(reqs) && bad(reqs[j]); j++ {
+			if reqs[j].OK() {
+				sp.counts[slowIndex]++
+				sp.slow = append(sp.slow, reqs[j].Latency)
+				continue
+			}
 			sp.counts[classIndex(reqs[j].Class)]++
 		}
 		if j < len(reqs) {
@@ -106,7 +123,7 @@ func missingGaps(reqs []events.Event, ws, we int64, qps float64, bucket int64) [
 	var spans []span
 	add := func(from, to int64) {
 		sp := span{start: from, end: to}
-		sp.counts[len(classOrder)-1] = int(math.Round(time.Duration(to-from).Seconds() * qps))
+		sp.counts[missingIndex] = int(math.Round(time.Duration(to-from).Seconds() * qps))
 		spans = append(spans, sp)
 	}
 	prev, limit := ws, edge
@@ -137,6 +154,7 @@ func merge(spans []span) []OutageInterval {
 			for i, c := range sp.counts {
 				cur.counts[i] += c
 			}
+			cur.slow = append(cur.slow, sp.slow...)
 			continue
 		}
 		merged = append(merged, sp)
@@ -148,7 +166,14 @@ func merge(spans []span) []OutageInterval {
 			End:      ts(sp.end),
 			Seconds:  time.Duration(sp.end - sp.start).Seconds(),
 			Failures: sp.failures(),
+			Missing:  sp.counts[missingIndex],
+			Slow:     sp.counts[slowIndex],
 			ByClass:  map[events.Class]int{},
+		}
+		o.Failed = o.Failures - o.Missing
+		if len(sp.slow) > 0 {
+			ls := summarizeLatency(sp.slow)
+			o.SlowLatency = &ls
 		}
 		best := -1
 		for i, c := range sp.counts {

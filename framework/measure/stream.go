@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"math"
 	"time"
 
 	"blastradius.dev/blastradius/framework/events"
@@ -40,4 +41,20 @@ func streams(transitions []events.Event, ws, we int64) StreamSummary {
 	}
 	s.Unrecovered = len(down)
 	return s
+}
+
+// stalls adds the stream's stalls: messages echoed late on a connection that
+// stayed open. A message that failed broke its connection and is a break,
+// not a stall.
+func stalls(s *StreamSummary, reqs []events.Event, slow func(events.Event) bool) {
+	for _, e := range reqs {
+		if !slow(e) {
+			continue
+		}
+		secs := time.Duration(e.Latency).Seconds()
+		s.Stalls++
+		s.StallSeconds += secs
+		s.MaxStallSeconds = max(s.MaxStallSeconds, secs)
+	}
+	s.StallSeconds = math.Round(s.StallSeconds*1e6) / 1e6
 }

@@ -10,7 +10,7 @@ import (
 // successful requests only; failures are in Failed, and folding timeouts into
 // the latency would just draw the client's deadline. A bucket with no
 // requests at all is how a missing-sample gap shows up.
-func timeline(reqs []events.Event, ws, we, bucket int64) []Bucket {
+func timeline(reqs []events.Event, ws, we, bucket int64, slow func(events.Event) bool) []Bucket {
 	if we <= ws {
 		return []Bucket{}
 	}
@@ -32,6 +32,9 @@ func timeline(reqs []events.Event, ws, we, bucket int64) []Bucket {
 			continue
 		}
 		b.OK++
+		if slow != nil && slow(e) {
+			b.Slow++
+		}
 		sums[i] += e.Latency
 		b.MaxLatencyMs = max(b.MaxLatencyMs, ms(e.Latency))
 	}

@@ -25,7 +25,7 @@ func TestTimeline(t *testing.T) {
 		req(1000*msec, events.ClassOK, msec), // at win.End: outside
 	}
 	reqs, _ := split(evs, ns(0), ns(time.Second))
-	got := timeline(reqs, ns(0), ns(time.Second), int64(250*msec))
+	got := timeline(reqs, ns(0), ns(time.Second), int64(250*msec), nil)
 	want := []Bucket{
 		{Offset: 0, Requests: 2, OK: 2, MaxLatencyMs: 3, MeanLatencyMs: 2},
 		{Offset: 250 * msec, Requests: 2, OK: 1, Failed: map[events.Class]int{events.ClassTimeout: 1}, MaxLatencyMs: 5, MeanLatencyMs: 5},

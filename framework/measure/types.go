@@ -12,6 +12,18 @@ import (
 // nothing".
 const ClassMissing events.Class = "missing"
 
+// ClassSlow labels requests that succeeded, but later than the flow's stall
+// threshold: a late answer is a disruption even though nothing failed. Like
+// ClassMissing it is measurement's own label, never written by an agent: the
+// agent records the latency, measurement decides what is late.
+const ClassSlow events.Class = "slow"
+
+// DefaultStallFloor is the lowest stall threshold a flow can get
+// (docs/verdict.md "Late answers"): above the latency a starved two-core
+// machine gives a healthy request, below the 200 ms minimum TCP
+// retransmission timeout that a lost packet adds to a request.
+const DefaultStallFloor = 150 * time.Millisecond
+
 // DefaultBucket is the timeline resolution when Options.Bucket is zero. It is
 // fine enough to show a 100ms black hole as one bucket.
 const DefaultBucket = 100 * time.Millisecond
@@ -44,6 +56,19 @@ type Fault struct {
 // Options tunes the analysis.
 type Options struct {
 	Bucket time.Duration // timeline bucket; DefaultBucket when <= 0
+	// Timeout is the agents' per-request timeout (0: unknown). It caps the
+	// stall threshold (a request that slow has already failed) and gives a
+	// stream's per-connection probe interval.
+	Timeout time.Duration
+	// StallFloor is the lowest stall threshold; DefaultStallFloor when <= 0.
+	StallFloor time.Duration
+}
+
+func (o Options) stallFloor() time.Duration {
+	if o.StallFloor <= 0 {
+		return DefaultStallFloor
+	}
+	return o.StallFloor
 }
 
 func (o Options) bucket() time.Duration {
@@ -53,14 +78,29 @@ func (o Options) bucket() time.Duration {
 	return o.Bucket
 }
 
-// OutageInterval is one stretch of time in which the flow did not work.
+// OutageInterval is one stretch of time in which the flow did not work:
+// requests failed, went missing, or were answered later than the flow's stall
+// threshold.
 type OutageInterval struct {
-	Start    time.Time            `json:"start"`
-	End      time.Time            `json:"end"`
-	Seconds  float64              `json:"seconds"`
-	Failures int                  `json:"failures"` // failed requests, plus expected-but-missing ones
-	ByClass  map[events.Class]int `json:"byClass"`
-	Class    events.Class         `json:"class"` // dominant class, possibly ClassMissing
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Seconds  float64   `json:"seconds"`
+	Failures int       `json:"failures"` // failed requests, plus expected-but-missing ones
+	// Failed and Missing split Failures: requests seen failing, and requests
+	// expected at the flow's rate but never recorded.
+	Failed  int `json:"failed"`
+	Missing int `json:"missing"`
+	// Slow counts requests inside the interval that succeeded late (above
+	// the flow's stall threshold); SlowLatency summarizes their latency.
+	Slow        int             `json:"slow"`
+	SlowLatency *LatencySummary `json:"slowLatency,omitempty"`
+	// ByClass counts the interval's requests by failure class, plus
+	// ClassSlow and ClassMissing.
+	ByClass map[events.Class]int `json:"byClass"`
+	Class   events.Class         `json:"class"` // dominant class, possibly ClassSlow or ClassMissing
+	// Evidence is what the network and the proxies counted over the
+	// interval (filled in by the runner where it samples them).
+	Evidence any `json:"evidence,omitempty"`
 }
 
 // Bucket is one slice of the flow's timeline.
@@ -69,8 +109,9 @@ type Bucket struct {
 	Requests      int                  `json:"requests"`
 	OK            int                  `json:"ok"`
 	Failed        map[events.Class]int `json:"failed,omitempty"`
-	MaxLatencyMs  float64              `json:"maxLatencyMs"`  // successful requests only
-	MeanLatencyMs float64              `json:"meanLatencyMs"` // successful requests only
+	Slow          int                  `json:"slow,omitempty"` // of OK, answered above the stall threshold
+	MaxLatencyMs  float64              `json:"maxLatencyMs"`   // successful requests only
+	MeanLatencyMs float64              `json:"meanLatencyMs"`  // successful requests only
 }
 
 // LatencySummary summarizes the latency of successful requests. Failed ones
@@ -98,21 +139,47 @@ type StreamSummary struct {
 	Unrecovered         int       `json:"unrecovered"`         // breaks never followed by a reconnect
 	ReconnectSeconds    []float64 `json:"reconnectSeconds"`    // one per reconnect, in break order
 	MaxReconnectSeconds float64   `json:"maxReconnectSeconds"` // max of ReconnectSeconds
+	// Stalls are messages echoed later than the stall threshold on a
+	// connection that stayed open: the stream hung without breaking. Each
+	// lasts from the message's send to its echo.
+	Stalls          int     `json:"stalls"`
+	StallSeconds    float64 `json:"stallSeconds"`    // total
+	MaxStallSeconds float64 `json:"maxStallSeconds"` // longest
 }
 
 // FlowSummary is everything measured about one flow in one trial.
 type FlowSummary struct {
-	Flow              FlowMeta             `json:"flow"`
-	Requests          int                  `json:"requests"`
-	OK                int                  `json:"ok"`
-	Failed            int                  `json:"failed"`
-	ByClass           map[events.Class]int `json:"byClass"` // failed requests only
-	Outages           []OutageInterval     `json:"outages"`
-	DisruptionSeconds float64              `json:"disruptionSeconds"`
-	Latency           LatencyByPhase       `json:"latency"`
-	Streams           StreamSummary        `json:"streams"`
-	Timeline          []Bucket             `json:"timeline"`
-	Affected          bool                 `json:"affected"` // an outage overlaps the fault period
+	Flow     FlowMeta             `json:"flow"`
+	Requests int                  `json:"requests"`
+	OK       int                  `json:"ok"`
+	Failed   int                  `json:"failed"`
+	ByClass  map[events.Class]int `json:"byClass"` // failed requests only
+	// Slow counts requests that succeeded above StallThresholdMs (they are
+	// in OK too).
+	Slow    int              `json:"slow"`
+	Outages []OutageInterval `json:"outages"`
+	// DisruptionSeconds sums the outages, late answers included.
+	DisruptionSeconds float64 `json:"disruptionSeconds"`
+	// FailedDisruptionSeconds is the same sum with late answers counted as
+	// successes: the figure runs made before late answers were measured
+	// report as disruptionSeconds, kept so their baselines stay comparable.
+	FailedDisruptionSeconds float64 `json:"failedDisruptionSeconds"`
+	// StallThresholdMs is the latency above which a successful request is
+	// late (docs/verdict.md "Late answers"), derived from the flow's own
+	// latency before the fault.
+	StallThresholdMs float64 `json:"stallThresholdMs"`
+	// RequestIntervalMs is the flow's resolution: the time between two of
+	// its requests at the scheduled rate. ProbeIntervalMs is, for a stream
+	// flow, how often each of its connections is probed.
+	RequestIntervalMs float64 `json:"requestIntervalMs"`
+	ProbeIntervalMs   float64 `json:"probeIntervalMs,omitempty"`
+	// CoarserThanBucket says the flow sent fewer than one request per
+	// timeline bucket: its outages cannot be placed to one bucket.
+	CoarserThanBucket bool           `json:"coarserThanBucket,omitempty"`
+	Latency           LatencyByPhase `json:"latency"`
+	Streams           StreamSummary  `json:"streams"`
+	Timeline          []Bucket       `json:"timeline"`
+	Affected          bool           `json:"affected"` // an outage overlaps the fault period
 }
 
 // BlastRadius is what a fault reached: sorted, deduplicated names.

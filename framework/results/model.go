@@ -10,8 +10,15 @@ import (
 	"blastradius.dev/blastradius/framework/measure"
 )
 
-// SchemaVersion is bumped on any incompatible change to run.json.
-const SchemaVersion = 1
+// SchemaVersion is bumped on any incompatible change to run.json. Version 2
+// counts late answers: disruptionSeconds includes requests answered above
+// their flow's stall threshold (failedDisruptionSeconds keeps version 1's
+// figure). This build reads versions 1 and 2.
+const SchemaVersion = 2
+
+// LateAnswersSince is the first schema version whose disruption figures
+// count late answers.
+const LateAnswersSince = 2
 
 // Run statuses.
 const (
@@ -81,7 +88,11 @@ type Trial struct {
 	CertExpiries    map[string]time.Time `json:"certExpiries,omitempty"` // identity -> NotAfter when the control plane went down
 	Noisy           bool                 `json:"noisy"`
 	NoisyReasons    []string             `json:"noisyReasons,omitempty"`
-	Verdict         *Verdict             `json:"verdict,omitempty"`
+	// NoControlFlow says why the trial has no control flow: its fault
+	// reaches every place one could run, so noise in the harness cannot be
+	// told from the fault's doing and the trial is never judged noisy by it.
+	NoControlFlow string   `json:"noControlFlow,omitempty"`
+	Verdict       *Verdict `json:"verdict,omitempty"`
 	// RunnerPeakRSSMB is the runner process's peak resident memory at the
 	// end of the trial (VmHWM): what blastradius itself needed.
 	RunnerPeakRSSMB float64 `json:"runnerPeakRssMb,omitempty"`
@@ -99,9 +110,16 @@ type Verdict struct {
 	Total      int      `json:"total"`      // flows measured
 	// Beyond lists affected flows with no end and no proxy on a fault node.
 	Beyond            []string `json:"beyond,omitempty"`
-	DisruptionSeconds float64  `json:"disruptionSeconds"` // sum over flows
+	DisruptionSeconds float64  `json:"disruptionSeconds"` // sum over flows, late answers included
 	FailedRequests    int      `json:"failedRequests"`    // failed plus expected-but-missing requests
-	BrokenStreams     int      `json:"brokenStreams"`
+	// SlowRequests counts requests answered above their flow's stall
+	// threshold; FailedDisruptionSeconds is DisruptionSeconds counting
+	// failed and missing requests only, as runs before late answers were
+	// measured did.
+	SlowRequests            int     `json:"slowRequests"`
+	FailedDisruptionSeconds float64 `json:"failedDisruptionSeconds"`
+	BrokenStreams           int     `json:"brokenStreams"`
+	StalledStreams          int     `json:"stalledStreams"` // stream stalls (late echoes on open connections)
 	// Isolated lists flows with a single failure in the fault period, not
 	// counted as affected (see docs/verdict.md).
 	Isolated []string `json:"isolated,omitempty"`
@@ -136,8 +154,12 @@ type MatrixCell struct {
 	DisruptionSeconds Stats          `json:"disruptionSeconds"`
 	FailedRequests    Stats          `json:"failedRequests"`
 	BrokenStreams     Stats          `json:"brokenStreams"`
-	Noisy             int            `json:"noisy,omitempty"`  // trials flagged noisy
-	Failed            int            `json:"failed,omitempty"` // trials with a failed expectation
+	// Late answers: see Verdict.
+	SlowRequests            Stats `json:"slowRequests"`
+	FailedDisruptionSeconds Stats `json:"failedDisruptionSeconds"`
+	StalledStreams          Stats `json:"stalledStreams"`
+	Noisy                   int   `json:"noisy,omitempty"`  // trials flagged noisy
+	Failed                  int   `json:"failed,omitempty"` // trials with a failed expectation
 }
 
 // Topology is the cluster a trial ran on.
@@ -200,13 +222,25 @@ type CPU struct {
 	Saturated  bool      `json:"saturated"`
 }
 
-// PrecisionCheck compares a ground-truth black hole with what was measured.
+// PrecisionCheck compares a ground-truth black hole with what was measured
+// on one flow in it: a hole that drops a whole client pod gives one check per
+// flow of that client.
 type PrecisionCheck struct {
-	Flow            string  `json:"flow"`
-	TruthSeconds    float64 `json:"truthSeconds"`
-	MeasuredSeconds float64 `json:"measuredSeconds"`
-	ErrorSeconds    float64 `json:"errorSeconds"`
-	Within          bool    `json:"within"`
+	Flow string `json:"flow"`
+	// Hole is the black hole's fault record target: the flow, or
+	// "pod/<client>"; HoleStart is when the hole opened (its Inject).
+	Hole            string    `json:"hole"`
+	HoleStart       time.Time `json:"holeStart"`
+	TruthSeconds    float64   `json:"truthSeconds"`
+	MeasuredSeconds float64   `json:"measuredSeconds"` // the overlapping outages' seconds, summed
+	ErrorSeconds    float64   `json:"errorSeconds"`    // measured minus truth
+	// StartErrorSeconds is the first overlapping outage's start minus the
+	// hole's start; EndErrorSeconds the last one's end minus the hole's end.
+	// Both are absent when no outage overlaps the hole.
+	StartErrorSeconds *float64 `json:"startErrorSeconds,omitempty"`
+	EndErrorSeconds   *float64 `json:"endErrorSeconds,omitempty"`
+	// Within: both edges and the total within one timeline bucket.
+	Within bool `json:"within"`
 }
 
 // ExpectationResult is one named expectation of a scenario.
@@ -263,8 +297,8 @@ func Load(dir string) (*Run, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "run.json"), err)
 	}
-	if r.SchemaVersion != SchemaVersion {
-		return nil, fmt.Errorf("%s: schema version %d, this build reads %d", dir, r.SchemaVersion, SchemaVersion)
+	if r.SchemaVersion < 1 || r.SchemaVersion > SchemaVersion {
+		return nil, fmt.Errorf("%s: schema version %d, this build reads 1 to %d", dir, r.SchemaVersion, SchemaVersion)
 	}
 	return &r, nil
 }

@@ -180,9 +180,9 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name:    "newer schema",
-			content: `{"schemaVersion": 2, "id": "x", "status": "done"}`,
+			content: `{"schemaVersion": 3, "id": "x", "status": "done"}`,
 			check: func(t *testing.T, dir string, err error) {
-				if want := fmt.Sprintf("%s: schema version 2, this build reads %d", dir, SchemaVersion); err == nil || err.Error() != want {
+				if want := fmt.Sprintf("%s: schema version 3, this build reads 1 to %d", dir, SchemaVersion); err == nil || err.Error() != want {
 					t.Errorf("err = %v, want %q", err, want)
 				}
 			},
@@ -191,7 +191,7 @@ func TestLoadErrors(t *testing.T) {
 			name:    "no schema version",
 			content: `{"id": "x", "status": "done"}`,
 			check: func(t *testing.T, dir string, err error) {
-				if want := fmt.Sprintf("%s: schema version 0, this build reads %d", dir, SchemaVersion); err == nil || err.Error() != want {
+				if want := fmt.Sprintf("%s: schema version 0, this build reads 1 to %d", dir, SchemaVersion); err == nil || err.Error() != want {
 					t.Errorf("err = %v, want %q", err, want)
 				}
 			},

@@ -110,7 +110,14 @@ func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp tim
 		t.tr.BringUpSeconds = bringUp.Seconds()
 		t.tr.SetupSeconds = round3(start.Sub(t.tr.Started).Seconds())
 		t.tr.Topology, t.tr.Flows, t.tr.Window = topo, refs, t.win
+		t.tr.NoControlFlow = t.p.NoControl
 	})
+	if t.p.NoControl != "" {
+		t.Logf("no control flow: %s", t.p.NoControl)
+	}
+	if w := resolutionWarning(refs, t.r.opt.Bucket); w != "" {
+		t.Logf("%s", w)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	t.stop = stop
 	t.cpu = &cpuSampler{interval: 500 * time.Millisecond}
@@ -174,8 +181,9 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 			return fmt.Errorf("flow %s: %w", f.ID, err)
 		}
 		sums = append(sums, measure.AnalyzeFlow(f.FlowMeta, evs, measure.Window{Start: t.win.Start, End: t.win.End}, mfault,
-			measure.Options{Bucket: t.r.opt.Bucket}))
+			t.r.measureOptions()))
 	}
+	attachEvidence(t.Dir, sums)
 	summary := measure.Summarize(sums)
 	var verdict *results.Verdict
 	if kind != nil && fe != nil {

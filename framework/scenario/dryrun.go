@@ -37,6 +37,8 @@ type Plan struct {
 	Budget   float64
 	Mesh     Mesh
 	Fault    Fault
+	// NoControl says why the plan has no control flow ("" when it has one).
+	NoControl string
 }
 
 // PlanFor plans a scenario in a mode with the run's request budget (the
@@ -58,6 +60,7 @@ func PlanFor(sc Scenario, mode string, budget float64) (Plan, error) {
 	if p.Target > 0 {
 		out.Target = nodeName(p.Target)
 	}
+	out.NoControl = p.NoControl
 	for _, pp := range p.Pods {
 		out.Pods = append(out.Pods, PlannedPod{Name: pp.Name, Role: pp.Role, Node: pp.Node})
 	}
@@ -93,6 +96,9 @@ func (p Plan) FaultTiming() string {
 	}
 	if f.Flow != "" {
 		what += " (flow " + f.Flow + ")"
+	}
+	if f.Drop != "" {
+		what += " (drop " + f.Drop + ")"
 	}
 	parts = append(parts, what, "inject at +"+f.At.String())
 	if f.RecoverAfter > 0 {

@@ -40,20 +40,21 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 			var bad []string
 			for _, pc := range tr.Precision {
 				if !pc.Within {
-					bad = append(bad, fmt.Sprintf("truth %.3fs measured %.3fs", pc.TruthSeconds, pc.MeasuredSeconds))
+					bad = append(bad, describePrecision(pc))
 				}
 			}
-			n := len(tr.Precision)
+			// One check per hole and flow in it.
+			n, want := len(tr.Precision), len(sc.Fault.Holes)*holeFlowCount(sc, p)
 			wantControl = true
 			out = append(out, results.ExpectationResult{
 				Name:   fmt.Sprintf("every black hole measured within one bucket (%s)", bucket),
-				Pass:   n == len(sc.Fault.Holes) && len(bad) == 0,
-				Detail: fmt.Sprintf("%d/%d holes measured; off: %s", n-len(bad), len(sc.Fault.Holes), fmtList(bad, 5)),
+				Pass:   n == want && len(bad) == 0,
+				Detail: fmt.Sprintf("%d/%d hole checks within; off: %s", n-len(bad), want, fmtList(bad, 5)),
 			})
 			var stray []string
 			for _, s := range sums {
 				for _, o := range s.Outages {
-					if !coveredByHole(o, tr.Faults, s.Flow.ID, bucket) {
+					if !coveredByHole(o, tr.Faults, s.Flow, bucket) {
 						stray = append(stray, fmt.Sprintf("%s at %s (%.3fs %s)", s.Flow.ID, o.Start.Format("15:04:05.000"), o.Seconds, o.Class))
 					}
 				}
@@ -263,18 +264,19 @@ func radius(sums []measure.FlowSummary, target, name string, mustBreak func(meas
 	}
 }
 
-// failuresOf counts a flow's failed and missing requests over its outages.
+// failuresOf counts a flow's disrupted requests over its outages: failed,
+// missing and late.
 func failuresOf(s measure.FlowSummary) int {
 	n := 0
 	for _, o := range s.Outages {
-		n += o.Failures
+		n += o.Failures + o.Slow
 	}
 	return n
 }
 
-func coveredByHole(o measure.OutageInterval, faults []results.FaultRecord, flow string, slack time.Duration) bool {
+func coveredByHole(o measure.OutageInterval, faults []results.FaultRecord, flow measure.FlowMeta, slack time.Duration) bool {
 	for _, f := range faults {
-		if f.Kind != FaultBlackHole || f.Target != flow || f.Recover == nil {
+		if f.Kind != FaultBlackHole || !inHole(f, flow) || f.Recover == nil {
 			continue
 		}
 		if !o.Start.Before(f.Inject.Add(-slack)) && !o.End.After(f.Recover.Add(slack)) {
@@ -284,29 +286,60 @@ func coveredByHole(o measure.OutageInterval, faults []results.FaultRecord, flow 
 	return false
 }
 
-// precision compares every ground-truth black hole with the outage measured
-// on its flow: the outages overlapping the hole, summed.
+// precision compares every ground-truth black hole with what was measured on
+// each flow in it (its flow, or every flow of its client pod): one check per
+// hole and flow. The outages overlapping the hole, or reaching within one
+// bucket of it, are the measurement: their seconds summed give the total, the
+// first one's start and the last one's end give its edges. A check is within
+// when the total and both edges are each off by at most one bucket: a total
+// alone would pass an outage of the right length in the wrong place.
 func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket time.Duration) []results.PrecisionCheck {
 	var out []results.PrecisionCheck
 	for _, f := range faults {
 		if f.Kind != FaultBlackHole || f.Recover == nil {
 			continue
 		}
-		truth := f.Recover.Sub(f.Inject).Seconds()
-		measured := 0.0
+		truth := f.Recover.Sub(f.Inject)
 		for _, s := range sums {
-			if s.Flow.ID != f.Target {
+			if !inHole(f, s.Flow) {
 				continue
 			}
+			measured := 0.0
+			var first, last time.Time
 			for _, o := range s.Outages {
-				if o.Start.Before(f.Recover.Add(bucket)) && o.End.After(f.Inject.Add(-bucket)) {
-					measured += o.Seconds
+				if !o.Start.Before(f.Recover.Add(bucket)) || !o.End.After(f.Inject.Add(-bucket)) {
+					continue
+				}
+				measured += o.Seconds
+				if first.IsZero() || o.Start.Before(first) {
+					first = o.Start
+				}
+				if o.End.After(last) {
+					last = o.End
 				}
 			}
+			errS := measured - truth.Seconds()
+			pc := results.PrecisionCheck{Flow: s.Flow.ID, Hole: f.Target, HoleStart: f.Inject, TruthSeconds: round3(truth.Seconds()),
+				MeasuredSeconds: round3(measured), ErrorSeconds: round3(errS)}
+			if !first.IsZero() {
+				startErr, endErr := first.Sub(f.Inject), last.Sub(*f.Recover)
+				pc.StartErrorSeconds, pc.EndErrorSeconds = ptr(round3(startErr.Seconds())), ptr(round3(endErr.Seconds()))
+				pc.Within = math.Abs(errS) <= bucket.Seconds() && startErr.Abs() <= bucket && endErr.Abs() <= bucket
+			}
+			out = append(out, pc)
 		}
-		errS := measured - truth
-		out = append(out, results.PrecisionCheck{Flow: f.Target, TruthSeconds: round3(truth), MeasuredSeconds: round3(measured),
-			ErrorSeconds: round3(errS), Within: math.Abs(errS) <= bucket.Seconds()})
 	}
 	return out
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// describePrecision says what a precision check found, for an expectation's
+// detail.
+func describePrecision(pc results.PrecisionCheck) string {
+	s := fmt.Sprintf("%s at %s: truth %.3fs measured %.3fs", pc.Flow, pc.HoleStart.Format("15:04:05.000"), pc.TruthSeconds, pc.MeasuredSeconds)
+	if pc.StartErrorSeconds == nil {
+		return s + " (no outage)"
+	}
+	return s + fmt.Sprintf(" (start %+.3fs, end %+.3fs)", *pc.StartErrorSeconds, *pc.EndErrorSeconds)
 }

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -228,7 +229,7 @@ func TestCheckPrecision(t *testing.T) {
 			faults: bothHoles,
 			mark:   map[string]flowOutcome{flow: {affected: true, outages: exact}},
 			want: []results.ExpectationResult{
-				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: holesName, Pass: true, Detail: "2/2 hole checks within; off: "},
 				{Name: strayName, Pass: true},
 				{Name: ctlName, Pass: true},
 			},
@@ -241,7 +242,7 @@ func TestCheckPrecision(t *testing.T) {
 				outage(2780*time.Millisecond, 3150*time.Millisecond, events.ClassTimeout),
 			}}},
 			want: []results.ExpectationResult{
-				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: holesName, Pass: true, Detail: "2/2 hole checks within; off: "},
 				{Name: strayName, Pass: true},
 				{Name: ctlName, Pass: true},
 			},
@@ -253,7 +254,7 @@ func TestCheckPrecision(t *testing.T) {
 				exact[0], outage(2700*time.Millisecond, 3300*time.Millisecond, events.ClassTimeout),
 			}}},
 			want: []results.ExpectationResult{
-				{Name: holesName, Pass: false, Detail: "1/2 holes measured; off: truth 0.300s measured 0.600s"},
+				{Name: holesName, Pass: false, Detail: "1/2 hole checks within; off: " + flow + " at 05:06:09.800: truth 0.300s measured 0.600s (start -0.100s, end +0.200s)"},
 				{Name: strayName, Pass: false, Detail: flow + " at 05:06:09.700 (0.600s timeout)"},
 				{Name: ctlName, Pass: true},
 			},
@@ -263,7 +264,7 @@ func TestCheckPrecision(t *testing.T) {
 			faults: bothHoles[:1],
 			mark:   map[string]flowOutcome{flow: {affected: true, outages: exact[:1]}},
 			want: []results.ExpectationResult{
-				{Name: holesName, Pass: false, Detail: "1/2 holes measured; off: "},
+				{Name: holesName, Pass: false, Detail: "1/2 hole checks within; off: "},
 				{Name: strayName, Pass: true},
 				{Name: ctlName, Pass: true},
 			},
@@ -276,7 +277,7 @@ func TestCheckPrecision(t *testing.T) {
 				"control.pod.http-keepalive": {outages: []measure.OutageInterval{outage(6*time.Second, 6500*time.Millisecond, events.ClassReset)}},
 			},
 			want: []results.ExpectationResult{
-				{Name: holesName, Pass: true, Detail: "2/2 holes measured; off: "},
+				{Name: holesName, Pass: true, Detail: "2/2 hole checks within; off: "},
 				{Name: strayName, Pass: false, Detail: flow + " at 05:06:12.000 (0.200s refused), control.pod.http-keepalive at 05:06:13.000 (0.500s reset)"},
 				{Name: ctlName, Pass: false, Detail: "control.pod.http-keepalive: 1 outage(s), 0.500s"},
 			},
@@ -299,7 +300,17 @@ func TestPrecision(t *testing.T) {
 	bucket := 100 * time.Millisecond
 	hole := results.FaultRecord{Kind: FaultBlackHole, Target: flow, Inject: at(2 * time.Second), Recover: ptrTime(at(2300 * time.Millisecond))}
 	sum := func(id string, outs ...measure.OutageInterval) measure.FlowSummary {
-		return measure.FlowSummary{Flow: measure.FlowMeta{ID: id}, Outages: outs}
+		return measure.FlowSummary{Flow: measure.FlowMeta{ID: id, Client: "client-n1"}, Outages: outs}
+	}
+	// check is the hole's check on flow with the given figures; start and
+	// end are the edge errors, absent with nothing measured.
+	check := func(flow string, measured, errS float64, within bool, edges ...float64) results.PrecisionCheck {
+		pc := results.PrecisionCheck{Flow: flow, Hole: hole.Target, HoleStart: hole.Inject, TruthSeconds: 0.3,
+			MeasuredSeconds: measured, ErrorSeconds: errS, Within: within}
+		if len(edges) == 2 {
+			pc.StartErrorSeconds, pc.EndErrorSeconds = ptr(edges[0]), ptr(edges[1])
+		}
+		return pc
 	}
 	for _, tc := range []struct {
 		name   string
@@ -311,39 +322,52 @@ func TestPrecision(t *testing.T) {
 			name:   "exact",
 			faults: []results.FaultRecord{hole},
 			sums:   []measure.FlowSummary{sum(flow, outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout))},
-			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.3, ErrorSeconds: 0, Within: true}},
+			want:   []results.PrecisionCheck{check(flow, 0.3, 0, true, 0, 0)},
 		},
 		{
 			name:   "long by 80ms: within one bucket",
 			faults: []results.FaultRecord{hole},
 			sums:   []measure.FlowSummary{sum(flow, outage(1950*time.Millisecond, 2330*time.Millisecond, events.ClassTimeout))},
-			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.38, ErrorSeconds: 0.08, Within: true}},
+			want:   []results.PrecisionCheck{check(flow, 0.38, 0.08, true, -0.05, 0.03)},
 		},
 		{
 			name:   "short by 90ms: within one bucket",
 			faults: []results.FaultRecord{hole},
 			sums:   []measure.FlowSummary{sum(flow, outage(2050*time.Millisecond, 2260*time.Millisecond, events.ClassTimeout))},
-			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.21, ErrorSeconds: -0.09, Within: true}},
+			want:   []results.PrecisionCheck{check(flow, 0.21, -0.09, true, 0.05, -0.04)},
 		},
 		{
 			name:   "long by 150ms: out",
 			faults: []results.FaultRecord{hole},
 			sums:   []measure.FlowSummary{sum(flow, outage(2*time.Second, 2450*time.Millisecond, events.ClassTimeout))},
-			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.45, ErrorSeconds: 0.15, Within: false}},
+			want:   []results.PrecisionCheck{check(flow, 0.45, 0.15, false, 0, 0.15)},
+		},
+		{
+			name:   "right length, 150ms late: out",
+			faults: []results.FaultRecord{hole},
+			sums:   []measure.FlowSummary{sum(flow, outage(2150*time.Millisecond, 2450*time.Millisecond, events.ClassTimeout))},
+			want:   []results.PrecisionCheck{check(flow, 0.3, 0, false, 0.15, 0.15)},
+		},
+		{
+			name:   "starts on time, ends 150ms early: out",
+			faults: []results.FaultRecord{hole},
+			sums: []measure.FlowSummary{sum(flow,
+				outage(2*time.Second, 2150*time.Millisecond, events.ClassTimeout))},
+			want: []results.PrecisionCheck{check(flow, 0.15, -0.15, false, 0, -0.15)},
 		},
 		{
 			name:   "not measured at all: out",
 			faults: []results.FaultRecord{hole},
 			sums:   []measure.FlowSummary{sum(flow)},
-			want:   []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0, ErrorSeconds: -0.3, Within: false}},
+			want:   []results.PrecisionCheck{check(flow, 0, -0.3, false)},
 		},
 		{
-			name:   "pieces overlapping the hole are summed",
+			name:   "pieces overlapping the hole are summed, their union gives the edges",
 			faults: []results.FaultRecord{hole},
 			sums: []measure.FlowSummary{sum(flow,
 				outage(2*time.Second, 2100*time.Millisecond, events.ClassTimeout),
 				outage(2150*time.Millisecond, 2300*time.Millisecond, events.ClassTimeout))},
-			want: []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.25, ErrorSeconds: -0.05, Within: true}},
+			want: []results.PrecisionCheck{check(flow, 0.25, -0.05, true, 0, 0)},
 		},
 		{
 			name:   "outages far from the hole and on other flows are ignored",
@@ -352,9 +376,10 @@ func TestPrecision(t *testing.T) {
 				sum(flow, outage(time.Second, 1800*time.Millisecond, events.ClassTimeout),
 					outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout),
 					outage(2500*time.Millisecond, 3*time.Second, events.ClassTimeout)),
+				sum("n1-to-n2.pod.tcp-stream", outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout)),
 				sum("control.pod.http-keepalive", outage(2*time.Second, 2300*time.Millisecond, events.ClassTimeout)),
 			},
-			want: []results.PrecisionCheck{{Flow: flow, TruthSeconds: 0.3, MeasuredSeconds: 0.3, ErrorSeconds: 0, Within: true}},
+			want: []results.PrecisionCheck{check(flow, 0.3, 0, true, 0, 0)},
 		},
 		{
 			name: "unrecovered holes and other faults give no check",
@@ -369,10 +394,90 @@ func TestPrecision(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := precision(tc.faults, tc.sums, bucket)
 			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("precision = %+v, want %+v", got, tc.want)
+				t.Errorf("precision =\n%s\nwant\n%s", fmtChecks(got), fmtChecks(tc.want))
 			}
 		})
 	}
+}
+
+// TestPrecisionClientPod: a hole at a client pod gives one check per flow of
+// that client, and none for other clients' flows or the control flow.
+func TestPrecisionClientPod(t *testing.T) {
+	hole := results.FaultRecord{Kind: FaultBlackHole, Target: "pod/client-n1", Inject: at(2 * time.Second), Recover: ptrTime(at(2100 * time.Millisecond))}
+	flow := func(id, client string, control bool, outs ...measure.OutageInterval) measure.FlowSummary {
+		return measure.FlowSummary{Flow: measure.FlowMeta{ID: id, Client: client, Control: control}, Outages: outs}
+	}
+	exact := outage(2*time.Second, 2100*time.Millisecond, events.ClassTimeout)
+	got := precision([]results.FaultRecord{hole}, []measure.FlowSummary{
+		flow("n1-to-n2.pod.http-newconn", "client-n1", false, exact),
+		flow("n1-to-n2.pod.http-keepalive", "client-n1", false, outage(2*time.Second, 2400*time.Millisecond, events.ClassTimeout)),
+		flow("n1-to-n2.pod.tcp-stream", "client-n1", false),
+		flow("n2-to-n1.pod.http-newconn", "client-n2", false, exact),
+		flow("control.pod.http-keepalive", "ctl-client", true, exact),
+	}, 100*time.Millisecond)
+	var ids []string
+	within := map[string]bool{}
+	for _, pc := range got {
+		ids = append(ids, pc.Flow)
+		within[pc.Flow] = pc.Within
+		if pc.Hole != "pod/client-n1" || !pc.HoleStart.Equal(hole.Inject) {
+			t.Errorf("%s: hole %q at %v, want pod/client-n1 at %v", pc.Flow, pc.Hole, pc.HoleStart, hole.Inject)
+		}
+	}
+	if want := []string{"n1-to-n2.pod.http-newconn", "n1-to-n2.pod.http-keepalive", "n1-to-n2.pod.tcp-stream"}; !reflect.DeepEqual(ids, want) {
+		t.Fatalf("checks on %v, want %v", ids, want)
+	}
+	if want := map[string]bool{"n1-to-n2.pod.http-newconn": true, "n1-to-n2.pod.http-keepalive": false, "n1-to-n2.pod.tcp-stream": false}; !reflect.DeepEqual(within, want) {
+		t.Errorf("within = %v, want %v", within, want)
+	}
+}
+
+// TestCheckPrecisionClientPod: every flow of the client must have a check
+// per hole, and outages on those flows inside a hole are not stray.
+func TestCheckPrecisionClientPod(t *testing.T) {
+	sc := mustLookup(t, "blackhole-profiles")
+	sc.Fault.Holes = sc.Fault.Holes[:2]
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket := 100 * time.Millisecond
+	holes := []results.FaultRecord{
+		{Kind: FaultBlackHole, Target: "pod/client-n1", Inject: at(2 * time.Second), Recover: ptrTime(at(2100 * time.Millisecond))},
+		{Kind: FaultBlackHole, Target: "pod/client-n1", Inject: at(3600 * time.Millisecond), Recover: ptrTime(at(3900 * time.Millisecond))},
+	}
+	exact := flowOutcome{affected: true, outages: []measure.OutageInterval{
+		outage(2*time.Second, 2100*time.Millisecond, events.ClassTimeout),
+		outage(3600*time.Millisecond, 3900*time.Millisecond, events.ClassTimeout),
+	}}
+	mark := map[string]flowOutcome{}
+	for _, f := range p.Flows {
+		if !f.Control {
+			mark[f.ID] = exact
+		}
+	}
+	sums := summaries(p, mark)
+	tr := &results.Trial{Faults: holes}
+	tr.Precision = precision(tr.Faults, sums, bucket)
+	got := check(sc, p, tr, sums, bucket)
+	if len(got) != 3 || !got[0].Pass || got[0].Detail != "6/6 hole checks within; off: " || !got[1].Pass || !got[2].Pass {
+		t.Errorf("check = %+v, want 6/6 checks within, nothing stray, control undisturbed", got)
+	}
+	// One hole missing on every flow: 3 of the 6 checks are absent.
+	tr = &results.Trial{Faults: holes[:1]}
+	tr.Precision = precision(tr.Faults, summaries(p, map[string]flowOutcome{}), bucket)
+	if got := check(sc, p, tr, sums, bucket); got[0].Pass || !strings.HasPrefix(got[0].Detail, "0/6 hole checks within") {
+		t.Errorf("check = %+v, want 0/6 within", got[0])
+	}
+}
+
+func fmtChecks(pcs []results.PrecisionCheck) string {
+	var b strings.Builder
+	for _, pc := range pcs {
+		fmt.Fprintf(&b, "  %s %s", pc.Flow, describePrecision(pc))
+		fmt.Fprintf(&b, " err %+.3f within=%v hole %s\n", pc.ErrorSeconds, pc.Within, pc.Hole)
+	}
+	return b.String()
 }
 
 func TestFmtList(t *testing.T) {

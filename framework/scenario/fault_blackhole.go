@@ -4,23 +4,45 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
+	"time"
 
+	"blastradius.dev/blastradius/framework/measure"
 	"blastradius.dev/blastradius/framework/results"
 )
 
-// FaultBlackHole drops one flow's packets for exactly the given hole
-// lengths: the measurement's ground truth.
+// FaultBlackHole drops packets for exactly the given hole lengths: the
+// measurement's ground truth.
 const FaultBlackHole = "blackhole"
+
+// What a black hole drops (Fault.Drop).
+const (
+	// DropFlow: the flow's own packets, dropped as they enter its server
+	// pod; the flow's client and every other flow work on.
+	DropFlow = "flow"
+	// DropClientPod: every packet in and out of the flow's client pod but
+	// its loopback traffic, as when the pod's network is gone: every flow of
+	// that client is in the hole.
+	DropClientPod = "client-pod"
+)
+
+// DropKinds lists the values of Fault.Drop.
+var DropKinds = []string{DropFlow, DropClientPod}
 
 func init() {
 	registerFault(&FaultKind{
 		Name: FaultBlackHole,
-		Doc:  "one flow's packets are dropped (nftables) for exactly each of the given hole lengths: ground truth for the measurement",
+		Doc: "one flow's packets (drop: flow, the default) or every packet in and out of its client pod (drop: client-pod) " +
+			"are dropped (nftables) for exactly each of the given hole lengths: ground truth for the measurement",
 		Scope: func(e *FaultEnv) []string {
-			if f := e.blackHoleFlow(); f != nil {
-				return []string{nodeName(f.ClientNode), nodeName(f.ServerNode)}
+			f := e.blackHoleFlow()
+			switch {
+			case f == nil:
+				return nil
+			case e.Fault.Drop == DropClientPod:
+				return []string{nodeName(f.ClientNode)}
 			}
-			return nil
+			return []string{nodeName(f.ClientNode), nodeName(f.ServerNode)}
 		},
 		Inject: func(e *FaultEnv) error {
 			f := e.Fault
@@ -31,18 +53,13 @@ func init() {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			cp, _ := e.Cluster.Pod(flow.Client)
-			port := HTTPPort
-			if flow.Kind.Profile == ProfileStream {
-				port = TCPPort
-			}
+			drop, target, what := e.blackHoleDrop(flow)
 			for i, d := range f.Holes {
-				at, undo, err := e.Cluster.DropFlow(flow.Server, cp.IP, port)
+				at, undo, err := drop()
 				if err != nil {
 					return err
 				}
-				rec := results.FaultRecord{Kind: FaultBlackHole, Target: flow.ID, Inject: at,
-					Detail: "drop " + net.JoinHostPort(cp.IP.String(), "*") + " -> " + flow.Server + ":" + strconv.Itoa(port) + " for " + d.String()}
+				rec := results.FaultRecord{Kind: FaultBlackHole, Target: target, Inject: at, Detail: what + " for " + d.String()}
 				// Hold the hole for exactly d from the instant the rule went live.
 				serr := e.Sleep(at.Add(d))
 				end, took, uerr := undo()
@@ -52,7 +69,7 @@ func init() {
 				rec.Recover = &end
 				rec.Detail += fmt.Sprintf(" (rule removal took %s)", ms(took))
 				e.Record(rec)
-				e.Logf("fault: black hole %d/%d on %s: %s (ground truth %s)", i+1, len(f.Holes), flow.ID, d, ms(end.Sub(at)))
+				e.Logf("fault: black hole %d/%d on %s: %s (ground truth %s)", i+1, len(f.Holes), target, d, ms(end.Sub(at)))
 				if serr != nil {
 					return serr
 				}
@@ -65,7 +82,7 @@ func init() {
 	})
 }
 
-// blackHoleFlow is the flow the black hole drops: the named one, or the
+// blackHoleFlow is the flow the black hole aims at: the named one, or the
 // first that is not the control flow.
 func (e *FaultEnv) blackHoleFlow() *plannedFlow {
 	for i := range e.plan.Flows {
@@ -74,4 +91,69 @@ func (e *FaultEnv) blackHoleFlow() *plannedFlow {
 		}
 	}
 	return nil
+}
+
+// openHole opens one hole and returns the instant it went live and what
+// closes it (netns.Cluster.DropFlow and DropPod).
+type openHole func() (time.Time, func() (time.Time, time.Duration, error), error)
+
+// blackHoleDrop returns what opens one hole, the fault records' target
+// (holeTarget) and a description of the drop.
+func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what string) {
+	target = holeTarget(e.Fault, *flow)
+	if e.Fault.Drop == DropClientPod {
+		open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
+			return e.Cluster.DropPod(flow.Client)
+		}
+		return open, target, "drop every packet in and out of pod " + flow.Client + " but loopback"
+	}
+	cp, _ := e.Cluster.Pod(flow.Client)
+	port := HTTPPort
+	if flow.Kind.Profile == ProfileStream {
+		port = TCPPort
+	}
+	open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
+		return e.Cluster.DropFlow(flow.Server, cp.IP, port)
+	}
+	return open, target, "drop " + net.JoinHostPort(cp.IP.String(), "*") + " -> " + flow.Server + ":" + strconv.Itoa(port)
+}
+
+// podTargetPrefix marks a black hole record's target as a pod.
+const podTargetPrefix = "pod/"
+
+// holeTarget is what a black hole's fault records name as their target: the
+// flow for a per-flow drop, "pod/<client>" for a client-pod drop.
+func holeTarget(f Fault, flow plannedFlow) string {
+	if f.Drop == DropClientPod {
+		return podTargetPrefix + flow.Client
+	}
+	return flow.ID
+}
+
+// inHole says whether a black hole's fault record covers a flow: the flow it
+// names, or any flow whose client is the pod it names (the control flow has
+// a client of its own, so never).
+func inHole(f results.FaultRecord, m measure.FlowMeta) bool {
+	if pod, ok := strings.CutPrefix(f.Target, podTargetPrefix); ok {
+		return m.Client == pod && !m.Control
+	}
+	return m.ID == f.Target
+}
+
+// holeFlowCount is how many flows each of the scenario's black holes covers
+// in plan p: one per-flow drop covers its flow, a client-pod drop every
+// flow of that client.
+func holeFlowCount(sc Scenario, p plan) int {
+	e := FaultEnv{Fault: sc.Fault, plan: p}
+	f := e.blackHoleFlow()
+	if f == nil {
+		return 0
+	}
+	n := 0
+	for _, pf := range p.Flows {
+		if inHole(results.FaultRecord{Target: holeTarget(sc.Fault, *f)}, measure.FlowMeta{ID: pf.ID, Client: pf.Client, Control: pf.Control}) {
+			n++
+		}
+	}
+	return n
 }

@@ -12,6 +12,9 @@ func init() {
 		Name: FaultNodeProxyRolling, Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc:   "rolling upgrade: a graceful restart of every node's proxy, one node at a time",
 		Scope: func(e *FaultEnv) []string { return e.Nodes() },
+		Reach: func(Scenario) (Reach, string) {
+			return ReachAll, "every node's proxy is restarted, and every pod's traffic crosses one"
+		},
 		Inject: func(e *FaultEnv) error {
 			if err := e.WaitInject(); err != nil {
 				return err

@@ -40,6 +40,9 @@ func init() {
 	registerFault(&FaultKind{
 		Name: FaultSegmentPartition, Target: true,
 		Doc: "the node's link fault takes the shared segment with it: every node is cut off from every other; healed after recoverAfter",
+		Reach: func(Scenario) (Reach, string) {
+			return ReachLinks, "every link between nodes is cut"
+		},
 		Inject: func(e *FaultEnv) error {
 			if err := e.WaitInject(); err != nil {
 				return err

@@ -30,6 +30,32 @@ type FaultKind struct {
 	// Scope lists the nodes the fault is aimed at, for the verdict. Nil
 	// means the target node.
 	Scope func(e *FaultEnv) []string
+	// Reach says how far past its nodes the fault reaches, for placing the
+	// control flow, and why (nil: ReachNodes).
+	Reach func(sc Scenario) (Reach, string)
+}
+
+// Reach is how far a fault reaches, as the planner sees it.
+type Reach int
+
+const (
+	// ReachNodes: the nodes the fault is aimed at, nothing else. The
+	// control flow runs between two other nodes.
+	ReachNodes Reach = iota
+	// ReachLinks: every link between nodes. The control flow runs inside
+	// one node the fault is not aimed at.
+	ReachLinks
+	// ReachAll: every node. No control flow can be placed.
+	ReachAll
+)
+
+// faultReach is the scenario's fault's reach and the reason for it.
+func faultReach(sc Scenario) (Reach, string) {
+	k, ok := faultKinds[sc.Fault.Kind]
+	if !ok || k.Reach == nil {
+		return ReachNodes, ""
+	}
+	return k.Reach(sc)
 }
 
 var faultKinds = map[string]*FaultKind{}

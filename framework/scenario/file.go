@@ -50,7 +50,7 @@ var nameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
 // than it says. A kind missing here (a fault added since) accepts every
 // field; TestFileFaultFieldsCoverCatalogue flags the gap.
 var faultFields = map[string][]string{
-	FaultBlackHole:            {"flow", "holes", "gap"},
+	FaultBlackHole:            {"flow", "holes", "gap", "drop"},
 	FaultControlPlaneDown:     {"recoverAfter"},
 	FaultNodeProxyCrashCPDown: {"then", "recoverAfter"},
 	FaultControlPlaneCrash:    {},
@@ -730,7 +730,7 @@ func (d *fileDecoder) load(sc *Scenario, n, at *yaml.Node) error {
 }
 
 // faultOptional are the fault fields only some kinds read.
-var faultOptional = []string{"node", "peer", "pod", "recoverAfter", "then", "flow", "holes", "gap"}
+var faultOptional = []string{"node", "peer", "pod", "recoverAfter", "then", "flow", "holes", "gap", "drop"}
 
 func (d *fileDecoder) fault(sc *Scenario, n, at *yaml.Node) error {
 	m, err := d.mapping(n, at, "fault", append([]string{"kind", "at"}, faultOptional...)...)
@@ -830,6 +830,14 @@ func (d *fileDecoder) fault(sc *Scenario, n, at *yaml.Node) error {
 	if m.has("gap") {
 		if f.Gap, err = d.duration(m.vals["gap"], "fault.gap", 0, 0); err != nil {
 			return err
+		}
+	}
+	if m.has("drop") {
+		if f.Drop, err = d.text(m.vals["drop"], "fault.drop"); err != nil {
+			return err
+		}
+		if !contains(DropKinds, f.Drop) {
+			return d.errorf(resolve(m.vals["drop"]), "fault.drop", "unknown drop %s (known: %s)", quote(f.Drop), strings.Join(DropKinds, ", "))
 		}
 	}
 	if k.Name == FaultBlackHole {

@@ -100,6 +100,10 @@ func TestParseFileErrors(t *testing.T) {
 			`x.yaml:4:49: fault.holes[1]: "soon" is not a duration (want e.g. "3s" or "500ms")`},
 		{"holes past the end of load", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: blackhole, at: 1s, gap: 1s, holes: [1s, 1s, 1s]}\n",
 			"x.yaml:4:50: fault.holes: the last hole ends at 6s, not before the end of load (load.duration 5s)"},
+		{"unknown blackhole drop", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: blackhole, at: 1s, holes: [1s], drop: server-pod}\n",
+			`x.yaml:4:53: fault.drop: unknown drop "server-pod" (known: flow, client-pod)`},
+		{"drop on a non-blackhole fault", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: node-crash, at: 1s, drop: client-pod}\n",
+			"x.yaml:4:35: fault.drop: node-crash does not use drop (only blackhole does)"},
 		{"blackhole flow not in the scenario", "name: x\ntopology: {nodes: 2}\nflows: {matrix: [pod/tcp-stream]}\nload: {duration: 5s}\nfault: {kind: blackhole, at: 1s, holes: [1s], flow: n1-to-n3.pod.tcp-stream}\n",
 			`x.yaml:5:53: fault.flow: no flow "n1-to-n3.pod.tcp-stream" in this scenario (flows: n1-to-n1.pod.tcp-stream, n1-to-n2.pod.tcp-stream, n2-to-n1.pod.tcp-stream, n2-to-n2.pod.tcp-stream)`},
 		{"sidecar pod not in the scenario", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: sidecar-crash, at: 1s, pod: server-n7}\n",
@@ -220,6 +224,26 @@ func TestParseFileDefaults(t *testing.T) {
 	}
 	if w := got.Mesh.Waypoint; w == nil || w.Replicas != 1 || got.Trials != 2 {
 		t.Errorf("waypoint %+v, trials %d; want 1 replica, 2 trials", w, got.Trials)
+	}
+}
+
+// TestParseFileBlackholeDrop: drop says what a black hole drops; left out,
+// the flow at its server, as before the field existed.
+func TestParseFileBlackholeDrop(t *testing.T) {
+	const head = "name: x\ntopology: {nodes: 2}\nflows: {matrix: [pod/http-newconn, pod/tcp-stream]}\nload: {duration: 5s}\n"
+	for in, want := range map[string]string{
+		head + "fault: {kind: blackhole, at: 1s, holes: [1s]}\n":                                                  "",
+		head + "fault: {kind: blackhole, at: 1s, holes: [1s], drop: flow}\n":                                      DropFlow,
+		head + "fault: {kind: blackhole, at: 1s, holes: [1s], drop: client-pod, flow: n2-to-n1.pod.tcp-stream}\n": DropClientPod,
+	} {
+		sc, err := ParseFile("x.yaml", []byte(in))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if sc.Fault.Drop != want {
+			t.Errorf("%s: drop %q, want %q", in, sc.Fault.Drop, want)
+		}
 	}
 }
 

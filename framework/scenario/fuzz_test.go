@@ -32,6 +32,7 @@ func FuzzParseFile(f *testing.F) {
 		"name: x\ntopology: {nodes: 3}\nload: {duration: 5s}\n---\n",
 		"a: &a [*a]\nname: *a\ntopology: *a\n",
 		"name: x\ntopology: {nodes: 2}\nload: {duration: 9s}\nfault: {kind: blackhole, at: 1s, holes: [1s], gap: 1s}\nflows: {custom: [{from: 1, to: 2, via: pod, profile: tcp-stream}]}\n",
+		"name: x\ntopology: {nodes: 2}\nload: {duration: 9s}\nfault: {kind: blackhole, at: 1s, holes: [1s, 2s], gap: 1s, drop: client-pod}\nflows: {custom: [{from: 1, to: 2, via: pod, profile: tcp-stream}]}\n",
 		"name: x\ndescription: \"two\\nlines \\u2028 and a tab\\t\"\ntopology: {nodes: 3, workloadsPerNode: 2}\nmodes: [ambient]\n" +
 			"mesh: {certTTL: 90s, drain: 2s, waypoint: {service: echo-n2, replicas: 2}}\nflows: {matrix: [pod/tcp-stream, svc/http-newconn]}\n" +
 			"load: {duration: 20s, budget: 1.5e2}\nfault: {kind: waypoint-outage, at: 5s, recoverAfter: 3s}\ntrials: 2\nexpect: [contained, max-disruption 2s]\n",
@@ -127,7 +128,7 @@ func encodeFile(sc Scenario) string {
 	}
 	if f := sc.Fault; f.Kind != "" {
 		w("fault:\n  kind: %s\n  at: %s\n", q(f.Kind), f.At)
-		for _, s := range []struct{ field, v string }{{"node", f.Node}, {"peer", f.Peer}, {"pod", f.Pod}, {"flow", f.Flow}} {
+		for _, s := range []struct{ field, v string }{{"node", f.Node}, {"peer", f.Peer}, {"pod", f.Pod}, {"flow", f.Flow}, {"drop", f.Drop}} {
 			if s.v != "" {
 				w("  %s: %s\n", s.field, q(s.v))
 			}

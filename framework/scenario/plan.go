@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 )
 
@@ -34,6 +35,8 @@ type plan struct {
 	Pods     []plannedPod
 	Services map[string][]string // service -> pods (sorted by name when used)
 	Flows    []plannedFlow
+	// NoControl says why the plan has no control flow ("" when it has one).
+	NoControl string
 }
 
 func nodeName(i int) string { return fmt.Sprintf("node-%d", i) }
@@ -161,16 +164,26 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 			return p, fmt.Errorf("scenario %s: waypoint service %s is not a service of this topology (%v)", sc.Name, sc.Mesh.Waypoint.Service, names)
 		}
 	}
-	// The control flow runs between the first nodes the fault leaves alone.
+	// The control flow runs where the fault cannot reach it: between the
+	// first two nodes the fault leaves alone, inside one of them when the
+	// fault cuts every link between nodes, and nowhere when it reaches every
+	// node. Without one, the trial says why instead of judging noise.
+	reach, why := faultReach(sc)
 	var spared []int
+	aimed := plannedFaultNodes(sc, p.Target)
 	for i := 1; i <= sc.Nodes; i++ {
-		if i != p.Target {
+		if !slices.Contains(aimed, i) {
 			spared = append(spared, i)
 		}
 	}
-	if len(spared) > 0 {
-		cn, sn := spared[0], spared[len(spared)-1]
-		if len(spared) > 1 {
+	switch {
+	case reach == ReachAll:
+		p.NoControl = why
+	case len(spared) == 0:
+		p.NoControl = fmt.Sprintf("the fault aims at every node of the %d-node topology", sc.Nodes)
+	default:
+		cn, sn := spared[0], spared[0]
+		if len(spared) > 1 && reach != ReachLinks {
 			sn = spared[1]
 		}
 		addPod("ctl-client", "control-client", cn)
@@ -189,6 +202,9 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 		}
 		fixed += f.QPS
 	}
+	if budget <= 0 {
+		budget = fixed + AutoBudget(free, runtime.NumCPU())
+	}
 	for i := range p.Flows {
 		if p.Flows[i].QPS == 0 {
 			p.Flows[i].QPS = (budget - fixed) / float64(free)
@@ -198,4 +214,48 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// plannedFaultNodes are the nodes a fault is aimed at, known before the
+// cluster exists: the target, a partition's peer, a drain's destination.
+func plannedFaultNodes(sc Scenario, target int) []int {
+	if target == 0 {
+		return nil
+	}
+	out := []int{target}
+	switch sc.Fault.Kind {
+	case FaultPartition:
+		peer := 0
+		if sc.Fault.Peer != "" {
+			fmt.Sscanf(sc.Fault.Peer, "node-%d", &peer)
+		} else {
+			for i := 1; i <= sc.Nodes && peer == 0; i++ {
+				if i != target {
+					peer = i
+				}
+			}
+		}
+		if peer > 0 {
+			out = append(out, peer)
+		}
+	case FaultNodeDrain:
+		out = append(out, target%sc.Nodes+1)
+	}
+	return out
+}
+
+// Auto budget: each flow gets up to autoPerFlowRPS (twenty requests in a
+// 100 ms bucket: more buys no resolution) while the whole run stays within
+// autoPerCPURPS per CPU, the rate two cores carry through two proxies per
+// request without the CPU sampler finding them saturated in most trials.
+const (
+	autoPerFlowRPS = 200
+	autoPerCPURPS  = 300
+)
+
+// AutoBudget is the request budget of flows flows without a fixed rate on
+// a machine with cpus CPUs: it grows with the flow count until the machine's
+// share is reached.
+func AutoBudget(flows, cpus int) float64 {
+	return min(float64(flows)*autoPerFlowRPS, float64(max(cpus, 1))*autoPerCPURPS)
 }

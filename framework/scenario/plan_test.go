@@ -2,11 +2,16 @@ package scenario
 
 import (
 	"fmt"
+	"math"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"blastradius.dev/blastradius/framework/measure"
+	"blastradius.dev/blastradius/framework/results"
 )
 
 func mustLookup(t *testing.T, name string) Scenario {
@@ -279,6 +284,48 @@ func TestPrecisionScenarioDuration(t *testing.T) {
 	}
 }
 
+// TestBlackholeProfilesPlan: three fast flows from one client pod, the hole
+// at that pod covering all three, and a control flow the hole cannot reach.
+func TestBlackholeProfilesPlan(t *testing.T) {
+	sc := mustLookup(t, "blackhole-profiles")
+	if sc.Fault.Drop != DropClientPod || len(sc.Fault.Holes) != 15 || sc.Fault.Gap < 1500*time.Millisecond {
+		t.Errorf("fault = %+v, want 15 client-pod holes at least 1.5s apart", sc.Fault)
+	}
+	// 2s + 5×(0.1+0.3+1)s + 15×1.5s + 2s
+	if sc.Duration != 33500*time.Millisecond {
+		t.Errorf("Duration = %s, want 33.5s", sc.Duration)
+	}
+	p, err := makePlan(sc, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var profiles []string
+	for _, f := range p.Flows {
+		switch {
+		case f.Control:
+			if f.Client == "client-n1" || f.Server == "client-n1" {
+				t.Errorf("control flow %+v uses the black-holed pod", f)
+			}
+		case f.Client != "client-n1" || f.ServerNode != 2 || f.QPS < 200:
+			t.Errorf("flow %+v, want client-n1 to node-2 at >= 200 rps", f)
+		default:
+			profiles = append(profiles, f.Kind.Profile)
+		}
+	}
+	slices.Sort(profiles)
+	if want := []string{ProfileKeepAlive, ProfileNewConn, ProfileStream}; !reflect.DeepEqual(profiles, want) {
+		t.Errorf("profiles = %v, want %v", profiles, want)
+	}
+	if n := holeFlowCount(sc, p); n != 3 {
+		t.Errorf("each hole covers %d flows, want 3", n)
+	}
+	// The same holes dropping one flow at its server cover that flow only.
+	sc.Fault.Drop = ""
+	if n := holeFlowCount(sc, p); n != 1 {
+		t.Errorf("a per-flow hole covers %d flows, want 1", n)
+	}
+}
+
 func TestRepeat(t *testing.T) {
 	if got := repeat(0, time.Second); got != nil {
 		t.Errorf("repeat(0) = %v, want nil", got)
@@ -470,5 +517,81 @@ func TestMakePlanImpossible(t *testing.T) {
 		if _, err := makePlan(tc.sc, 450); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want %q", tc.sc.Name, err, tc.want)
 		}
+	}
+}
+
+// The control flow runs where the fault cannot reach it, or the plan says
+// why there is none.
+func TestControlFlowPlacement(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		wantCtl  [2]int // client, server node; zero = no control flow
+		wantWhy  string
+	}{
+		{"node-crash", [2]int{1, 2}, ""},
+		// node-3 and node-1 are cut from each other: node-2 alone is spared.
+		{"node-partition", [2]int{2, 2}, ""},
+		// Every link is cut: inside a node the fault is not aimed at.
+		{"segment-partition", [2]int{1, 1}, ""},
+		// The drain moves node-3's servers to node-1.
+		{"node-drain", [2]int{2, 2}, ""},
+		{"node-proxy-rolling-upgrade", [2]int{}, "every node's proxy is restarted"},
+		{"cert-expiry", [2]int{}, "past the certificate TTL"},
+		// Down for less than a TTL it would need: the control plane's outage
+		// reaches nothing by itself.
+		{"controlplane-down", [2]int{1, 2}, ""},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			p, err := makePlan(mustLookup(t, tc.scenario), 450)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctl := controlFlows(p)
+			if tc.wantCtl == [2]int{} {
+				if len(ctl) != 0 || !strings.Contains(p.NoControl, tc.wantWhy) {
+					t.Errorf("control flows %+v, reason %q; want none because %q", ctl, p.NoControl, tc.wantWhy)
+				}
+				return
+			}
+			if len(ctl) != 1 || p.NoControl != "" {
+				t.Fatalf("control flows %+v (reason %q), want one", ctl, p.NoControl)
+			}
+			if got := [2]int{ctl[0].ClientNode, ctl[0].ServerNode}; got != tc.wantCtl {
+				t.Errorf("control flow nodes %v, want %v", got, tc.wantCtl)
+			}
+		})
+	}
+}
+
+func TestAutoBudgetAndResolution(t *testing.T) {
+	// Few flows get 200 rps each; many share what the CPUs carry.
+	if got := AutoBudget(3, 2); got != 600 {
+		t.Errorf("3 flows on 2 CPUs: %v rps, want 600", got)
+	}
+	if got := AutoBudget(2, 2); got != 400 {
+		t.Errorf("2 flows on 2 CPUs: %v rps, want 400", got)
+	}
+	if got := AutoBudget(33, 8); got != 2400 {
+		t.Errorf("33 flows on 8 CPUs: %v rps, want 2400", got)
+	}
+	sc := mustLookup(t, "baseline")
+	p, err := makePlan(sc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range p.Flows {
+		total += f.QPS
+	}
+	if want := AutoBudget(len(p.Flows), runtime.NumCPU()); math.Abs(total-want) > 1e-6 {
+		t.Errorf("auto budget split: %v rps in all, want %v", total, want)
+	}
+
+	refs := []results.FlowRef{{FlowMeta: measure.FlowMeta{ID: "fine", QPS: 20}}, {FlowMeta: measure.FlowMeta{ID: "coarse", QPS: 8}}}
+	if w := resolutionWarning(refs, 100*time.Millisecond); !strings.Contains(w, "1 flow(s)") || !strings.Contains(w, "125 ms") || !strings.Contains(w, "coarse") {
+		t.Errorf("warning %q", w)
+	}
+	if w := resolutionWarning(refs[:1], 100*time.Millisecond); w != "" {
+		t.Errorf("fine flows warned: %q", w)
 	}
 }

@@ -300,7 +300,11 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		tr.BringUpSeconds = bringUp.Seconds()
 		tr.SetupSeconds = round3(start.Sub(tr.Started).Seconds())
 		tr.Topology, tr.Flows, tr.Window = topo, refs, win
+		tr.NoControlFlow = p.NoControl
 	})
+	if p.NoControl != "" {
+		logf("no control flow: %s", p.NoControl)
+	}
 	var clients []*netns.Process
 	clientNames := make([]string, 0, len(byClient))
 	for c := range byClient {
@@ -319,11 +323,17 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		clients = append(clients, pr)
 	}
 	logf("load: %d flows at %.0f rps total, %s, starting", len(refs), totalQPS(refs), sc.Duration)
+	if w := resolutionWarning(refs, r.opt.Bucket); w != "" {
+		logf("%s", w)
+	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	cpu := &cpuSampler{interval: 500 * time.Millisecond}
 	go cpu.run(runCtx)
+	// Counters sampled until load stops, to explain outages afterwards.
+	stopEvidence := startEvidence(runCtx, dir, cl, dp, p, logf)
+	defer stopEvidence()
 	phase := &phaseBox{v: "load"}
 	if sc.Fault.Kind != "" {
 		phase.set("warm-up")
@@ -375,7 +385,8 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		return faultErr
 	}
 
-	// Measure.
+	// Measure, with the evidence files complete.
+	stopEvidence()
 	busy, mean, maxBusy, saturated := cpu.summary()
 	var eps []results.EndpointChange
 	for _, e := range cl.EndpointLog() {
@@ -391,8 +402,9 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 			return fmt.Errorf("flow %s: %w", f.ID, err)
 		}
 		sums = append(sums, measure.AnalyzeFlow(f.FlowMeta, evs, measure.Window{Start: win.Start, End: win.End}, mfault,
-			measure.Options{Bucket: r.opt.Bucket}))
+			r.measureOptions()))
 	}
+	attachEvidence(dir, sums)
 	summary := measure.Summarize(sums)
 	var verdict *results.Verdict
 	if kind != nil {
@@ -559,3 +571,56 @@ func fmtList(xs []string, max int) string {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// measureOptions is how every trial's flows are measured: the run's bucket,
+// and the agents' request timeout that caps a flow's stall threshold.
+func (r *Runner) measureOptions() measure.Options {
+	return measure.Options{Bucket: r.opt.Bucket, Timeout: r.opt.Timeout}
+}
+
+// resolutionWarning says which flows send fewer than one request per
+// timeline bucket: an outage on them can only be placed to their request
+// interval, not to one bucket. "" when every flow is fine enough.
+func resolutionWarning(refs []results.FlowRef, bucket time.Duration) string {
+	if bucket <= 0 {
+		bucket = measure.DefaultBucket
+	}
+	var coarse []string
+	worst := 0.0
+	for _, f := range refs {
+		if f.QPS <= 0 {
+			continue
+		}
+		if iv := time.Second.Seconds() / f.QPS; iv > bucket.Seconds() {
+			coarse = append(coarse, f.ID)
+			worst = max(worst, iv)
+		}
+	}
+	if len(coarse) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("resolution: %d flow(s) send a request only every %.0f ms or less often, coarser than the %s bucket: %s (raise --budget or shorten the flow list)",
+		len(coarse), worst*1000, bucket, fmtList(coarse, 3))
+}
+
+// attachEvidence gives every outage interval what its flow's pods, proxies
+// and nodes counted over it, where the trial sampled them.
+func attachEvidence(trialDir string, sums []measure.FlowSummary) {
+	te := openTrialEvidence(trialDir)
+	if te == nil {
+		return
+	}
+	for i := range sums {
+		f := sums[i].Flow
+		pods := []string{f.Client, f.Server}
+		nodes := []string{f.ClientNode, f.ServerNode}
+		for j := range sums[i].Outages {
+			o := &sums[i].Outages[j]
+			// A nil *Evidence stored in the interface would be written as
+			// null: only set it when there is some.
+			if ev := te.interval(o.Start, o.End, pods, nodes); ev != nil {
+				o.Evidence = ev
+			}
+		}
+	}
+}

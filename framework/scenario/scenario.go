@@ -43,10 +43,12 @@ type Fault struct {
 	// RecoverAfter brings the target back that long after injection; 0 = never.
 	RecoverAfter time.Duration
 	// BlackHole: the flow to drop, the hole lengths in order, and the pause
-	// between holes.
+	// between holes. Drop says what each hole drops (DropFlow or
+	// DropClientPod); empty means DropFlow.
 	Flow  string
 	Holes []time.Duration
 	Gap   time.Duration
+	Drop  string
 	// Then is the delay of a fault's second step (a node-proxy crash inside
 	// a control plane outage) or between the steps of a rolling fault.
 	Then time.Duration

@@ -21,7 +21,7 @@ const (
 // Verdicts lists the verdict values, mildest first.
 var Verdicts = []string{VerdictNoDataPlaneImpact, VerdictNoImpact, VerdictContained, VerdictClusterWide}
 
-// minAffectingFailures is how many failed (or missing) requests in the
+// minAffectingFailures is how many failed, missing or late requests in the
 // fault period make a flow affected. One lone failure is reported as
 // isolated instead: on two shared cores a single request can time out for
 // reasons that have nothing to do with the fault, and one such request
@@ -49,13 +49,16 @@ func computeVerdict(in verdictInput, sums []measure.FlowSummary) *results.Verdic
 	sort.Strings(v.FaultNodes)
 	for _, s := range sums {
 		v.DisruptionSeconds += s.DisruptionSeconds
+		v.FailedDisruptionSeconds += s.FailedDisruptionSeconds
 		v.BrokenStreams += s.Streams.Broken
+		v.StalledStreams += s.Streams.Stalls
 		failures := 0
 		for _, o := range s.Outages {
 			v.FailedRequests += o.Failures
+			v.SlowRequests += o.Slow
 		}
 		for _, o := range measure.FaultOutages(s.Outages, in.windowEnd, in.fault, in.bucket) {
-			failures += o.Failures
+			failures += o.Failures + o.Slow
 		}
 		brokeInFault := s.Streams.Broken > 0 && failures > 0
 		if failures == 0 {
@@ -77,6 +80,7 @@ func computeVerdict(in verdictInput, sums []measure.FlowSummary) *results.Verdic
 		}
 	}
 	v.DisruptionSeconds = round3(v.DisruptionSeconds)
+	v.FailedDisruptionSeconds = round3(v.FailedDisruptionSeconds)
 	switch {
 	case v.Affected == 0 && in.controlPlane:
 		v.Value = VerdictNoDataPlaneImpact
@@ -99,7 +103,7 @@ func Matrix(trials []*results.Trial) []results.MatrixCell {
 	type key struct{ sc, mode string }
 	var order []key
 	cells := map[key]*results.MatrixCell{}
-	figs := map[key][4][]float64{}
+	figs := map[key][7][]float64{}
 	for _, t := range trials {
 		k := key{t.Scenario, t.Mode}
 		c := cells[k]
@@ -145,6 +149,9 @@ func Matrix(trials []*results.Trial) []results.MatrixCell {
 		f[1] = append(f[1], v.DisruptionSeconds)
 		f[2] = append(f[2], float64(v.FailedRequests))
 		f[3] = append(f[3], float64(v.BrokenStreams))
+		f[4] = append(f[4], float64(v.SlowRequests))
+		f[5] = append(f[5], v.FailedDisruptionSeconds)
+		f[6] = append(f[6], float64(v.StalledStreams))
 		figs[k] = f
 	}
 	var out []results.MatrixCell
@@ -152,6 +159,7 @@ func Matrix(trials []*results.Trial) []results.MatrixCell {
 		c := cells[k]
 		f := figs[k]
 		c.Affected, c.DisruptionSeconds, c.FailedRequests, c.BrokenStreams = stats(f[0]), stats(f[1]), stats(f[2]), stats(f[3])
+		c.SlowRequests, c.FailedDisruptionSeconds, c.StalledStreams = stats(f[4]), stats(f[5]), stats(f[6])
 		out = append(out, *c)
 	}
 	return out

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"math"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -53,6 +55,66 @@ var _ = Describe("measurement against ground truth", func() {
 			}
 		}
 	})
+
+	It("measures every profile of a black-holed client pod within one bucket at both edges, in modes none and ambient",
+		Label("slow", "fault:blackhole", "mode:none", "mode:ambient"), func() {
+			out := outDir()
+			run, log, code := runScenario(5*time.Minute, nil, "--mode", "none,ambient", "--scenario", "blackhole-profiles", "--out", out)
+			bucket := run.Environment.BucketMs / 1000
+			Expect(run.Trials).To(HaveLen(2), log)
+			modes := map[string]bool{}
+			var off []string
+			for _, tr := range run.Trials {
+				modes[tr.Mode] = true
+				Expect(tr.Summary).NotTo(BeNil(), "%s: %s", tr.Mode, log)
+				Expect(tr.Faults).To(HaveLen(15), tr.Mode)
+				for _, f := range tr.Faults {
+					Expect(f.Target).To(Equal("pod/client-n1"), tr.Mode)
+				}
+				secs := tr.Window.End.Sub(tr.Window.Start).Seconds()
+
+				// The client pod's three flows, each really at >= 200 rps.
+				profiles := map[string]string{} // flow ID -> profile
+				for _, f := range tr.Summary.Flows {
+					if f.Flow.Control {
+						Expect(f.Flow.Client).NotTo(Equal("client-n1"), "the control flow is out of the hole")
+						continue
+					}
+					Expect(f.Flow.Client).To(Equal("client-n1"), f.Flow.ID)
+					profiles[f.Flow.ID] = f.Flow.Profile
+					Expect(f.Flow.QPS).To(BeNumerically(">=", 200), f.Flow.ID)
+					Expect(float64(f.Requests)/secs).To(BeNumerically(">=", 200*0.95), "%s in %s: achieved rate", f.Flow.ID, tr.Mode)
+				}
+				Expect(profiles).To(ConsistOf("http-newconn", "http-keepalive", "tcp-stream"), tr.Mode)
+
+				// One check per flow and hole: 5 holes of each length on each
+				// flow, both edges and the total within one bucket.
+				Expect(tr.Precision).To(HaveLen(3*15), tr.Mode)
+				counts := map[string]map[int]int{}
+				for _, p := range tr.Precision {
+					Expect(p.Hole).To(Equal("pod/client-n1"))
+					prof, ok := profiles[p.Flow]
+					Expect(ok).To(BeTrue(), "check on %s, not a flow of the client", p.Flow)
+					if counts[prof] == nil {
+						counts[prof] = map[int]int{}
+					}
+					counts[prof][int(p.TruthSeconds*10+0.5)*100]++ // 100, 300, 1000 ms
+					what := fmt.Sprintf("%s %s hole %.3fs at %s: measured %.3fs", tr.Mode, prof, p.TruthSeconds, p.HoleStart.Format("15:04:05.000"), p.MeasuredSeconds)
+					switch {
+					case p.StartErrorSeconds == nil || p.EndErrorSeconds == nil:
+						off = append(off, what+", no outage")
+					case math.Abs(*p.StartErrorSeconds) > bucket || math.Abs(*p.EndErrorSeconds) > bucket || math.Abs(p.ErrorSeconds) > bucket:
+						off = append(off, fmt.Sprintf("%s, start %+.3fs end %+.3fs", what, *p.StartErrorSeconds, *p.EndErrorSeconds))
+					}
+				}
+				for _, prof := range []string{"http-newconn", "http-keepalive", "tcp-stream"} {
+					Expect(counts[prof]).To(Equal(map[int]int{100: 5, 300: 5, 1000: 5}), "%s %s", tr.Mode, prof)
+				}
+			}
+			Expect(modes).To(Equal(map[string]bool{"none": true, "ambient": true}))
+			Expect(off).To(BeEmpty(), "holes measured more than one bucket (%.1fs) off at an edge or in total", bucket)
+			Expect(code).To(Equal(0), log)
+		})
 
 	It("shows no outage interval at all in a 10 s run with no fault", func() {
 		out := outDir()

@@ -2,12 +2,15 @@
 // headless Chromium, offline. It runs a real embedded run with the built
 // binary, renders its report and asserts that the page loads nothing from
 // anywhere, logs no error, shows the outages of the faulted flows and loads
-// in under 2 s.
+// in under 2 s; and that the answer section it opens with shows, row by
+// row, the figures run.json holds.
 //
 // Chromium is required: without it the test fails and says how to install
 // it (apt-get install chromium). BLASTRADIUS_NO_BROWSER=1 skips it instead.
-// BLASTRADIUS_CHROMIUM overrides the browser binary. The screenshot goes to
-// $BLASTRADIUS_ARTIFACTS_DIR (default <repo>/results/artifacts)/report.png.
+// BLASTRADIUS_CHROMIUM overrides the browser binary. The screenshots go to
+// $BLASTRADIUS_ARTIFACTS_DIR (default <repo>/results/artifacts): report.png
+// (the page) and answer.png (the answer section), with answer.txt, the
+// answer as the run printed it.
 //
 // BLASTRADIUS_REPORT_DIR=<results folder> additionally checks the report of
 // an existing run (e.g. results/e2e-final) and logs its size and load time;
@@ -21,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,12 +64,22 @@ var _ = ReportAfterSuite("junit", func(r Report) { suiterun.JUnit(r, "report") }
 
 // Labelled like the other suites so that a label filter over ./suites/...
 // works here too (and selects or skips these specs).
-var _ = Describe("HTML report", Label("report", "provider:netns", "mode:none"), func() {
-	It("opens offline in headless Chromium: no request leaves, no console error, outages shaded, loads in < 2 s", func() {
-		if suiterun.OnKubernetes() {
-			Skip("renders a run of the embedded cluster; with PROVIDER=" + suiterun.Provider() + " give a run's folder in BLASTRADIUS_REPORT_DIR to the next spec")
-		}
-		reportInBrowser(GinkgoT())
+var _ = Describe("HTML report", Label("report", "provider:netns", "mode:none", "mode:ambient"), func() {
+	// One real run serves both specs: a run is most of their time.
+	Context("of a real run", Ordered, func() {
+		var rr *realRun
+		BeforeAll(func() {
+			if suiterun.OnKubernetes() {
+				Skip("renders a run of the embedded cluster; with PROVIDER=" + suiterun.Provider() + " give a run's folder in BLASTRADIUS_REPORT_DIR to the last spec")
+			}
+			rr = runForReport(GinkgoT())
+		})
+		It("opens offline in headless Chromium: no request leaves, no console error, outages shaded, loads in < 2 s", func() {
+			reportInBrowser(GinkgoT(), rr)
+		})
+		It("opens with the answer section, whose every row shows what run.json says", func() {
+			answerInBrowser(GinkgoT(), rr)
+		})
 	})
 	It("checks an existing run's report (BLASTRADIUS_REPORT_DIR)", func() {
 		existingReportInBrowser(GinkgoT())
@@ -75,8 +89,11 @@ var _ = Describe("HTML report", Label("report", "provider:netns", "mode:none"), 
 // loadBudget is the longest the report may take to load.
 const loadBudget = 2 * time.Second
 
-// scenario is short on purpose: two nodes, the default flow kinds, a crash
-// of node-2 that recovers, in mode none.
+// The run is short on purpose: two nodes, the default flow kinds, in modes
+// none and ambient. scenario crashes node-2 and reboots it; proxyScenario
+// kills node-2's node proxy, the question the answer section is about. The
+// node proxy's trial in mode none is skipped (no node proxy there), which
+// the report shows with the reason.
 const scenario = `name: report-browser
 description: node-2 crashes 2 s into load and reboots 3 s later.
 topology:
@@ -90,51 +107,94 @@ fault:
   recoverAfter: 3s
 `
 
-func reportInBrowser(t tb) {
-	chrome := browser(t)
+const proxyScenario = `name: report-browser-proxy
+description: node-2's node proxy is SIGKILLed 2 s into load; its supervisor restarts it.
+topology:
+  nodes: 2
+load:
+  duration: 8s
+fault:
+  kind: node-proxy-crash
+  node: node-2
+  at: 2s
+`
+
+// realRun is the run the browser specs share.
+type realRun struct {
+	chrome string
+	dir    string // the results folder
+	page   string // its report.html
+	run    *results.Run
+	output string // what blastradius run printed
+}
+
+// runForReport builds the binary, runs both scenarios in none and ambient
+// and renders the report.
+func runForReport(t tb) *realRun {
+	rr := &realRun{chrome: browser(t)}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "blastradius")
 	if out, err := exec.Command("go", "build", "-o", bin, "blastradius.dev/blastradius/cmd/blastradius").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	sc := filepath.Join(dir, "report-browser.yaml")
-	if err := os.WriteFile(sc, []byte(scenario), 0o644); err != nil {
-		t.Fatal(err)
+	var files []string
+	for name, body := range map[string]string{"report-browser.yaml": scenario, "report-browser-proxy.yaml": proxyScenario} {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
 	}
-	runDir := filepath.Join(dir, "run")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	slices.Sort(files) // the node crash first, as the matrix runs it
+	rr.dir = filepath.Join(dir, "run")
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, bin, "run", "--mode", "none", "--scenario", sc, "--out", runDir).CombinedOutput(); err != nil {
+	out, err := exec.CommandContext(ctx, bin, "run", "--mode", "none,ambient", "--scenario", strings.Join(files, ","), "--out", rr.dir).CombinedOutput()
+	rr.output = string(out)
+	if err != nil {
 		// A failed expectation still leaves a full results folder; only a
 		// run without run.json is a reason to stop.
-		if _, lerr := results.Load(runDir); lerr != nil {
+		if _, lerr := results.Load(rr.dir); lerr != nil {
 			t.Fatalf("blastradius run: %v\n%s", err, out)
 		}
 	}
-	if out, err := exec.Command(bin, "report", runDir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "report", rr.dir).CombinedOutput(); err != nil {
 		t.Fatalf("blastradius report: %v\n%s", err, out)
 	}
-	page := filepath.Join(runDir, "report.html")
-	res := check(t, chrome, page, true)
+	if rr.run, err = results.Load(rr.dir); err != nil {
+		t.Fatal(err)
+	}
+	rr.page = filepath.Join(rr.dir, "report.html")
+	return rr
+}
+
+func reportInBrowser(t tb, rr *realRun) {
+	res := check(t, rr.chrome, rr.page, true)
 	res.assert(t)
 	// The crash of node-2 must show as shaded outages on node-2's flows.
 	if res.faultedWithOutage == 0 {
 		t.Errorf("no timeline row of a flow to or from node-2 has a shaded outage (rect.out)")
 	}
 	if len(res.screenshot) > 0 {
-		art := os.Getenv("BLASTRADIUS_ARTIFACTS_DIR")
-		if art == "" {
-			art = filepath.Join("..", "..", "results", "artifacts")
-		}
-		if err := os.MkdirAll(art, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		shot, _ := filepath.Abs(filepath.Join(art, "report.png"))
-		if err := os.WriteFile(shot, res.screenshot, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot: %s", shot)
+		t.Logf("screenshot: %s", artifact(t, "report.png", res.screenshot))
 	}
+}
+
+// artifact writes b into the artifacts folder and returns its path.
+func artifact(t tb, name string, b []byte) string {
+	t.Helper()
+	art := os.Getenv("BLASTRADIUS_ARTIFACTS_DIR")
+	if art == "" {
+		art = filepath.Join("..", "..", "results", "artifacts")
+	}
+	if err := os.MkdirAll(art, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := filepath.Abs(filepath.Join(art, name))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // existingReportInBrowser checks the report of a run already on disk,
@@ -228,20 +288,7 @@ func check(t tb, chrome, file string, shot bool) *result {
 	pageURL := (&url.URL{Scheme: "file", Path: abs}).String()
 	res := &result{file: abs, size: st.Size()}
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chrome),
-		chromedp.NoSandbox, // CI runs as root, where Chromium refuses its sandbox
-		chromedp.DisableGPU,
-		chromedp.WindowSize(1280, 1600),
-		// Belt and braces next to the Fetch block: no name resolves and no
-		// proxy is reachable, so nothing could leave even if a request
-		// slipped past interception.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND"),
-		chromedp.ProxyServer("http://127.0.0.1:9"),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := offlineBrowser(chrome)
 	defer cancel()
 
 	var mu sync.Mutex
@@ -354,6 +401,24 @@ func check(t tb, chrome, file string, shot bool) *result {
 	res.blocked = blocked
 	res.requests = append([]string(nil), res.requests...)
 	return res
+}
+
+// offlineBrowser starts a headless Chromium that cannot reach anything:
+// no name resolves and no proxy is reachable.
+func offlineBrowser(chrome string) (context.Context, context.CancelFunc) {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // CI runs as root, where Chromium refuses its sandbox
+		chromedp.DisableGPU,
+		chromedp.WindowSize(1280, 1600),
+		// Belt and braces next to check's Fetch block: nothing could leave
+		// even if a request slipped past interception.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND"),
+		chromedp.ProxyServer("http://127.0.0.1:9"),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	return ctx, func() { cancelCtx(); cancelAlloc() }
 }
 
 // String is the one-line summary printed for an existing run's check.
