@@ -73,7 +73,7 @@ func streamThreads(qps float64, timeout time.Duration) int {
 }
 
 // stallThreshold is the latency above which a successful request is late:
-// twice the flow's own p99 before the fault (the whole window without a
+// three times the flow's own p99 before the fault (the whole window without a
 // fault), never below the floor and never above 80 % of the request
 // timeout. Requests in the window's first second are left out: that is
 // where every thread dials its first connection at the same instant.
@@ -100,9 +100,10 @@ func stallThreshold(reqs []events.Event, ws, we int64, fault *Fault, opt Options
 	return t
 }
 
-// The stall threshold's rule: twice the p99, capped at 80 % of the timeout.
+// The stall threshold's rule: three times the p99, capped at 80 % of the
+// timeout.
 const (
-	stallP99Factor    = 2
+	stallP99Factor    = 3
 	stallTimeoutShare = 0.8
 )
 

@@ -99,6 +99,9 @@ func failureRuns(reqs []events.Event, we int64, qps float64, slow func(events.Ev
 		}
 		if j < len(reqs) {
 			sp.end = reqs[j].Start
+			if slow != nil {
+				sp.end = max(sp.end, min(answeredBack(reqs, i, j, bad), we))
+			}
 		} else {
 			// Nothing followed, so the flow was down at least until the
 			// next request would have been sent.
@@ -113,6 +116,31 @@ func failureRuns(reqs []events.Event, we int64, qps float64, slow func(events.Ev
 		i = j
 	}
 	return spans
+}
+
+// answeredBack is when the run reqs[i:j] of bad requests ended as seen from
+// the answers. A flow whose requests all wait on one stalled connection (a
+// node proxy's pooled tunnel) gets every answer at once when the connection
+// moves again, so the last requests sent before that look timely by latency
+// alone and the outage would end up to one stall threshold early: it lasted
+// until the run's last answer. A good request answered well before that
+// (in less than half the time that was left until it) went over a
+// connection that worked, and shows the flow working when it was sent: then
+// the run ends there, at the latest at the first good request, as without
+// the answers.
+func answeredBack(reqs []events.Event, i, j int, bad func(events.Event) bool) int64 {
+	last := int64(0)
+	for k := i; k < j; k++ {
+		last = max(last, reqs[k].Start+reqs[k].Latency)
+	}
+	// Only requests sent before the last answer can show the flow working
+	// before it.
+	for k := j; k < len(reqs) && reqs[k].Start < last; k++ {
+		if !bad(reqs[k]) && reqs[k].Start+2*reqs[k].Latency < last {
+			return reqs[k].Start
+		}
+	}
+	return last
 }
 
 // missingGaps returns a span for each silence in the request starts that is

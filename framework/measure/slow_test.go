@@ -109,7 +109,7 @@ func TestStallThreshold(t *testing.T) {
 		slow  int
 	}{
 		{"fast flow gets the floor", func(time.Duration) time.Duration { return 3 * msec }, fault, Options{}, DefaultStallFloor, 0},
-		{"slow flow: twice its p99", func(time.Duration) time.Duration { return 100 * msec }, fault, Options{}, 200 * msec, 0},
+		{"slow flow: three times its p99", func(time.Duration) time.Duration { return 60 * msec }, fault, Options{}, 180 * msec, 0},
 		{"capped below the timeout", func(time.Duration) time.Duration { return 300 * msec }, fault, Options{Timeout: 500 * msec}, 400 * msec, 0},
 		{"own floor", func(time.Duration) time.Duration { return 3 * msec }, fault, Options{StallFloor: 50 * msec}, 50 * msec, 0},
 		// The first second (every thread dialling at once) neither sets
@@ -133,11 +133,11 @@ func TestStallThreshold(t *testing.T) {
 				return 250 * msec
 			}
 			return 3 * msec
-		}, nil, Options{}, 500 * msec, 0},
+		}, nil, Options{}, 750 * msec, 0},
 		// A lone spike above the floor in a fast flow is one late request.
 		{"spike", func(off time.Duration) time.Duration {
 			if off == 7*time.Second {
-				return 170 * msec
+				return 120 * msec
 			}
 			return 3 * msec
 		}, fault, Options{}, DefaultStallFloor, 1},
@@ -191,5 +191,56 @@ func TestResolutionCoarserThanBucket(t *testing.T) {
 	s := AnalyzeFlow(FlowMeta{ID: "f", QPS: 8}, gen(8, 0, 5*time.Second, nil), window(5*time.Second), nil, Options{})
 	if !s.CoarserThanBucket || s.RequestIntervalMs != 125 {
 		t.Errorf("8 rps against 100 ms buckets: interval %vms coarser %v", s.RequestIntervalMs, s.CoarserThanBucket)
+	}
+}
+
+// pooled models requests that all ride one connection (a node proxy's HBONE
+// tunnel) black-holed over [from, to): the connection moves again 10 ms
+// after the hole, and every request sent in the hole is answered then, or
+// times out at 500 ms if it would have waited longer. The last ones sent in
+// the hole wait only a little and are not late by latency; their answers
+// still end the outage with the hole.
+func pooled(qps float64, win, from, to time.Duration) []events.Event {
+	step := time.Duration(float64(time.Second) / qps)
+	back := to + 10*msec
+	var evs []events.Event
+	for i := 0; ; i++ {
+		off := time.Duration(i) * step
+		if off >= win {
+			return evs
+		}
+		e := events.Event{Start: ns(off), Latency: int64(3 * msec), Class: events.ClassOK, Thread: i % 8}
+		if off >= from && off < back {
+			switch wait := back - off; {
+			case wait >= 500*msec:
+				e.Class, e.Latency = events.ClassTimeout, int64(500*msec)
+			default:
+				e.Latency = int64(wait + msec)
+			}
+		}
+		evs = append(evs, e)
+	}
+}
+
+func TestPooledConnectionHoleEndsWithItsAnswers(t *testing.T) {
+	for _, dur := range []time.Duration{100 * msec, 300 * msec, time.Second} {
+		t.Run(dur.String(), func(t *testing.T) {
+			from := 5 * time.Second
+			evs := pooled(200, 10*time.Second, from, from+dur)
+			fault := &Fault{Inject: at(from), Recover: at(from + dur)}
+			s := AnalyzeFlow(FlowMeta{ID: "f", QPS: 200, Profile: "http-keepalive"}, evs, window(10*time.Second), fault,
+				Options{Timeout: 500 * msec})
+			if len(s.Outages) != 1 {
+				t.Fatalf("outages %+v, want one", s.Outages)
+			}
+			o := s.Outages[0]
+			if !o.Start.Equal(at(from)) || o.End.Sub(at(from+dur)).Abs() > 15*msec {
+				t.Errorf("outage [%v, %v), want the hole [%v, %v) to within 15 ms", o.Start.Sub(t0), o.End.Sub(t0), from, from+dur)
+			}
+			// Counting failures alone, nothing of a 100 ms hole shows.
+			if dur == 100*msec && s.FailedDisruptionSeconds != 0 {
+				t.Errorf("failed-only disruption %v, want 0", s.FailedDisruptionSeconds)
+			}
+		})
 	}
 }

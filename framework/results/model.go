@@ -239,7 +239,14 @@ type PrecisionCheck struct {
 	// Both are absent when no outage overlaps the hole.
 	StartErrorSeconds *float64 `json:"startErrorSeconds,omitempty"`
 	EndErrorSeconds   *float64 `json:"endErrorSeconds,omitempty"`
-	// Within: both edges and the total within one timeline bucket.
+	// LateEndExplained says why an outage that ended more than a bucket
+	// after the hole is still the hole's: the client pod's namespace was
+	// retransmitting after the network came back (a connection waiting out
+	// its retransmission back-off), with the counts seen.
+	LateEndExplained string `json:"lateEndExplained,omitempty"`
+	// Within: both edges and the total within one timeline bucket, or a
+	// late end explained by retransmissions no longer than the back-off
+	// allows (docs/scenarios.md "Black holes").
 	Within bool `json:"within"`
 }
 

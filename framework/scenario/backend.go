@@ -199,6 +199,7 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 		tr.Summary = &summary
 		tr.Noisy, tr.NoisyReasons = summary.Noisy, summary.NoisyReasons
 		tr.Precision = precision(tr.Faults, sums, t.r.opt.Bucket)
+		explainLateEnds(tr.Precision, tr.Faults, sums, t.Dir, t.r.opt.Bucket)
 		tr.Expectations = check(t.Scenario, t.p, tr, sums, t.r.opt.Bucket)
 	})
 	return nil

@@ -51,9 +51,35 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 				Pass:   n == want && len(bad) == 0,
 				Detail: fmt.Sprintf("%d/%d hole checks within; off: %s", n-len(bad), want, fmtList(bad, 5)),
 			})
+			// A late end that precision explained by retransmissions is
+			// the hole's too, up to the end it explained.
+			type flowHole struct {
+				flow string
+				hole int64
+			}
+			explained := map[flowHole]time.Time{}
+			for _, pc := range tr.Precision {
+				if pc.LateEndExplained != "" && pc.Within {
+					explained[flowHole{pc.Flow, pc.HoleStart.UnixNano()}] =
+						pc.HoleStart.Add(time.Duration((pc.TruthSeconds + *pc.EndErrorSeconds) * float64(time.Second)))
+				}
+			}
+			lateButExplained := func(o measure.OutageInterval, flow measure.FlowMeta) bool {
+				for _, f := range tr.Faults {
+					end, ok := explained[flowHole{flow.ID, f.Inject.UnixNano()}]
+					if ok && f.Recover != nil && !o.Start.Before(f.Inject.Add(-bucket)) && !o.Start.After(f.Recover.Add(bucket)) &&
+						!o.End.After(end.Add(time.Millisecond)) {
+						return true
+					}
+				}
+				return false
+			}
 			var stray []string
 			for _, s := range sums {
 				for _, o := range s.Outages {
+					if lateButExplained(o, s.Flow) {
+						continue
+					}
 					if !coveredByHole(o, tr.Faults, s.Flow, bucket) {
 						stray = append(stray, fmt.Sprintf("%s at %s (%.3fs %s)", s.Flow.ID, o.Start.Format("15:04:05.000"), o.Seconds, o.Class))
 					}
@@ -333,6 +359,53 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// explainLateEnds looks at every check whose outage ended more than a
+// bucket after its hole: if the black-holed client's namespace was
+// retransmitting between the hole's end and the outage's, the flow was
+// still waiting on a connection backing off, which the hole caused. Such a
+// check is within if its start is and the overshoot is no longer than the
+// hole itself plus one minimum retransmission timeout (Linux doubles the
+// timeout from 200 ms, so the first retransmission after the hole comes at
+// most that long after it).
+func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord, sums []measure.FlowSummary, trialDir string, bucket time.Duration) {
+	te := openTrialEvidence(trialDir)
+	if te == nil {
+		return
+	}
+	client := map[string]string{}
+	for _, s := range sums {
+		client[s.Flow.ID] = s.Flow.Client
+	}
+	for i := range pcs {
+		pc := &pcs[i]
+		if pc.Within || pc.StartErrorSeconds == nil || *pc.EndErrorSeconds <= bucket.Seconds() ||
+			math.Abs(*pc.StartErrorSeconds) > bucket.Seconds() {
+			continue
+		}
+		var hole *results.FaultRecord
+		for j := range faults {
+			if faults[j].Kind == FaultBlackHole && faults[j].Inject.Equal(pc.HoleStart) && faults[j].Recover != nil {
+				hole = &faults[j]
+			}
+		}
+		if hole == nil {
+			continue
+		}
+		late := time.Duration(*pc.EndErrorSeconds * float64(time.Second))
+		ev := te.interval(*hole.Recover, hole.Recover.Add(late), []string{client[pc.Flow]}, nil)
+		if ev == nil || ev.TCPRetransSegs+ev.TCPLossProbes == 0 {
+			continue
+		}
+		truth := time.Duration(pc.TruthSeconds * float64(time.Second))
+		pc.LateEndExplained = fmt.Sprintf("%s's namespace retransmitted %d segments (%d timeouts) in the %s after the hole",
+			client[pc.Flow], ev.TCPRetransSegs, ev.TCPTimeouts, late.Round(time.Millisecond))
+		pc.Within = late <= truth+minRTO+bucket
+	}
+}
+
+// minRTO is Linux's minimum TCP retransmission timeout.
+const minRTO = 200 * time.Millisecond
 
 // describePrecision says what a precision check found, for an expectation's
 // detail.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/measure"
 	"blastradius.dev/blastradius/framework/results"
 )
@@ -593,5 +594,57 @@ func TestAutoBudgetAndResolution(t *testing.T) {
 	}
 	if w := resolutionWarning(refs[:1], 100*time.Millisecond); w != "" {
 		t.Errorf("fine flows warned: %q", w)
+	}
+}
+
+// A segment partition cuts every link between nodes: the planner's control
+// flow stays inside one node, so the trial is not judged noisy by it; a
+// control flow that is disrupted anyway (another trial's harness trouble)
+// still makes its trial noisy.
+func TestControlFlowNoiseFollowsPlacement(t *testing.T) {
+	win := measure.Window{Start: time.Unix(1000, 0), End: time.Unix(1010, 0)}
+	inject, recover := win.Start.Add(3*time.Second), win.Start.Add(6*time.Second)
+	flow := func(down bool) []events.Event {
+		var evs []events.Event
+		for at := win.Start; at.Before(win.End); at = at.Add(20 * time.Millisecond) {
+			e := events.Event{Start: at.UnixNano(), Latency: int64(2 * time.Millisecond), Class: events.ClassOK}
+			if down && !at.Before(inject) && at.Before(recover) {
+				e.Class, e.Latency = events.ClassTimeout, int64(500*time.Millisecond)
+			}
+			evs = append(evs, e)
+		}
+		return evs
+	}
+	measureWith := func(sc Scenario, cut func(f plannedFlow) bool) measure.Trial {
+		p, err := makePlan(sc, 450)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sums []measure.FlowSummary
+		for _, f := range p.Flows {
+			meta := measure.FlowMeta{ID: f.ID, Client: f.Client, Server: f.Server, ClientNode: nodeName(f.ClientNode),
+				ServerNode: nodeName(f.ServerNode), QPS: 50, Control: f.Control, Profile: f.Kind.Profile}
+			sums = append(sums, measure.AnalyzeFlow(meta, flow(cut(f)), win, &measure.Fault{Inject: inject, Recover: recover}, measure.Options{}))
+		}
+		return measure.Summarize(sums)
+	}
+	// Every flow between two nodes is cut, as the segment partition does.
+	seg := measureWith(mustLookup(t, "segment-partition"), func(f plannedFlow) bool { return f.ClientNode != f.ServerNode })
+	if seg.Noisy {
+		t.Errorf("segment-partition flagged noisy: %v", seg.NoisyReasons)
+	}
+	if len(seg.Radius.Flows) == 0 {
+		t.Error("the partition disrupted nothing: the test measures nothing")
+	}
+	// Placed as before (node-1 to node-2), the same cut reaches the control.
+	old := mustLookup(t, "segment-partition")
+	old.Fault.Kind = FaultNodeCrash
+	if tr := measureWith(old, func(f plannedFlow) bool { return f.ClientNode != f.ServerNode }); !tr.Noisy {
+		t.Error("a control flow between two nodes cut by the partition should make the trial noisy")
+	}
+	// Another trial whose control flow is disrupted is still noisy.
+	crash := measureWith(mustLookup(t, "node-crash"), func(f plannedFlow) bool { return f.Control || f.ClientNode == 3 || f.ServerNode == 3 })
+	if !crash.Noisy || !strings.Contains(strings.Join(crash.NoisyReasons, ";"), "control flow") {
+		t.Errorf("node-crash with a disrupted control flow: noisy=%v %v", crash.Noisy, crash.NoisyReasons)
 	}
 }

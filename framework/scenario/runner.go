@@ -422,6 +422,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 			tr.NoisyReasons = append(tr.NoisyReasons, fmt.Sprintf("CPU saturated (max %.0f%% busy over 500 ms, mean %.0f%%): disruption may be the harness starving", maxBusy*100, mean*100))
 		}
 		tr.Precision = precision(tr.Faults, sums, r.opt.Bucket)
+		explainLateEnds(tr.Precision, tr.Faults, sums, dir, r.opt.Bucket)
 		tr.Expectations = check(sc, p, tr, sums, r.opt.Bucket)
 	})
 	return nil

@@ -64,6 +64,8 @@ var _ = Describe("fault matrix", func() {
 				AddReportEntry("disruptionSeconds", v.DisruptionSeconds)
 				AddReportEntry("failedRequests", v.FailedRequests)
 				AddReportEntry("brokenStreams", v.BrokenStreams)
+				AddReportEntry("slowRequests", v.SlowRequests)
+				AddReportEntry("stalledStreams", v.StalledStreams)
 				AddReportEntry("faultNodes", v.FaultNodes)
 				if len(v.Beyond) > 0 {
 					AddReportEntry("beyond", v.Beyond)
@@ -78,6 +80,10 @@ var _ = Describe("fault matrix", func() {
 				case sc.Fault.Kind == scenario.FaultSegmentPartition:
 					Expect(v.Value).To(Equal(scenario.VerdictClusterWide), log)
 					Expect(v.Beyond).NotTo(BeEmpty(), log)
+					// Its control flow runs inside one node, out of the
+					// fault's reach: the trial is never noisy by it.
+					Expect(tr.NoControlFlow).To(BeEmpty(), log)
+					Expect(tr.NoisyReasons).NotTo(ContainElement(ContainSubstring("control flow")), log)
 				case sc.Fault.Kind == scenario.FaultNodeProxyCrash && mode == "ambient":
 					Expect(v.Value).To(Equal(scenario.VerdictContained), log)
 					Expect(v.Affected).To(BeNumerically(">", 0), log)

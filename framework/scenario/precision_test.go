@@ -1,0 +1,78 @@
+package scenario
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"blastradius.dev/blastradius/framework/evidence"
+	"blastradius.dev/blastradius/framework/measure"
+	"blastradius.dev/blastradius/framework/results"
+)
+
+// An outage that ends after its hole is the hole's when the client was
+// still retransmitting: explained, within if no longer than the back-off
+// allows; without retransmissions, or past that, it stays off.
+func TestExplainLateEnds(t *testing.T) {
+	bucket := 100 * time.Millisecond
+	t0 := time.Unix(2000, 0)
+	hole := results.FaultRecord{Kind: FaultBlackHole, Target: "pod/client-n1", Inject: t0, Recover: ptr(t0.Add(time.Second))}
+	for _, tc := range []struct {
+		name        string
+		late        time.Duration // outage end after the hole's end
+		retransmits bool          // RetransSegs grows after the hole
+		within      bool
+		explained   bool
+	}{
+		{"backed-off connection, retransmitting", 400 * time.Millisecond, true, true, true},
+		{"late with nothing on the wire", 400 * time.Millisecond, false, false, false},
+		{"later than any back-off", 1400 * time.Millisecond, true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ev := filepath.Join(dir, evidenceDir)
+			if err := os.MkdirAll(ev, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			manifest := `{"intervalMs":100,"scrapeTimeoutMs":50,"sources":[{"name":"netns.client-n1","kind":"netns","pod":"client-n1","node":"node-1","role":"client"}]}`
+			if err := os.WriteFile(filepath.Join(ev, evidence.ManifestFile), []byte(manifest), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// Every 100 ms: retransmissions during the hole, and after it
+			// only if the connection is still backing off.
+			var lines []string
+			retrans := 0
+			for at := t0.Add(-time.Second); at.Before(t0.Add(4 * time.Second)); at = at.Add(100 * time.Millisecond) {
+				inHole := !at.Before(t0) && at.Before(*hole.Recover)
+				after := !at.Before(*hole.Recover) && at.Before(hole.Recover.Add(tc.late))
+				if inHole || (after && tc.retransmits) {
+					retrans++
+				}
+				lines = append(lines, fmt.Sprintf(`{"t":%d,"c":{"TcpRetransSegs":%d,"TcpInSegs":%d}}`, at.UnixNano(), retrans, at.Sub(t0).Milliseconds()+1000))
+			}
+			if err := os.WriteFile(filepath.Join(ev, "netns.client-n1.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sums := []measure.FlowSummary{{
+				Flow:    measure.FlowMeta{ID: "n1-to-n2.pod.http-keepalive", Client: "client-n1", ClientNode: "node-1"},
+				Outages: []measure.OutageInterval{{Start: t0.Add(5 * time.Millisecond), End: hole.Recover.Add(tc.late), Seconds: (time.Second + tc.late).Seconds()}},
+			}}
+			faults := []results.FaultRecord{hole}
+			pcs := precision(faults, sums, bucket)
+			if len(pcs) != 1 || pcs[0].Within {
+				t.Fatalf("before explaining: %+v, want one check off by its late end", pcs)
+			}
+			explainLateEnds(pcs, faults, sums, dir, bucket)
+			pc := pcs[0]
+			if (pc.LateEndExplained != "") != tc.explained || pc.Within != tc.within {
+				t.Errorf("explained %q within %v; want explained %v within %v", pc.LateEndExplained, pc.Within, tc.explained, tc.within)
+			}
+			if tc.explained && !strings.Contains(pc.LateEndExplained, "client-n1's namespace retransmitted") {
+				t.Errorf("explanation %q", pc.LateEndExplained)
+			}
+		})
+	}
+}
