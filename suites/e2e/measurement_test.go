@@ -126,20 +126,6 @@ var _ = Describe("measurement against ground truth", func() {
 			Expect(off).To(BeEmpty(), "holes measured more than one bucket (%.1fs) off at an edge or in total", bucket)
 			Expect(code).To(Equal(0), log)
 		})
-
-	It("shows no outage interval at all in a 10 s run with no fault", func() {
-		out := outDir()
-		run, log, code := runScenario(time.Minute, nil, "--scenario", "baseline", "--out", out)
-		Expect(code).To(Equal(0), log)
-		tr := run.Trials[0]
-		Expect(tr.Window.End.Sub(tr.Window.Start)).To(Equal(10 * time.Second))
-		Expect(tr.Summary.Flows).To(HaveLen(28))
-		for _, f := range tr.Summary.Flows {
-			Expect(f.Requests).To(BeNumerically(">", 100), f.Flow.ID)
-			Expect(f.Outages).To(BeEmpty(), f.Flow.ID)
-			Expect(f.Failed).To(BeZero(), f.Flow.ID)
-		}
-	})
 })
 
 var _ = Describe("node crash", func() {
