@@ -373,8 +373,12 @@ func measureRow(r *AnswerRow, run *results.Run, t *results.Trial, withCrash bool
 	}
 	r.Flows = affected
 	for _, f := range affected {
+		// On the node: an end there (client or server), or, as the verdict
+		// counts it, another pod that serves the flow or a proxy it crosses
+		// there (a waypoint replica): the verdict lists the flows with none.
 		e, known := ends[f]
-		onNode := known && (slices.Contains(r.FaultNodes, e[0]) || slices.Contains(r.FaultNodes, e[1]))
+		onNode := known && (slices.Contains(r.FaultNodes, e[0]) || slices.Contains(r.FaultNodes, e[1])) ||
+			!slices.Contains(v.Beyond, f)
 		if !onNode {
 			r.OffNode = append(r.OffNode, f)
 		}
@@ -518,9 +522,9 @@ func (r AnswerRow) Containment() string {
 func (r AnswerRow) RuleText() string {
 	switch r.Rule {
 	case RuleNodeCrash:
-		return "flows with an end on " + nodeList(r.FaultNodes) + " and reached by its crash (" + strings.Join(r.NodeCrash, ", ") + ")"
+		return "flows with an end or a crossed proxy on " + nodeList(r.FaultNodes) + " and reached by its crash (" + strings.Join(r.NodeCrash, ", ") + ")"
 	case RuleNodeFlows:
-		return "flows with an end on " + nodeList(r.FaultNodes)
+		return "flows with an end or a crossed proxy on " + nodeList(r.FaultNodes)
 	}
 	return ""
 }
@@ -550,13 +554,13 @@ func rowSentence(r AnswerRow) string {
 	case len(r.Flows) == 0:
 		s += "nothing affected: inside " + where + "'s radius"
 	case r.Inside && r.Rule == RuleNodeCrash:
-		s += "all with an end on " + where + " and all reached by the crash of " + where + " too: inside " + where + "'s radius"
+		s += "all with an end or a crossed proxy on " + where + " and all reached by the crash of " + where + " too: inside " + where + "'s radius"
 	case r.Inside:
-		s += "all with an end on " + where + ": inside " + where + "'s radius"
+		s += "all with an end or a crossed proxy on " + where + ": inside " + where + "'s radius"
 	default:
 		var why []string
 		if len(r.OffNode) > 0 {
-			why = append(why, fmt.Sprintf("%d with no end on %s (%s)", len(r.OffNode), where, flowList(r.OffNode)))
+			why = append(why, fmt.Sprintf("%d with no end and no crossed proxy on %s (%s)", len(r.OffNode), where, flowList(r.OffNode)))
 		}
 		var missed []string
 		for _, f := range r.Beyond {
@@ -635,7 +639,7 @@ func overall(rows []AnswerRow) (sentence, outcome string) {
 	case np.Inside && len(np.Flows) == 0:
 		return "No: in this run the crash of the ambient node proxy on " + where + " affected no flow" + tail + ".", "inside"
 	case np.Inside:
-		how := "every one with an end on " + where
+		how := "every one with an end or a crossed proxy on " + where
 		if np.Rule == RuleNodeCrash {
 			how += " and reached by the crash of " + where + " too"
 		}

@@ -105,7 +105,7 @@ func TestAnswerContained(t *testing.T) {
 	if !slices.Equal(r.NodeCrash, []string{"node-crash #1"}) {
 		t.Errorf("node-crash reference %v", r.NodeCrash)
 	}
-	want := "Node proxy crash (ambient): 3 of 10 flows, 4 pods, 2 nodes affected — all with an end on node-3 and all reached by the crash of node-3 too: inside node-3's radius; 1.50 s of disruption per affected pod."
+	want := "Node proxy crash (ambient): 3 of 10 flows, 4 pods, 2 nodes affected — all with an end or a crossed proxy on node-3 and all reached by the crash of node-3 too: inside node-3's radius; 1.50 s of disruption per affected pod."
 	if r.Sentence != want {
 		t.Errorf("sentence\n got %s\nwant %s", r.Sentence, want)
 	}
@@ -128,7 +128,7 @@ func TestAnswerClusterWide(t *testing.T) {
 	if r.Inside || !slices.Equal(r.Beyond, []string{flowID(1, 2)}) || r.Rule != RuleNodeFlows {
 		t.Fatalf("node-proxy row: inside %v beyond %v rule %s; want outside because of %s by the node-flows rule", r.Inside, r.Beyond, r.Rule, flowID(1, 2))
 	}
-	if !strings.Contains(r.Sentence, "1 with no end on node-3 (n1-to-n2.pod.http-newconn): beyond node-3's radius") {
+	if !strings.Contains(r.Sentence, "1 with no end and no crossed proxy on node-3 (n1-to-n2.pod.http-newconn): beyond node-3's radius") {
 		t.Errorf("sentence %q", r.Sentence)
 	}
 	c := rowOf(t, at, "cert-expiry", "ambient")
@@ -141,7 +141,7 @@ func TestAnswerClusterWide(t *testing.T) {
 	}
 }
 
-// A flow with an end on the node still counts as beyond when a measured
+// A flow with an end or a crossed proxy on the node still counts as beyond when a measured
 // crash of that node did not reach it: the crash is the node's radius.
 func TestAnswerNodeCrashRule(t *testing.T) {
 	np := answerTrial("node-proxy-crash", "node-proxy-crash", "ambient", 1, []string{"node-3"}, flowID(1, 3), flowID(3, 3))
@@ -335,10 +335,19 @@ func TestAnswerWaypointChoice(t *testing.T) {
 	if r.Fault != "waypoint-all-killed" || r.Component != "Waypoint, all replicas killed" {
 		t.Errorf("both: %s %q", r.Fault, r.Component)
 	}
-	// n3-to-n3 goes through a waypoint on node-1 or node-2 but has no end
-	// there: the waypoint's failure reached past the nodes it runs on.
+	// n3-to-n3 has no end on node-1 or node-2: unless the verdict saw it
+	// cross a waypoint replica there, the waypoint's failure reached past
+	// the nodes it runs on.
 	if r.Inside || !slices.Equal(r.Beyond, []string{flowID(3, 3)}) || !strings.Contains(r.Sentence, "node-1 and node-2") {
 		t.Errorf("all killed: inside %v beyond %v sentence %q", r.Inside, r.Beyond, r.Sentence)
+	}
+	// The verdict counts the waypoint replicas a flow crosses among its
+	// nodes (docs/verdict.md): a flow through the waypoint is on the
+	// waypoint's nodes, as a crash of those nodes would reach it too.
+	all.Verdict.Beyond, all.Verdict.Value = nil, "contained"
+	r = rowOf(t, Answer(answerRun("ambient", kill, all)), "waypoint", "ambient")
+	if !r.Inside || len(r.Beyond) != 0 {
+		t.Errorf("all killed, flows crossing the waypoint: inside %v beyond %v", r.Inside, r.Beyond)
 	}
 	// A measured replica kill beats an all-killed trial that was skipped.
 	skipped := &results.Trial{Scenario: "waypoint-all-killed", Fault: "waypoint-all-killed", Mode: "ambient", Status: results.StatusSkipped, Error: "no waypoints"}

@@ -70,6 +70,8 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "report: %s (%d KB)\n", path, (size+1023)/1024)
+	// The answer the report opens with, as the run printed it.
+	reports.AnswerText(stdout, run)
 	return 0
 }
 

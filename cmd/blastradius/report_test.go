@@ -54,7 +54,7 @@ func TestReportCommand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.HasPrefix(b, []byte("<!DOCTYPE html>")) || !strings.Contains(out.String(), name) {
+		if !bytes.HasPrefix(b, []byte("<!DOCTYPE html>")) || !strings.Contains(out.String(), name) || !strings.Contains(out.String(), "== answer:") {
 			t.Errorf("%v: wrote %d bytes starting %.20q, stdout %q", args, len(b), b, out.String())
 		}
 	}
