@@ -398,14 +398,16 @@ func (p *page) environment() {
 	p.s("</dl></section>\n")
 }
 
-// outageClasses is the legend order: measured classes, then missing.
-var outageClasses = []string{"timeout", "refused", "reset", "unreachable", "http", "other", "missing"}
+// outageClasses is the legend order: measured classes, then late answers
+// and missing.
+var outageClasses = []string{"timeout", "refused", "reset", "unreachable", "http", "other", "slow", "missing"}
 
 func (p *page) legend() {
 	p.s("<section id=\"legend\" aria-label=\"legend\"><h2>How to read the timelines</h2>\n<ul class=\"legend\">",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><rect class=\"bg\" width=\"24\" height=\"12\"/></svg> requests succeeded</li>",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><rect class=\"rf\" width=\"24\" height=\"12\"/></svg> every request of the bucket failed</li>",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><rect class=\"rp\" width=\"24\" height=\"12\"/></svg> some requests failed</li>",
+		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><rect class=\"rs\" width=\"24\" height=\"12\"/></svg> none failed, some answered late (above the flow's stall threshold)</li>",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><rect class=\"fp\" width=\"24\" height=\"12\"/></svg> fault period</li>",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><line class=\"mk in\" x1=\"12\" x2=\"12\" y1=\"0\" y2=\"12\"/></svg> fault injected</li>",
 		"<li><svg width=\"24\" height=\"12\" aria-hidden=\"true\"><line class=\"mk rc\" x1=\"12\" x2=\"12\" y1=\"0\" y2=\"12\"/></svg> fault recovered</li>",

@@ -39,11 +39,13 @@ func (a timeAxis) x(sec float64) float64 {
 // with full float precision and nothing is visibly different.
 func coord(v float64) string { return num(v, 1) }
 
-// bucketState is what a bucket shows: success, some failures, all failed.
+// bucketState is what a bucket shows: success, late answers only, some
+// failures, all failed.
 type bucketState int
 
 const (
 	bOK bucketState = iota
+	bSlow
 	bPartial
 	bFailed
 )
@@ -54,6 +56,8 @@ func stateOf(b measure.Bucket) bucketState {
 		failed += n
 	}
 	switch {
+	case failed == 0 && b.Slow > 0:
+		return bSlow
 	case failed == 0:
 		return bOK
 	case b.OK > 0:
@@ -185,8 +189,11 @@ func (p *page) flowRow(a timeAxis, f measure.FlowSummary, y, end float64) {
 	p.s("<rect class=\"bg\" x=\"", coord(x0), "\" y=\"", coord(cy), "\" width=\"", coord(max(a.x(end)-x0, 0.5)), "\" height=\"", coord(barH), "\"/>")
 	for _, r := range failureRuns(f.Timeline, p.bucket) {
 		k := "rf"
-		if r.state == bPartial {
+		switch r.state {
+		case bPartial:
 			k = "rp"
+		case bSlow:
+			k = "rs"
 		}
 		x1, x2 := a.x(r.from), a.x(r.to)
 		p.s("<rect class=\"", k, "\" x=\"", coord(x1), "\" y=\"", coord(cy), "\" width=\"", coord(max(x2-x1, 0.5)), "\" height=\"", coord(barH), "\"/>")
@@ -436,12 +443,12 @@ small{color:var(--mute)}
 .tlf{margin:8px 0}.tl{width:100%;height:auto;display:block;font:10px ui-monospace,Menlo,Consolas,monospace}
 figcaption{font-size:12px;color:var(--mute)}
 .lb{text-anchor:end;fill:var(--ink)}.ax .au{text-anchor:end;fill:var(--mute)}
-.bg{fill:var(--ok)}.rf{fill:var(--fail)}.rp{fill:var(--part)}.fp{fill:var(--fp)}
+.bg{fill:var(--ok)}.rf{fill:var(--fail)}.rp{fill:var(--part)}.rs{fill:#e0b000}.fp{fill:var(--fp)}
 .mk{stroke-width:1.5}.mk.in{stroke:#111}.mk.rc{stroke:#111;stroke-dasharray:4 3}
 .ml{fill:var(--ink)}
 .out{fill-opacity:.45;stroke-width:1}.ol{fill:#111;font-size:9px;pointer-events:none}
 .c-timeout{fill:#d62728;stroke:#d62728}.c-refused{fill:#ff7f0e;stroke:#ff7f0e}.c-reset{fill:#9467bd;stroke:#9467bd}
-.c-unreachable{fill:#8c564b;stroke:#8c564b}.c-http{fill:#e377c2;stroke:#e377c2}.c-other{fill:#7f7f7f;stroke:#7f7f7f}.c-missing{fill:#17becf;stroke:#17becf}
+.c-unreachable{fill:#8c564b;stroke:#8c564b}.c-http{fill:#e377c2;stroke:#e377c2}.c-other{fill:#7f7f7f;stroke:#7f7f7f}.c-missing{fill:#17becf;stroke:#17becf}.c-slow{fill:#e0b000;stroke:#b08a00}
 .ax line{stroke:var(--mute)}.ax text{fill:var(--mute);text-anchor:middle}
 .h1{fill:#f5b7a8}.h2{fill:#e8806a}.h3{fill:#d24d35}.h4{fill:#9b1c1c}
 .radius td{text-align:center;min-width:48px}.r0{background:#e8f5e9}.r1{background:#fde0d6}.r2{background:#f8b3a0}.r3{background:#ef7a5e;color:#fff}.r4{background:#b3261e;color:#fff}

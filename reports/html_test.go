@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -407,7 +408,7 @@ func outline(t *testing.T, out string) string {
 						count[c]++
 					case strings.HasPrefix(c, "out "):
 						outs[nodeAttr(e, "data-class")]++
-					case c == "rf" || c == "rp" || c == "fp" || c == "mk in" || c == "mk rc" || c == "nm" ||
+					case c == "rf" || c == "rp" || c == "rs" || c == "fp" || c == "mk in" || c == "mk rc" || c == "nm" ||
 						(len(c) == 2 && c[0] == 'h'):
 						count[c]++
 					}
@@ -471,4 +472,26 @@ func lineDiff(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// A bucket with late answers and no failure is drawn as late, not as
+// success: the timeline sees what disruption-seconds counts.
+func TestTimelineShowsLateAnswers(t *testing.T) {
+	tl := []measure.Bucket{
+		{Offset: 0, Requests: 5, OK: 5},
+		{Offset: 100 * time.Millisecond, Requests: 5, OK: 5, Slow: 2},
+		{Offset: 200 * time.Millisecond, Requests: 5, OK: 5, Slow: 5},
+		{Offset: 300 * time.Millisecond, Requests: 5, OK: 3, Slow: 3, Failed: map[events.Class]int{events.ClassTimeout: 2}},
+		{Offset: 400 * time.Millisecond, Requests: 5, OK: 5},
+	}
+	got := failureRuns(tl, 100*time.Millisecond)
+	want := []segment{{from: 0.1, to: 0.3, state: bSlow}, {from: 0.3, to: 0.4, state: bPartial}}
+	if len(got) != len(want) {
+		t.Fatalf("segments %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].state != want[i].state || math.Abs(got[i].from-want[i].from) > 1e-9 || math.Abs(got[i].to-want[i].to) > 1e-9 {
+			t.Errorf("segment %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
 }
