@@ -361,9 +361,14 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 func ptr[T any](v T) *T { return &v }
 
 // explainLateEnds looks at every check whose outage ended more than a
-// bucket after its hole: if the black-holed client's namespace was
-// retransmitting between the hole's end and the outage's, the flow was
-// still waiting on a connection backing off, which the hole caused. Such a
+// bucket after its hole: if, between the hole's end and the outage's, the
+// flow's client or server namespace was retransmitting, or the client's
+// node proxy was re-dialling its HBONE pool, the flow was still waiting on
+// connection state the hole left behind (a connection backing off, a
+// pooled tunnel being replaced). Both ends count: what was lost in the hole
+// may be the client's request or the server's answer, and each side
+// retransmits its own (in ambient mode from the node proxy's sockets in
+// that pod's namespace). Such a
 // check is within if its start is and the overshoot is no longer than the
 // hole itself plus one minimum retransmission timeout (Linux doubles the
 // timeout from 200 ms, so the first retransmission after the hole comes at
@@ -373,9 +378,9 @@ func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord,
 	if te == nil {
 		return
 	}
-	client := map[string]string{}
+	client, server, clientNode := map[string]string{}, map[string]string{}, map[string]string{}
 	for _, s := range sums {
-		client[s.Flow.ID] = s.Flow.Client
+		client[s.Flow.ID], server[s.Flow.ID], clientNode[s.Flow.ID] = s.Flow.Client, s.Flow.Server, s.Flow.ClientNode
 	}
 	for i := range pcs {
 		pc := &pcs[i]
@@ -393,13 +398,20 @@ func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord,
 			continue
 		}
 		late := time.Duration(*pc.EndErrorSeconds * float64(time.Second))
-		ev := te.interval(*hole.Recover, hole.Recover.Add(late), []string{client[pc.Flow]}, nil)
-		if ev == nil || ev.TCPRetransSegs+ev.TCPLossProbes == 0 {
+		ends := []string{client[pc.Flow], server[pc.Flow]}
+		ev := te.interval(*hole.Recover, hole.Recover.Add(late), ends, []string{clientNode[pc.Flow]})
+		if ev == nil {
+			continue
+		}
+		retrans := ev.TCPRetransSegs + ev.TCPLossProbes + ev.TCPSynRetrans
+		redials := ev.HBONEConnectionsOpened["outbound"] + ev.ProxyFailures["hbone_retry"]
+		if retrans+redials == 0 {
 			continue
 		}
 		truth := time.Duration(pc.TruthSeconds * float64(time.Second))
-		pc.LateEndExplained = fmt.Sprintf("%s's namespace retransmitted %d segments (%d timeouts) in the %s after the hole",
-			client[pc.Flow], ev.TCPRetransSegs, ev.TCPTimeouts, late.Round(time.Millisecond))
+		pc.LateEndExplained = fmt.Sprintf("in the %s after the hole: %d segments retransmitted (%d timeouts) by %s, %d HBONE connections opened and %d retried by the node proxy",
+			late.Round(time.Millisecond), retrans, ev.TCPTimeouts, strings.Join(ends, " and "),
+			ev.HBONEConnectionsOpened["outbound"], ev.ProxyFailures["hbone_retry"])
 		pc.Within = late <= truth+minRTO+bucket
 	}
 }

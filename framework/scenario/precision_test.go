@@ -23,13 +23,15 @@ func TestExplainLateEnds(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		late        time.Duration // outage end after the hole's end
-		retransmits bool          // RetransSegs grows after the hole
+		retransmits string        // whose RetransSegs grows after the hole: "client", "server" or ""
 		within      bool
 		explained   bool
 	}{
-		{"backed-off connection, retransmitting", 400 * time.Millisecond, true, true, true},
-		{"late with nothing on the wire", 400 * time.Millisecond, false, false, false},
-		{"later than any back-off", 1400 * time.Millisecond, true, false, true},
+		{"backed-off connection, client retransmitting", 400 * time.Millisecond, "client", true, true},
+		{"backed-off connection, server retransmitting its answers", 400 * time.Millisecond, "server", true, true},
+		{"the node proxy re-dials its pooled tunnel", 200 * time.Millisecond, "proxy", true, true},
+		{"late with nothing on the wire", 400 * time.Millisecond, "", false, false},
+		{"later than any back-off", 1400 * time.Millisecond, "client", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -37,27 +39,43 @@ func TestExplainLateEnds(t *testing.T) {
 			if err := os.MkdirAll(ev, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			manifest := `{"intervalMs":100,"scrapeTimeoutMs":50,"sources":[{"name":"netns.client-n1","kind":"netns","pod":"client-n1","node":"node-1","role":"client"}]}`
+			manifest := `{"intervalMs":100,"scrapeTimeoutMs":50,"sources":[` +
+				`{"name":"netns.client-n1","kind":"netns","pod":"client-n1","node":"node-1","role":"client"},` +
+				`{"name":"netns.server-n2","kind":"netns","pod":"server-n2","node":"node-2","role":"server"},` +
+				`{"name":"proxy.ztunnel-n1","kind":"metrics","pod":"ztunnel-n1","node":"node-1","role":"node-proxy"}]}`
 			if err := os.WriteFile(filepath.Join(ev, evidence.ManifestFile), []byte(manifest), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			// Every 100 ms: retransmissions during the hole, and after it
-			// only if the connection is still backing off.
-			var lines []string
-			retrans := 0
-			for at := t0.Add(-time.Second); at.Before(t0.Add(4 * time.Second)); at = at.Add(100 * time.Millisecond) {
-				inHole := !at.Before(t0) && at.Before(*hole.Recover)
-				after := !at.Before(*hole.Recover) && at.Before(hole.Recover.Add(tc.late))
-				if inHole || (after && tc.retransmits) {
-					retrans++
+			// only on the side whose connection is still backing off.
+			var opened []string
+			for at, n := t0.Add(-time.Second), 1; at.Before(t0.Add(4 * time.Second)); at = at.Add(100 * time.Millisecond) {
+				if tc.retransmits == "proxy" && at.Equal(hole.Recover.Add(tc.late)) {
+					n++ // a new HBONE connection the moment the flow came back
 				}
-				lines = append(lines, fmt.Sprintf(`{"t":%d,"c":{"TcpRetransSegs":%d,"TcpInSegs":%d}}`, at.UnixNano(), retrans, at.Sub(t0).Milliseconds()+1000))
+				opened = append(opened, fmt.Sprintf(`{"t":%d,"c":{"hbone_connections_total{direction=outbound}":%d}}`, at.UnixNano(), n))
 			}
-			if err := os.WriteFile(filepath.Join(ev, "netns.client-n1.jsonl"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(ev, "proxy.ztunnel-n1.jsonl"), []byte(strings.Join(opened, "\n")+"\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
+			for _, side := range []string{"client", "server"} {
+				var lines []string
+				retrans := 0
+				for at := t0.Add(-time.Second); at.Before(t0.Add(4 * time.Second)); at = at.Add(100 * time.Millisecond) {
+					inHole := !at.Before(t0) && at.Before(*hole.Recover)
+					after := !at.Before(*hole.Recover) && at.Before(hole.Recover.Add(tc.late))
+					if (inHole && side == "client") || (after && tc.retransmits == side) {
+						retrans++
+					}
+					lines = append(lines, fmt.Sprintf(`{"t":%d,"c":{"TcpRetransSegs":%d,"TcpInSegs":%d}}`, at.UnixNano(), retrans, at.Sub(t0).Milliseconds()+1000))
+				}
+				name := map[string]string{"client": "netns.client-n1.jsonl", "server": "netns.server-n2.jsonl"}[side]
+				if err := os.WriteFile(filepath.Join(ev, name), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			sums := []measure.FlowSummary{{
-				Flow:    measure.FlowMeta{ID: "n1-to-n2.pod.http-keepalive", Client: "client-n1", ClientNode: "node-1"},
+				Flow:    measure.FlowMeta{ID: "n1-to-n2.pod.http-keepalive", Client: "client-n1", ClientNode: "node-1", Server: "server-n2", ServerNode: "node-2"},
 				Outages: []measure.OutageInterval{{Start: t0.Add(5 * time.Millisecond), End: hole.Recover.Add(tc.late), Seconds: (time.Second + tc.late).Seconds()}},
 			}}
 			faults := []results.FaultRecord{hole}
@@ -70,7 +88,7 @@ func TestExplainLateEnds(t *testing.T) {
 			if (pc.LateEndExplained != "") != tc.explained || pc.Within != tc.within {
 				t.Errorf("explained %q within %v; want explained %v within %v", pc.LateEndExplained, pc.Within, tc.explained, tc.within)
 			}
-			if tc.explained && !strings.Contains(pc.LateEndExplained, "client-n1's namespace retransmitted") {
+			if tc.explained && !strings.Contains(pc.LateEndExplained, "by client-n1 and server-n2") {
 				t.Errorf("explanation %q", pc.LateEndExplained)
 			}
 		})

@@ -9,6 +9,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"blastradius.dev/blastradius/framework/measure"
 )
 
 var _ = Describe("no fault on a busy machine", Label("slow"), func() {
@@ -34,7 +36,7 @@ var _ = Describe("no fault on a busy machine", Label("slow"), func() {
 			for _, f := range tr.Summary.Flows {
 				where := tr.Mode + " #" + strconv.Itoa(tr.Index) + " " + f.Flow.ID
 				Expect(f.Requests).To(BeNumerically(">", 100), where)
-				Expect(f.StallThresholdMs).To(BeNumerically(">=", 150), where)
+				Expect(f.StallThresholdMs).To(BeNumerically(">=", measure.DefaultStallFloor.Seconds()*1000), where)
 				Expect(f.Outages).To(BeEmpty(), where)
 				Expect(f.Failed).To(BeZero(), where)
 				Expect(f.Slow).To(BeZero(), "%s: threshold %.0f ms, latency before %+v", where, f.StallThresholdMs, f.Latency.Before)
