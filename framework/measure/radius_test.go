@@ -83,6 +83,21 @@ func TestSummarize(t *testing.T) {
 			t.Errorf("trial has %d flows, want 2", len(tr.Flows))
 		}
 	})
+	t.Run("one late answer on the control flow is tolerated", func(t *testing.T) {
+		late := gen(200, 0, 10*sec, nil)
+		late[1400].Latency = int64(300 * time.Millisecond)
+		ctl := analyze("ctl", true, late)
+		if ctl.Slow != 1 || len(ctl.Outages) != 1 {
+			t.Fatalf("control flow: slow %d outages %d, want one of each", ctl.Slow, len(ctl.Outages))
+		}
+		if tr := Summarize([]FlowSummary{ctl}); tr.Noisy {
+			t.Errorf("one late request made the trial noisy: %v", tr.NoisyReasons)
+		}
+		late[1401].Latency = int64(300 * time.Millisecond)
+		if tr := Summarize([]FlowSummary{analyze("ctl", true, late)}); !tr.Noisy {
+			t.Error("two late requests on the control flow should make the trial noisy")
+		}
+	})
 	t.Run("control disrupted outside the fault period is still noisy", func(t *testing.T) {
 		tr := Summarize([]FlowSummary{analyze("ctl", true, gen(200, 0, 10*sec, hole(sec, 2*sec, events.ClassReset)))})
 		if !tr.Noisy {
