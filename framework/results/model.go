@@ -244,6 +244,12 @@ type PrecisionCheck struct {
 	// retransmitting after the network came back (a connection waiting out
 	// its retransmission back-off), with the counts seen.
 	LateEndExplained string `json:"lateEndExplained,omitempty"`
+	// BackoffUntil is set when the trial's evidence shows the flow's
+	// connections backing off after the hole (retransmissions, a
+	// retransmission timeout lost in the hole, the node proxy re-dialling):
+	// until then (the hole's length plus 200 ms after it) an outage of
+	// the flow is the hole's, not an outage outside it.
+	BackoffUntil *time.Time `json:"backoffUntil,omitempty"`
 	// Within: both edges and the total within one timeline bucket, or a
 	// late end explained by retransmissions no longer than the back-off
 	// allows (docs/scenarios.md "Black holes").

@@ -229,7 +229,7 @@ func (r *Runner) backendTrial(ctx context.Context, sc Scenario, mode string, tr 
 	if err != nil {
 		return err
 	}
-	p, err := makePlan(sc, budget)
+	p, err := makePlanIn(sc, mode, budget)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func PlanFor(sc Scenario, mode string, budget float64) (Plan, error) {
 	if out.Skip != "" {
 		return out, nil
 	}
-	p, err := makePlan(sc, budget)
+	p, err := makePlanIn(sc, mode, budget)
 	if err != nil {
 		return out, err
 	}

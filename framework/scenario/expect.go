@@ -51,24 +51,24 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 				Pass:   n == want && len(bad) == 0,
 				Detail: fmt.Sprintf("%d/%d hole checks within; off: %s", n-len(bad), want, fmtList(bad, 5)),
 			})
-			// A late end that precision explained by retransmissions is
-			// the hole's too, up to the end it explained.
+			// What a connection backing off after a hole does to its flow
+			// (late ends, late answers flushed once it moves again) is the
+			// hole's, within the back-off window precision found evidence
+			// for.
 			type flowHole struct {
 				flow string
 				hole int64
 			}
-			explained := map[flowHole]time.Time{}
+			backoff := map[flowHole]time.Time{}
 			for _, pc := range tr.Precision {
-				if pc.LateEndExplained != "" && pc.Within {
-					explained[flowHole{pc.Flow, pc.HoleStart.UnixNano()}] =
-						pc.HoleStart.Add(time.Duration((pc.TruthSeconds + *pc.EndErrorSeconds) * float64(time.Second)))
+				if pc.BackoffUntil != nil {
+					backoff[flowHole{pc.Flow, pc.HoleStart.UnixNano()}] = *pc.BackoffUntil
 				}
 			}
 			lateButExplained := func(o measure.OutageInterval, flow measure.FlowMeta) bool {
 				for _, f := range tr.Faults {
-					end, ok := explained[flowHole{flow.ID, f.Inject.UnixNano()}]
-					if ok && f.Recover != nil && !o.Start.Before(f.Inject.Add(-bucket)) && !o.Start.After(f.Recover.Add(bucket)) &&
-						!o.End.After(end.Add(time.Millisecond)) {
+					until, ok := backoff[flowHole{flow.ID, f.Inject.UnixNano()}]
+					if ok && !o.Start.Before(f.Inject.Add(-bucket)) && !o.End.After(until) {
 						return true
 					}
 				}
@@ -363,9 +363,10 @@ func ptr[T any](v T) *T { return &v }
 // explainLateEnds looks at every check whose outage ended more than a
 // bucket after its hole: if, between the hole's end and the outage's, the
 // flow's client or server namespace was retransmitting, or the client's
-// node proxy was re-dialling its HBONE pool, the flow was still waiting on
-// connection state the hole left behind (a connection backing off, a
-// pooled tunnel being replaced). Both ends count: what was lost in the hole
+// node proxy was re-dialling its HBONE pool, or a retransmission timeout
+// fired inside the hole, the flow was still waiting on connection state the
+// hole left behind (a connection backing off, a pooled tunnel being
+// replaced). Both ends count: what was lost in the hole
 // may be the client's request or the server's answer, and each side
 // retransmits its own (in ambient mode from the node proxy's sockets in
 // that pod's namespace). Such a
@@ -384,10 +385,6 @@ func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord,
 	}
 	for i := range pcs {
 		pc := &pcs[i]
-		if pc.Within || pc.StartErrorSeconds == nil || *pc.EndErrorSeconds <= bucket.Seconds() ||
-			math.Abs(*pc.StartErrorSeconds) > bucket.Seconds() {
-			continue
-		}
 		var hole *results.FaultRecord
 		for j := range faults {
 			if faults[j].Kind == FaultBlackHole && faults[j].Inject.Equal(pc.HoleStart) && faults[j].Recover != nil {
@@ -397,22 +394,38 @@ func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord,
 		if hole == nil {
 			continue
 		}
-		late := time.Duration(*pc.EndErrorSeconds * float64(time.Second))
+		// The back-off window: the hole's length plus one minimum
+		// retransmission timeout after it (plus a bucket of placement).
+		truth := hole.Recover.Sub(hole.Inject)
+		until := hole.Recover.Add(truth + minRTO + bucket)
 		ends := []string{client[pc.Flow], server[pc.Flow]}
-		ev := te.interval(*hole.Recover, hole.Recover.Add(late), ends, []string{clientNode[pc.Flow]})
+		ev := te.interval(*hole.Recover, until, ends, []string{clientNode[pc.Flow]})
 		if ev == nil {
 			continue
 		}
 		retrans := ev.TCPRetransSegs + ev.TCPLossProbes + ev.TCPSynRetrans
 		redials := ev.HBONEConnectionsOpened["outbound"] + ev.ProxyFailures["hbone_retry"]
-		if retrans+redials == 0 {
+		// A retransmission timeout that fired inside the hole was lost
+		// with it, and TCP doubled the timeout: the next retransmission,
+		// the first that can get through, is due after the hole even when
+		// no counter moves between the hole's end and the flow's return.
+		var backedOff int64
+		if in := te.interval(hole.Inject, *hole.Recover, ends, nil); in != nil {
+			backedOff = in.TCPTimeouts
+		}
+		if retrans+redials+backedOff == 0 {
 			continue
 		}
-		truth := time.Duration(pc.TruthSeconds * float64(time.Second))
-		pc.LateEndExplained = fmt.Sprintf("in the %s after the hole: %d segments retransmitted (%d timeouts) by %s, %d HBONE connections opened and %d retried by the node proxy",
-			late.Round(time.Millisecond), retrans, ev.TCPTimeouts, strings.Join(ends, " and "),
+		pc.BackoffUntil = &until
+		if pc.Within || pc.StartErrorSeconds == nil || *pc.EndErrorSeconds <= bucket.Seconds() ||
+			math.Abs(*pc.StartErrorSeconds) > bucket.Seconds() {
+			continue
+		}
+		late := time.Duration(*pc.EndErrorSeconds * float64(time.Second))
+		pc.LateEndExplained = fmt.Sprintf("%d retransmission timeouts fired inside the hole (lost, then doubled) at %s; in the %s after it: %d segments retransmitted, %d HBONE connections opened and %d retried by the node proxy",
+			backedOff, strings.Join(ends, " and "), until.Sub(*hole.Recover).Round(time.Millisecond), retrans,
 			ev.HBONEConnectionsOpened["outbound"], ev.ProxyFailures["hbone_retry"])
-		pc.Within = late <= truth+minRTO+bucket
+		pc.Within = !hole.Recover.Add(late).After(until)
 	}
 }
 

@@ -26,7 +26,7 @@ func init() {
 		Doc:    "the control plane is stopped (not restarted) for recoverAfter, or until the end",
 		Scope:  controlPlaneScope,
 		Inject: controlPlaneOutage,
-		Reach: func(sc Scenario) (Reach, string) {
+		Reach: func(sc Scenario, _ string) (Reach, string) {
 			if ttl := sc.Mesh.CertTTL; ttl > 0 && (sc.Fault.RecoverAfter == 0 || sc.Fault.RecoverAfter > ttl) {
 				return ReachAll, "the control plane stays down past the certificate TTL, so every workload's certificate expires"
 			}

@@ -12,7 +12,7 @@ func init() {
 		Name: FaultNodeProxyRolling, Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc:   "rolling upgrade: a graceful restart of every node's proxy, one node at a time",
 		Scope: func(e *FaultEnv) []string { return e.Nodes() },
-		Reach: func(Scenario) (Reach, string) {
+		Reach: func(Scenario, string) (Reach, string) {
 			return ReachAll, "every node's proxy is restarted, and every pod's traffic crosses one"
 		},
 		Inject: func(e *FaultEnv) error {

@@ -30,9 +30,9 @@ type FaultKind struct {
 	// Scope lists the nodes the fault is aimed at, for the verdict. Nil
 	// means the target node.
 	Scope func(e *FaultEnv) []string
-	// Reach says how far past its nodes the fault reaches, for placing the
-	// control flow, and why (nil: ReachNodes).
-	Reach func(sc Scenario) (Reach, string)
+	// Reach says how far past its nodes the fault reaches in a data plane
+	// mode, for placing the control flow, and why (nil: ReachNodes).
+	Reach func(sc Scenario, mode string) (Reach, string)
 }
 
 // Reach is how far a fault reaches, as the planner sees it.
@@ -49,13 +49,13 @@ const (
 	ReachAll
 )
 
-// faultReach is the scenario's fault's reach and the reason for it.
-func faultReach(sc Scenario) (Reach, string) {
+// faultReach is the scenario's fault's reach in mode and the reason for it.
+func faultReach(sc Scenario, mode string) (Reach, string) {
 	k, ok := faultKinds[sc.Fault.Kind]
 	if !ok || k.Reach == nil {
 		return ReachNodes, ""
 	}
-	return k.Reach(sc)
+	return k.Reach(sc, mode)
 }
 
 var faultKinds = map[string]*FaultKind{}

@@ -44,7 +44,12 @@ func nodeName(i int) string { return fmt.Sprintf("node-%d", i) }
 // makePlan lays out pods, services and flows: by default every ordered
 // (client node, server node) pair gets every flow kind, plus one control flow
 // between nodes the fault does not touch.
-func makePlan(sc Scenario, budget float64) (plan, error) {
+func makePlan(sc Scenario, budget float64) (plan, error) { return makePlanIn(sc, "", budget) }
+
+// makePlanIn is makePlan for a data plane mode: how far a fault reaches,
+// and so where the control flow can run, may depend on it ("" for none
+// in particular).
+func makePlanIn(sc Scenario, mode string, budget float64) (plan, error) {
 	p := plan{Services: map[string][]string{}}
 	if sc.Nodes < 1 {
 		return p, fmt.Errorf("scenario %s: needs at least one node", sc.Name)
@@ -168,7 +173,7 @@ func makePlan(sc Scenario, budget float64) (plan, error) {
 	// first two nodes the fault leaves alone, inside one of them when the
 	// fault cuts every link between nodes, and nowhere when it reaches every
 	// node. Without one, the trial says why instead of judging noise.
-	reach, why := faultReach(sc)
+	reach, why := faultReach(sc, mode)
 	var spared []int
 	aimed := plannedFaultNodes(sc, p.Target)
 	for i := 1; i <= sc.Nodes; i++ {

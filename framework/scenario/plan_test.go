@@ -528,22 +528,26 @@ func TestControlFlowPlacement(t *testing.T) {
 		scenario string
 		wantCtl  [2]int // client, server node; zero = no control flow
 		wantWhy  string
+		mode     string
 	}{
-		{"node-crash", [2]int{1, 2}, ""},
+		{"node-crash", [2]int{1, 2}, "", ""},
 		// node-3 and node-1 are cut from each other: node-2 alone is spared.
-		{"node-partition", [2]int{2, 2}, ""},
+		{"node-partition", [2]int{2, 2}, "", ""},
 		// Every link is cut: inside a node the fault is not aimed at.
-		{"segment-partition", [2]int{1, 1}, ""},
+		{"segment-partition", [2]int{1, 1}, "", "none"},
+		{"segment-partition", [2]int{1, 1}, "", "sidecar"},
+		// In ambient, node-1's proxy also carries tunnels across the cut.
+		{"segment-partition", [2]int{}, "every node proxy", "ambient"},
 		// The drain moves node-3's servers to node-1.
-		{"node-drain", [2]int{2, 2}, ""},
-		{"node-proxy-rolling-upgrade", [2]int{}, "every node's proxy is restarted"},
-		{"cert-expiry", [2]int{}, "past the certificate TTL"},
+		{"node-drain", [2]int{2, 2}, "", ""},
+		{"node-proxy-rolling-upgrade", [2]int{}, "every node's proxy is restarted", "ambient"},
+		{"cert-expiry", [2]int{}, "past the certificate TTL", "ambient"},
 		// Down for less than a TTL it would need: the control plane's outage
 		// reaches nothing by itself.
-		{"controlplane-down", [2]int{1, 2}, ""},
+		{"controlplane-down", [2]int{1, 2}, "", "ambient"},
 	} {
-		t.Run(tc.scenario, func(t *testing.T) {
-			p, err := makePlan(mustLookup(t, tc.scenario), 450)
+		t.Run(tc.scenario+"/"+tc.mode, func(t *testing.T) {
+			p, err := makePlanIn(mustLookup(t, tc.scenario), tc.mode, 450)
 			if err != nil {
 				t.Fatal(err)
 			}

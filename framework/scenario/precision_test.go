@@ -32,6 +32,7 @@ func TestExplainLateEnds(t *testing.T) {
 		{"the node proxy re-dials its pooled tunnel", 200 * time.Millisecond, "proxy", true, true},
 		{"late with nothing on the wire", 400 * time.Millisecond, "", false, false},
 		{"later than any back-off", 1400 * time.Millisecond, "client", false, true},
+		{"a retransmission timeout lost in the hole, nothing after", 300 * time.Millisecond, "timeout", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -67,7 +68,12 @@ func TestExplainLateEnds(t *testing.T) {
 					if (inHole && side == "client") || (after && tc.retransmits == side) {
 						retrans++
 					}
-					lines = append(lines, fmt.Sprintf(`{"t":%d,"c":{"TcpRetransSegs":%d,"TcpInSegs":%d}}`, at.UnixNano(), retrans, at.Sub(t0).Milliseconds()+1000))
+					timeouts := 0
+					if tc.retransmits == "timeout" && side == "server" && !at.Before(t0.Add(500*time.Millisecond)) {
+						timeouts = 1 // an RTO fired mid-hole; its retransmission was lost
+					}
+					lines = append(lines, fmt.Sprintf(`{"t":%d,"c":{"TcpRetransSegs":%d,"TcpExtTCPTimeouts":%d,"TcpInSegs":%d}}`,
+						at.UnixNano(), retrans+timeouts, timeouts, at.Sub(t0).Milliseconds()+1000))
 				}
 				name := map[string]string{"client": "netns.client-n1.jsonl", "server": "netns.server-n2.jsonl"}[side]
 				if err := os.WriteFile(filepath.Join(ev, name), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
@@ -88,7 +94,7 @@ func TestExplainLateEnds(t *testing.T) {
 			if (pc.LateEndExplained != "") != tc.explained || pc.Within != tc.within {
 				t.Errorf("explained %q within %v; want explained %v within %v", pc.LateEndExplained, pc.Within, tc.explained, tc.within)
 			}
-			if tc.explained && !strings.Contains(pc.LateEndExplained, "by client-n1 and server-n2") {
+			if tc.explained && !strings.Contains(pc.LateEndExplained, "at client-n1 and server-n2") {
 				t.Errorf("explanation %q", pc.LateEndExplained)
 			}
 		})

@@ -158,7 +158,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 	if sc.Budget > 0 {
 		budget = sc.Budget
 	}
-	p, err := makePlan(sc, budget)
+	p, err := makePlanIn(sc, mode, budget)
 	if err != nil {
 		return err
 	}
