@@ -183,7 +183,8 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 		sums = append(sums, measure.AnalyzeFlow(f.FlowMeta, evs, measure.Window{Start: t.win.Start, End: t.win.End}, mfault,
 			t.r.measureOptions()))
 	}
-	attachEvidence(t.Dir, sums)
+	te := openTrialEvidence(t.Dir)
+	attachEvidence(te, sums)
 	summary := measure.Summarize(sums)
 	var verdict *results.Verdict
 	if kind != nil && fe != nil {
@@ -199,7 +200,7 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 		tr.Summary = &summary
 		tr.Noisy, tr.NoisyReasons = summary.Noisy, summary.NoisyReasons
 		tr.Precision = precision(tr.Faults, sums, t.r.opt.Bucket)
-		explainLateEnds(tr.Precision, tr.Faults, sums, t.Dir, t.r.opt.Bucket)
+		explainLateEnds(tr.Precision, tr.Faults, sums, te, t.r.opt.Bucket)
 		tr.Expectations = check(t.Scenario, t.p, tr, sums, t.r.opt.Bucket)
 	})
 	return nil

@@ -148,11 +148,3 @@ func (te *trialEvidence) interval(from, to time.Time, pods, nodes []string) *evi
 	}
 	return te.f.Evidence(from, to, sources)
 }
-
-// intervalEvidence is openTrialEvidence(trialDir).interval(...) for a single
-// interval; with many intervals, open once and reuse (each source's file is
-// read once per trialEvidence). Call it after the sampler has stopped (the
-// runner stops it when load stops), so the files are complete.
-func intervalEvidence(trialDir string, from, to time.Time, pods, nodes []string) *evidence.Evidence {
-	return openTrialEvidence(trialDir).interval(from, to, pods, nodes)
-}

@@ -56,7 +56,7 @@ func TestIntervalEvidenceSources(t *testing.T) {
 		px("ztunnel-n1", "node-1", "node-proxy"), px("ztunnel-n2", "node-2", "node-proxy"), px("ztunnel-n3", "node-3", "node-proxy"),
 		px("waypoint-0", "node-1", "waypoint"),
 	})
-	ev := intervalEvidence(trial, t0, t0.Add(time.Second), []string{"client-n1", "server-n2"}, []string{"node-1", "node-2"})
+	ev := openTrialEvidence(trial).interval(t0, t0.Add(time.Second), []string{"client-n1", "server-n2"}, []string{"node-1", "node-2"})
 	if ev == nil {
 		t.Fatal("no evidence")
 	}
@@ -81,12 +81,12 @@ func TestIntervalEvidenceSources(t *testing.T) {
 		ns("client-n1", "node-1", "client"), ns("server-n2", "node-2", "server"),
 		px("client-n1", "node-1", "sidecar"), px("server-n2", "node-2", "sidecar"), px("server-n1", "node-1", "sidecar"),
 	})
-	ev = intervalEvidence(trial, t0, t0.Add(time.Second), []string{"client-n1"}, []string{"node-1", "node-2"})
+	ev = openTrialEvidence(trial).interval(t0, t0.Add(time.Second), []string{"client-n1"}, []string{"node-1", "node-2"})
 	if ev == nil || !reflect.DeepEqual(ev.Sources, []string{"netns.client-n1", "proxy.client-n1"}) {
 		t.Fatalf("sidecar sources: %+v", ev)
 	}
 
-	if ev := intervalEvidence(t.TempDir(), t0, t0.Add(time.Second), []string{"client-n1"}, nil); ev != nil {
+	if ev := openTrialEvidence(t.TempDir()).interval(t0, t0.Add(time.Second), []string{"client-n1"}, nil); ev != nil {
 		t.Fatalf("a trial without evidence gave %+v", ev)
 	}
 }

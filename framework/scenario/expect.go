@@ -374,8 +374,7 @@ func ptr[T any](v T) *T { return &v }
 // hole itself plus one minimum retransmission timeout (Linux doubles the
 // timeout from 200 ms, so the first retransmission after the hole comes at
 // most that long after it).
-func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord, sums []measure.FlowSummary, trialDir string, bucket time.Duration) {
-	te := openTrialEvidence(trialDir)
+func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord, sums []measure.FlowSummary, te *trialEvidence, bucket time.Duration) {
 	if te == nil {
 		return
 	}

@@ -89,7 +89,7 @@ func TestExplainLateEnds(t *testing.T) {
 			if len(pcs) != 1 || pcs[0].Within {
 				t.Fatalf("before explaining: %+v, want one check off by its late end", pcs)
 			}
-			explainLateEnds(pcs, faults, sums, dir, bucket)
+			explainLateEnds(pcs, faults, sums, openTrialEvidence(dir), bucket)
 			pc := pcs[0]
 			if (pc.LateEndExplained != "") != tc.explained || pc.Within != tc.within {
 				t.Errorf("explained %q within %v; want explained %v within %v", pc.LateEndExplained, pc.Within, tc.explained, tc.within)

@@ -404,7 +404,8 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		sums = append(sums, measure.AnalyzeFlow(f.FlowMeta, evs, measure.Window{Start: win.Start, End: win.End}, mfault,
 			r.measureOptions()))
 	}
-	attachEvidence(dir, sums)
+	te := openTrialEvidence(dir)
+	attachEvidence(te, sums)
 	summary := measure.Summarize(sums)
 	var verdict *results.Verdict
 	if kind != nil {
@@ -422,7 +423,7 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 			tr.NoisyReasons = append(tr.NoisyReasons, fmt.Sprintf("CPU saturated (max %.0f%% busy over 500 ms, mean %.0f%%): disruption may be the harness starving", maxBusy*100, mean*100))
 		}
 		tr.Precision = precision(tr.Faults, sums, r.opt.Bucket)
-		explainLateEnds(tr.Precision, tr.Faults, sums, dir, r.opt.Bucket)
+		explainLateEnds(tr.Precision, tr.Faults, sums, te, r.opt.Bucket)
 		tr.Expectations = check(sc, p, tr, sums, r.opt.Bucket)
 	})
 	return nil
@@ -605,9 +606,9 @@ func resolutionWarning(refs []results.FlowRef, bucket time.Duration) string {
 }
 
 // attachEvidence gives every outage interval what its flow's pods, proxies
-// and nodes counted over it, where the trial sampled them.
-func attachEvidence(trialDir string, sums []measure.FlowSummary) {
-	te := openTrialEvidence(trialDir)
+// and nodes counted over it, where the trial sampled them (te nil: it did
+// not).
+func attachEvidence(te *trialEvidence, sums []measure.FlowSummary) {
 	if te == nil {
 		return
 	}
