@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"blastradius.dev/blastradius/internal/atomicjson"
 )
 
 // Source kinds.
@@ -159,7 +161,7 @@ func Start(ctx context.Context, cfg Config) (_ *Sampler, err error) {
 		}
 		s.prOut = append(s.prOut, w)
 	}
-	if err := writeManifest(filepath.Join(cfg.Dir, ManifestFile), m); err != nil {
+	if err := atomicjson.Write(filepath.Join(cfg.Dir, ManifestFile), m); err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
@@ -272,19 +274,6 @@ func (s *Sampler) release() {
 	for _, w := range append(append([]*writer(nil), s.nsOut...), s.prOut...) {
 		_ = w.close()
 	}
-}
-
-// writeManifest writes sources.json atomically: a reader never sees half.
-func writeManifest(path string, m Manifest) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // ReadManifest reads sources.json from an evidence folder.

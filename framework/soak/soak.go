@@ -19,6 +19,7 @@ import (
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/load"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/atomicjson"
 )
 
 // Config is one soak.
@@ -217,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	s := &soak{cfg: cfg, logf: logf, out: f}
 	runErr := s.run(ctx)
 	sum := s.summary(ctx.Err() != nil, runErr)
-	if err := writeJSONFile(filepath.Join(cfg.Out, "soak.json"), sum); err != nil {
+	if err := atomicjson.Write(filepath.Join(cfg.Out, "soak.json"), sum); err != nil {
 		return sum, errors.Join(runErr, err)
 	}
 	return sum, runErr
@@ -602,17 +603,4 @@ func (s *soak) summary(interrupted bool, runErr error) *Summary {
 		sum.Analysis.Reason = "interrupted after " + time.Duration(sum.ElapsedS*float64(time.Second)).Round(time.Second).String() + "; " + sum.Analysis.Reason
 	}
 	return sum
-}
-
-// writeJSONFile writes v atomically (temp file and rename).
-func writeJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
