@@ -204,6 +204,34 @@ type FaultRecord struct {
 	Inject  time.Time  `json:"inject"`
 	Recover *time.Time `json:"recover,omitempty"`
 	Detail  string     `json:"detail,omitempty"`
+	// Wire is, for a black hole over a whole client pod, when the pod's
+	// TCP connections with each peer carried new data both ways again after
+	// the hole, from a packet tap in the pod's namespace: the hole's end as
+	// the pod's flows met it on the wire, which TCP back-off can put after
+	// the network came back.
+	Wire []WireResume `json:"wire,omitempty"`
+}
+
+// WireResume is when a black-holed pod's connections with one peer moved
+// again (evidence.Tap.Resumed). Which connection carries which flow is not
+// visible from outside (HBONE multiplexes flows over TLS), so it is a range:
+// from the first connection to come back to the last.
+type WireResume struct {
+	Peer string `json:"peer"` // pod name, or its IP when no pod has it
+	// Resumed is the first instant after the hole when some connection
+	// with the peer had carried new data both ways; Last when the last one
+	// to come back did. Absent when none did before Until.
+	Resumed *time.Time `json:"resumed,omitempty"`
+	Last    *time.Time `json:"last,omitempty"`
+	// Until is when the tap stopped looking (the next hole, or the end of
+	// load). Stuck connections had carried data before the hole and had not
+	// come back by then.
+	Until       time.Time `json:"until"`
+	Connections int       `json:"connections"`
+	Stuck       int       `json:"stuck,omitempty"`
+	// TapDrops is how many packets the tap lost during this hole's window
+	// (its reader fell behind): with drops, the answer may be late.
+	TapDrops int `json:"tapDrops,omitempty"`
 }
 
 // EndpointChange is a service's endpoints changing during the trial.
@@ -250,9 +278,21 @@ type PrecisionCheck struct {
 	// until then (the hole's length plus 200 ms after it) an outage of
 	// the flow is the hole's, not an outage outside it.
 	BackoffUntil *time.Time `json:"backoffUntil,omitempty"`
-	// Within: both edges and the total within one timeline bucket, or a
-	// late end explained by retransmissions no longer than the back-off
-	// allows (docs/scenarios.md "Black holes").
+	// WireEnd and WireLastEnd are when the first and the last of the
+	// client pod's connections with the flow's server moved again after the
+	// hole (FaultRecord.Wire), when the tap saw it; WireLastEnd is the tap's
+	// window end if a connection was still stuck then. The flow's own end
+	// lies between the hole's end and WireLastEnd: its requests may ride any
+	// of those connections. WireEndErrorSeconds is the measured end's
+	// distance to that range (0 inside it, negative before it).
+	WireEnd             *time.Time `json:"wireEnd,omitempty"`
+	WireLastEnd         *time.Time `json:"wireLastEnd,omitempty"`
+	WireEndErrorSeconds *float64   `json:"wireEndErrorSeconds,omitempty"`
+	// Within: the start within one timeline bucket of the hole's, and the
+	// end and the total within one bucket of the hole's, or, when the tap
+	// saw the connections come back later, of the range the wire allows;
+	// with no tap, a late end explained by retransmissions no longer than
+	// the back-off allows (docs/scenarios.md "Black holes").
 	Within bool `json:"within"`
 }
 

@@ -330,10 +330,18 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 			if !inHole(f, s.Flow) {
 				continue
 			}
+			// Where the flow's connections came back on the wire after the
+			// hole closed, the hole's end for the flow lies between the
+			// hole's end and the last of them.
+			end := *f.Recover
+			wire := wireResume(f, s.Flow)
+			if wire != nil && wire.last.After(end) {
+				end = wire.last
+			}
 			measured := 0.0
 			var first, last time.Time
 			for _, o := range s.Outages {
-				if !o.Start.Before(f.Recover.Add(bucket)) || !o.End.After(f.Inject.Add(-bucket)) {
+				if !o.Start.Before(end.Add(bucket)) || !o.End.After(f.Inject.Add(-bucket)) {
 					continue
 				}
 				measured += o.Seconds
@@ -347,15 +355,69 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 			errS := measured - truth.Seconds()
 			pc := results.PrecisionCheck{Flow: s.Flow.ID, Hole: f.Target, HoleStart: f.Inject, TruthSeconds: round3(truth.Seconds()),
 				MeasuredSeconds: round3(measured), ErrorSeconds: round3(errS)}
+			if wire != nil {
+				pc.WireEnd, pc.WireLastEnd = ptr(wire.first), ptr(wire.last)
+				if end.After(*f.Recover) {
+					// Outages of the flow up to the wire's end are the hole's.
+					pc.BackoffUntil = ptr(end.Add(bucket))
+					pc.LateEndExplained = fmt.Sprintf("the pod's connections with %s carried new data both ways again %s to %s after the hole (packet tap)",
+						s.Flow.Server, ms(max(0, wire.first.Sub(*f.Recover))), ms(end.Sub(*f.Recover)))
+					if wire.stuck > 0 {
+						pc.LateEndExplained += fmt.Sprintf("; %d still stuck when the tap stopped looking", wire.stuck)
+					}
+				}
+			}
 			if !first.IsZero() {
 				startErr, endErr := first.Sub(f.Inject), last.Sub(*f.Recover)
 				pc.StartErrorSeconds, pc.EndErrorSeconds = ptr(round3(startErr.Seconds())), ptr(round3(endErr.Seconds()))
 				pc.Within = math.Abs(errS) <= bucket.Seconds() && startErr.Abs() <= bucket && endErr.Abs() <= bucket
+				if wire != nil {
+					// The end's distance to [hole end, wire's last end].
+					var off time.Duration
+					switch {
+					case last.Before(*f.Recover):
+						off = last.Sub(*f.Recover)
+					case last.After(end):
+						off = last.Sub(end)
+					}
+					pc.WireEndErrorSeconds = ptr(round3(off.Seconds()))
+					longest := end.Sub(f.Inject).Seconds()
+					pc.Within = startErr.Abs() <= bucket && off.Abs() <= bucket &&
+						measured >= truth.Seconds()-bucket.Seconds() && measured <= longest+bucket.Seconds()
+				}
 			}
 			out = append(out, pc)
 		}
 	}
 	return out
+}
+
+// wireRange is when, by the packet tap, the first and the last of a flow's
+// client pod's connections with its server moved again after a hole, and
+// how many were still stuck when the tap stopped looking.
+type wireRange struct {
+	first, last time.Time
+	stuck       int
+}
+
+// wireResume is the hole record's wire range for the flow's server, or nil
+// if the record says nothing usable about it. Only pod-IP flows: a service
+// flow's server is one of several endpoints its connections may go to.
+func wireResume(f results.FaultRecord, m measure.FlowMeta) *wireRange {
+	if m.Via != "pod" {
+		return nil
+	}
+	for _, w := range f.Wire {
+		if w.Peer != m.Server || w.Resumed == nil || w.TapDrops > 0 {
+			continue
+		}
+		r := &wireRange{first: *w.Resumed, last: *w.Resumed, stuck: w.Stuck}
+		if w.Last != nil {
+			r.last = *w.Last
+		}
+		return r
+	}
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -413,6 +475,16 @@ func explainLateEnds(pcs []results.PrecisionCheck, faults []results.FaultRecord,
 			backedOff = in.TCPTimeouts
 		}
 		if retrans+redials+backedOff == 0 {
+			continue
+		}
+		if pc.WireEnd != nil {
+			// The packet tap placed the hole's end and judged the check;
+			// the counters only widen what counts as the hole's after it
+			// (a connection's later recovery, which the tap's first
+			// both-ways progress does not cover).
+			if pc.BackoffUntil == nil || until.After(*pc.BackoffUntil) {
+				pc.BackoffUntil = &until
+			}
 			continue
 		}
 		pc.BackoffUntil = &until

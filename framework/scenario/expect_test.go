@@ -495,3 +495,65 @@ func TestFmtList(t *testing.T) {
 		}
 	}
 }
+
+// TestPrecisionWire: where the packet tap saw the client pod's connections
+// with the flow's server come back after the hole closed, the flow's end may
+// lie anywhere from the hole's end to the last of them: an outage that ends
+// in that range is within, one that ends a bucket outside it is not, and
+// later outages up to it are the hole's (BackoffUntil).
+func TestPrecisionWire(t *testing.T) {
+	bucket := 100 * time.Millisecond
+	first, last := at(2400*time.Millisecond), at(2700*time.Millisecond) // 100 and 400 ms after a 300 ms hole
+	stuckAt := at(2350 * time.Millisecond)
+	hole := results.FaultRecord{Kind: FaultBlackHole, Target: "pod/client-n1", Inject: at(2 * time.Second), Recover: ptrTime(at(2300 * time.Millisecond)),
+		Wire: []results.WireResume{
+			{Peer: "server-n2", Resumed: &first, Last: &last, Until: at(3800 * time.Millisecond), Connections: 2},
+			{Peer: "server-n3", Until: at(3800 * time.Millisecond), Connections: 1},
+			{Peer: "server-n4", Resumed: &stuckAt, Last: &stuckAt, Until: at(3500 * time.Millisecond), Connections: 2, Stuck: 1},
+		}}
+	flow := func(id, server, via string, outs ...measure.OutageInterval) measure.FlowSummary {
+		return measure.FlowSummary{Flow: measure.FlowMeta{ID: id, Client: "client-n1", Server: server, Via: via}, Outages: outs}
+	}
+	o := func(from, to int) measure.OutageInterval {
+		return outage(time.Duration(from)*time.Millisecond, time.Duration(to)*time.Millisecond, events.ClassTimeout)
+	}
+	for _, tc := range []struct {
+		flow        measure.FlowSummary
+		within      bool
+		wired       bool
+		backoff     time.Time
+		wireEndErrS float64
+	}{
+		{flow("to-last", "server-n2", "pod", o(2000, 2700)), true, true, last.Add(bucket), 0},
+		{flow("to-hole-end", "server-n2", "pod", o(2000, 2300)), true, true, last.Add(bucket), 0},
+		{flow("in-pieces", "server-n2", "pod", o(2000, 2300), o(2550, 2700)), true, true, last.Add(bucket), 0},
+		{flow("past-last", "server-n2", "pod", o(2000, 2950)), false, true, last.Add(bucket), 0.25},
+		{flow("before-hole-end", "server-n2", "pod", o(2000, 2150)), false, true, last.Add(bucket), -0.15},
+		{flow("late-start", "server-n2", "pod", o(2200, 2700)), false, true, last.Add(bucket), 0},
+		{flow("service", "server-n2", "svc", o(2000, 2700)), false, false, time.Time{}, 0},
+		{flow("no-resume-seen", "server-n3", "pod", o(2000, 2300)), true, false, time.Time{}, 0},
+		{flow("stuck", "server-n4", "pod", o(2000, 2350)), true, true, stuckAt.Add(bucket), 0},
+	} {
+		got := precision([]results.FaultRecord{hole}, []measure.FlowSummary{tc.flow}, bucket)
+		if len(got) != 1 {
+			t.Fatalf("%s: %d checks, want 1", tc.flow.Flow.ID, len(got))
+		}
+		pc := got[0]
+		if pc.Within != tc.within {
+			t.Errorf("%s: within %v, want %v (%+v)", pc.Flow, pc.Within, tc.within, pc)
+		}
+		if (pc.WireEnd != nil) != tc.wired {
+			t.Errorf("%s: wire end %v, want one: %v", pc.Flow, pc.WireEnd, tc.wired)
+			continue
+		}
+		if !tc.wired {
+			continue
+		}
+		if pc.BackoffUntil == nil || !pc.BackoffUntil.Equal(tc.backoff) || pc.LateEndExplained == "" {
+			t.Errorf("%s: backoff until %v, explained %q; want %v and a reason", pc.Flow, pc.BackoffUntil, pc.LateEndExplained, tc.backoff)
+		}
+		if pc.WireEndErrorSeconds == nil || *pc.WireEndErrorSeconds != tc.wireEndErrS {
+			t.Errorf("%s: wire end error %v, want %v", pc.Flow, pc.WireEndErrorSeconds, tc.wireEndErrS)
+		}
+	}
+}

@@ -3,10 +3,12 @@ package scenario
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"blastradius.dev/blastradius/framework/evidence"
 	"blastradius.dev/blastradius/framework/measure"
 	"blastradius.dev/blastradius/framework/results"
 )
@@ -54,6 +56,10 @@ func init() {
 				return err
 			}
 			drop, target, what := e.blackHoleDrop(flow)
+			tap := e.openHoleTap(flow)
+			if tap != nil {
+				defer tap.close()
+			}
 			for i, d := range f.Holes {
 				at, undo, err := drop()
 				if err != nil {
@@ -68,13 +74,19 @@ func init() {
 				}
 				rec.Recover = &end
 				rec.Detail += fmt.Sprintf(" (rule removal took %s)", ms(took))
-				e.Record(rec)
 				e.Logf("fault: black hole %d/%d on %s: %s (ground truth %s)", i+1, len(f.Holes), target, d, ms(end.Sub(at)))
-				if serr != nil {
-					return serr
+				gerr := serr
+				if gerr == nil {
+					gerr = e.Sleep(end.Add(f.Gap))
 				}
-				if err := e.Sleep(end.Add(f.Gap)); err != nil {
-					return err
+				// The record waits for the gap: the tap reads, up to the next
+				// hole, when the pod's connections came back.
+				if tap != nil {
+					rec.Wire = tap.resumed(at, end)
+				}
+				e.Record(rec)
+				if gerr != nil {
+					return gerr
 				}
 			}
 			return nil
@@ -116,6 +128,71 @@ func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what
 		return e.Cluster.DropFlow(flow.Server, cp.IP, port)
 	}
 	return open, target, "drop " + net.JoinHostPort(cp.IP.String(), "*") + " -> " + flow.Server + ":" + strconv.Itoa(port)
+}
+
+// holeTap is a packet tap in a black-holed client pod's namespace, naming
+// the peers it saw by pod.
+type holeTap struct {
+	tap   *evidence.Tap
+	names map[netip.Addr]string
+	drops int
+	logf  func(string, ...any)
+}
+
+// openHoleTap starts a packet tap in the client pod of a client-pod black
+// hole on the embedded cluster; nil elsewhere, or if it cannot start (the
+// holes' ends are then placed without it, and the log says why).
+func (e *FaultEnv) openHoleTap(flow *plannedFlow) *holeTap {
+	if e.Fault.Drop != DropClientPod || e.Cluster == nil {
+		return nil
+	}
+	pod, ok := e.Cluster.Pod(flow.Client)
+	if !ok {
+		return nil
+	}
+	t, err := evidence.OpenTap(pod.NetNSFD())
+	if err != nil {
+		e.Logf("black hole: %v; hole ends are placed without it", err)
+		return nil
+	}
+	ht := &holeTap{tap: t, names: map[netip.Addr]string{}, logf: e.Logf}
+	for _, p := range e.Cluster.Pods() {
+		if a, ok := netip.AddrFromSlice(p.IP.To4()); ok {
+			ht.names[a] = p.Name
+		}
+	}
+	return ht
+}
+
+// resumed is when the pod's connections with each peer moved again after
+// the hole from at to end, by pod name.
+func (h *holeTap) resumed(at, end time.Time) []results.WireResume {
+	until := time.Now()
+	rs := h.tap.Resumed(at, end, until)
+	drops, err := h.tap.Health()
+	if err != nil {
+		h.logf("black hole: packet tap stopped: %v", err)
+	}
+	newDrops := drops - h.drops
+	h.drops = drops
+	out := make([]results.WireResume, 0, len(rs))
+	for _, r := range rs {
+		w := results.WireResume{Peer: r.Peer.String(), Until: until, Connections: r.Connections, Stuck: r.Stuck, TapDrops: newDrops}
+		if n, ok := h.names[r.Peer]; ok {
+			w.Peer = n
+		}
+		if !r.At.IsZero() {
+			w.Resumed, w.Last = ptr(r.At), ptr(r.Last)
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func (h *holeTap) close() {
+	if err := h.tap.Close(); err != nil {
+		h.logf("black hole: close packet tap: %v", err)
+	}
 }
 
 // podTargetPrefix marks a black hole record's target as a pod.
