@@ -110,6 +110,9 @@ type pod struct {
 	hbone   *hbone.Server
 	dialer  *hbone.Dialer
 	stopped chan struct{}
+	// accepting counts the running accept loops: once they have returned,
+	// every connection their listeners handed over is tracked in conns.
+	accepting sync.WaitGroup
 }
 
 // New creates a proxy; certificates come from sign, roots from rootPEM.
@@ -282,6 +285,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 	p.mu.Lock()
 	p.pods[uid] = pd
 	p.mu.Unlock()
+	pd.accepting.Add(2)
 	go p.acceptLoop(pd, pd.lns[0], p.handleOutbound)
 	go p.acceptLoop(pd, pd.lns[1], p.handleInboundPlain)
 	go func() { _ = pd.hbone.Serve(pd.lns[2]) }()
@@ -329,11 +333,19 @@ func (p *Proxy) Pods() []string {
 	return out
 }
 
+// testHookAccepted, when set, runs between Accept returning and the
+// connection being tracked: tests hold a connection in that window.
+var testHookAccepted func(net.Conn)
+
 func (p *Proxy) acceptLoop(pd *pod, ln net.Listener, handle func(*pod, net.Conn)) {
+	defer pd.accepting.Done()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
+		}
+		if testHookAccepted != nil {
+			testHookAccepted(c)
 		}
 		// A connection the kernel handed over is served even if a drain has
 		// begun: the client already got its SYN-ACK from this listener, and
@@ -573,6 +585,22 @@ func (p *Proxy) Drain(deadline time.Duration) int {
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = pd.hbone.Shutdown(ctx) }()
+	}
+	// A connection Accept returned just before its listener closed is not
+	// tracked until its accept loop gets to run again: wait for the loops to
+	// return (they do once Accept fails on the closed listener), or the
+	// count below can read zero with that connection in hand, the process
+	// exits, and its client, which already had a SYN-ACK, sees a reset.
+	loops := make(chan struct{})
+	go func() {
+		for _, pd := range pods {
+			pd.accepting.Wait()
+		}
+		close(loops)
+	}()
+	select {
+	case <-loops:
+	case <-ctx.Done():
 	}
 	// Connections come and go while draining (one accepted just before the
 	// listener closed is still served), so poll rather than wait on a count.
