@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,8 @@ import (
 // peer acknowledges what it received, and inside a hole it receives nothing.
 type Tap struct {
 	fd     int
+	tcp    int              // the namespace's /proc/net/tcp, -1 if it could not be opened
+	opened map[connKey]bool // connecting inside the current hole
 	mu     sync.Mutex
 	pkts   []tapPacket
 	err    error // why reading stopped early
@@ -102,7 +106,18 @@ func OpenTap(nsFD int) (*Tap, error) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return fail("receive timeout", err)
 	}
-	t := &Tap{fd: fd, done: make(chan struct{})}
+	t := &Tap{fd: fd, tcp: -1, done: make(chan struct{})}
+	// /proc/net/tcp stays bound to the namespace it was opened in (as the
+	// evidence sampler's counters do): read again at a hole's end, it
+	// lists the connections still connecting then.
+	_ = netnsx.Do(nsFD, func() error {
+		var err error
+		t.tcp, err = unix.Open("/proc/thread-self/net/tcp", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.tcp = -1
+		}
+		return nil
+	})
 	go t.read()
 	return t, nil
 }
@@ -205,6 +220,9 @@ func (t *Tap) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
+	if t.tcp >= 0 {
+		unix.Close(t.tcp)
+	}
 	return unix.Close(t.fd)
 }
 
@@ -246,6 +264,62 @@ type Resume struct {
 	Connections, Stuck int
 }
 
+// HoleClosing is called just before a hole closes: it notes the
+// connections still connecting (SYN sent) then. Their first SYN was lost in
+// the hole, unseen (the tap sees outgoing packets only past the drop), so
+// without this they would look opened after the hole, new rather than
+// coming back, when their retried SYN gets through: a pooled connection
+// dialled inside the hole holds its flows until then.
+func (t *Tap) HoleClosing() {
+	opened := map[connKey]bool{}
+	if t.tcp >= 0 {
+		buf := make([]byte, 256<<10)
+		n, err := unix.Pread(t.tcp, buf, 0)
+		if err == nil {
+			for _, k := range synSent(buf[:n]) {
+				opened[k] = true
+			}
+		}
+	}
+	t.mu.Lock()
+	t.opened = opened
+	t.mu.Unlock()
+}
+
+// synSent parses /proc/net/tcp for sockets in SYN_SENT: "sl local rem st
+// ...", addresses as hex IPv4 in host byte order and a hex port.
+func synSent(b []byte) []connKey {
+	var out []connKey
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[3] != "02" {
+			continue
+		}
+		lip, lport, ok1 := hexAddr(f[1])
+		rip, rport, ok2 := hexAddr(f[2])
+		if !ok1 || !ok2 || !lip.IsValid() {
+			continue
+		}
+		out = append(out, connKey{peer: rip, local: lport, remote: rport})
+	}
+	return out
+}
+
+func hexAddr(s string) (netip.Addr, uint16, bool) {
+	ip, port, ok := strings.Cut(s, ":")
+	if !ok || len(ip) != 8 {
+		return netip.Addr{}, 0, false
+	}
+	a, err1 := strconv.ParseUint(ip, 16, 32)
+	p, err2 := strconv.ParseUint(port, 16, 16)
+	if err1 != nil || err2 != nil {
+		return netip.Addr{}, 0, false
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], uint32(a))
+	return netip.AddrFrom4(b), uint16(p), true
+}
+
 // Resumed returns, for each peer the namespace exchanged TCP packets with
 // around a hole that opened at start and closed at end, when its connections
 // moved again (Resume.At), from the packets seen until then. It looks back
@@ -254,9 +328,10 @@ type Resume struct {
 // hole's packets at a time.
 func (t *Tap) Resumed(start, end, until time.Time) []Resume {
 	t.mu.Lock()
-	pkts := t.pkts
+	pkts, opened := t.pkts, t.opened
+	t.opened = nil
 	t.mu.Unlock()
-	rs := resumed(pkts, start.Add(-lookBack).UnixNano(), start.UnixNano(), end.UnixNano(), until.UnixNano())
+	rs := resumed(pkts, opened, start.Add(-lookBack).UnixNano(), start.UnixNano(), end.UnixNano(), until.UnixNano())
 	t.forget(start.UnixNano())
 	return rs
 }
@@ -304,8 +379,9 @@ func (c *connState) raise(d int, v uint32) {
 }
 
 // resumed is Resumed over a slice of packets (in arrival order), reading
-// those from from to until, for a hole from start to end.
-func resumed(pkts []tapPacket, from, start, end, until int64) []Resume {
+// those from from to until, for a hole from start to end; opened are the
+// connections that were connecting as the hole closed.
+func resumed(pkts []tapPacket, opened map[connKey]bool, from, start, end, until int64) []Resume {
 	conns := map[connKey]*connState{}
 	var order []connKey
 	for _, p := range pkts {
@@ -320,7 +396,9 @@ func resumed(pkts []tapPacket, from, start, end, until int64) []Resume {
 			if c == nil {
 				order = append(order, k)
 			}
-			c = &connState{}
+			// Connecting as the hole closed: its first SYN was lost in the
+			// hole, so it is one the hole held up, not a new one.
+			c = &connState{before: opened[k]}
 			conns[k] = c
 		}
 		if !p.out && p.at < start && (p.payload > 0 || p.syn || p.fin) {

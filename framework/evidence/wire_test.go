@@ -64,11 +64,19 @@ func TestResumedRule(t *testing.T) {
 		// Outside the window: ignored.
 		pk(50, peer, 1002, true, 1), pk(2500, peer, 1000, false, 9999999),
 	}
-	got := resumed(pkts, ms(from), ms(start), ms(end), ms(until))
+	// A connection dialled inside the hole: its SYN, lost there, is
+	// retried at 1.2 s; it comes back at 1.25 s and, connecting as the hole
+	// closed (opened), is the third peer's last.
+	pkts = append(pkts,
+		tapPacket{at: ms(1200), peer: third, local: 3001, remote: 80, out: true, syn: true},
+		tapPacket{at: ms(1201), peer: third, local: 3001, remote: 80, syn: true, ackFlag: true, ack: 101},
+		pk(1202, third, 3001, true, 501), pk(1240, third, 3001, false, 120), pk(1250, third, 3001, true, 600))
+	opened := map[connKey]bool{{third, 3001, 80}: true}
+	got := resumed(pkts, opened, ms(from), ms(start), ms(end), ms(until))
 	want := []Resume{
 		{Peer: peer, At: time.Unix(0, ms(700)), Last: time.Unix(0, ms(900)), Connections: 3, Stuck: 1},
 		{Peer: other, At: time.Unix(0, ms(520)), Last: time.Unix(0, ms(520)), Connections: 1}, // new: At only
-		{Peer: third, At: time.Unix(0, ms(600)), Last: time.Unix(0, ms(600)), Connections: 1},
+		{Peer: third, At: time.Unix(0, ms(600)), Last: time.Unix(0, ms(1250)), Connections: 2},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %+v, want %+v", got, want)
@@ -80,7 +88,7 @@ func TestResumedRule(t *testing.T) {
 		}
 	}
 	// A hole nothing came back from: no resume.
-	if r := resumed(pkts[:3], ms(from), ms(start), ms(end), ms(until)); len(r) != 1 || !r[0].At.IsZero() {
+	if r := resumed(pkts[:3], nil, ms(from), ms(start), ms(end), ms(until)); len(r) != 1 || !r[0].At.IsZero() {
 		t.Errorf("no packets after the hole: got %+v, want a peer and no resume", r)
 	}
 }
@@ -189,8 +197,30 @@ func TestTapPlacesBackoff(t *testing.T) {
 	undo := holeNS(t, a)
 	time.Sleep(50 * time.Millisecond)
 	push <- struct{}{}
+	// A connection dialled inside the hole is still connecting as it
+	// closes: HoleClosing finds it in the namespace's socket table.
+	dialed := make(chan struct{})
+	go func() {
+		defer close(dialed)
+		if c2, err := netnsx.DialTCP(t.Context(), a, "10.9.0.2:7000", 0, 5*time.Second); err == nil {
+			c2.Close()
+		}
+	}()
 	time.Sleep(950 * time.Millisecond)
+	tap.HoleClosing()
 	undo()
+	tap.mu.Lock()
+	connecting := 0
+	for k := range tap.opened {
+		if k.peer == netip.MustParseAddr("10.9.0.2") && k.remote == 7000 {
+			connecting++
+		}
+	}
+	tap.mu.Unlock()
+	if connecting != 1 {
+		t.Errorf("%d connections to the peer connecting as the hole closed, want the one dialled inside it", connecting)
+	}
+	<-dialed
 	end := time.Now()
 	time.Sleep(2 * time.Second)
 	at := resumeOf(tap.Resumed(start, end, time.Now()))

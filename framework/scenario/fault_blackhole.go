@@ -68,6 +68,9 @@ func init() {
 				rec := results.FaultRecord{Kind: FaultBlackHole, Target: target, Inject: at, Detail: what + " for " + d.String()}
 				// Hold the hole for exactly d from the instant the rule went live.
 				serr := e.Sleep(at.Add(d))
+				if tap != nil {
+					tap.tap.HoleClosing()
+				}
 				end, took, uerr := undo()
 				if uerr != nil {
 					return uerr
