@@ -58,6 +58,7 @@ type Reference struct {
 	Dir     string // where registry.json goes
 	CertTTL time.Duration
 	Drain   time.Duration
+	Handoff string // node proxies' --handoff; empty: theirs
 	Logf    func(string, ...any)
 	// Waypoint, when WaypointFor is set, puts WaypointReplicas L7 proxies in
 	// front of that service: node proxies send its traffic to them.
@@ -86,6 +87,10 @@ func (r *Reference) Configure(certTTL, drain time.Duration) {
 		r.Drain = drain
 	}
 }
+
+// ConfigureHandoff sets the node proxies' graceful-restart handoff strategy
+// (their --handoff).
+func (r *Reference) ConfigureHandoff(h string) { r.Handoff = h }
 
 // Describe implements scenario.DataPlane.
 func (r *Reference) Describe() string { return "reference " + r.Mode + " data plane" }
@@ -258,7 +263,11 @@ func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.
 			r.mu.Lock()
 			r.agents[zp.Node.Name] = agent
 			r.mu.Unlock()
-			pr, err := r.startProxy(zp, "proxy", "node", cpAddr, "--inpod", InpodSocket)
+			extra := []string{"--inpod", InpodSocket}
+			if r.Handoff != "" {
+				extra = append(extra, "--handoff", r.Handoff)
+			}
+			pr, err := r.startProxy(zp, "proxy", "node", cpAddr, extra...)
 			if err != nil {
 				return err
 			}

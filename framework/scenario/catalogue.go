@@ -117,18 +117,22 @@ func init() {
 		},
 		{
 			Name: "node-proxy-restart", Matrix: true,
-			Description: "Graceful restart of the last node's proxy under 500 rps of new-connection load through it: " +
-				"the new proxy binds the same listeners, then the old one drains for 3 s. No request may fail; " +
+			Description: "Graceful restart of the last node's proxy under 550 rps of new-connection load through it " +
+				"(clients on the node, servers on it, and both): the new proxy binds the same listeners, then the old one " +
+				"drains for 3 s, handing queued connections over (mesh.handoff: migrate). No request may fail; " +
 				"long-lived streams survive until the drain deadline and are then closed.",
 			Nodes: 3, Duration: 12 * time.Second,
-			Custom: []CustomFlow{
-				{ClientNode: 1, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
-				{ClientNode: 3, ServerNode: 1, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 200},
-				{ClientNode: 3, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 100},
-				{ClientNode: 2, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
-				{ClientNode: 3, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
-			},
-			Fault: Fault{Kind: FaultNodeProxyRestart, At: s}, Mesh: Mesh{Drain: 3 * time.Second},
+			Custom: restartFlows,
+			Fault:  Fault{Kind: FaultNodeProxyRestart, At: s}, Mesh: Mesh{Drain: 3 * time.Second, Handoff: HandoffMigrate},
+			Expect: expects(ExpectGracefulHandoff),
+		},
+		{
+			Name: "node-proxy-restart-unmigrated",
+			Description: "node-proxy-restart with mesh.handoff: none: the old proxy's listeners close with no migration of " +
+				"their queued connections. Run it beside node-proxy-restart to see what the migration is worth.",
+			Nodes: 3, Duration: 12 * time.Second,
+			Custom: restartFlows,
+			Fault:  Fault{Kind: FaultNodeProxyRestart, At: s}, Mesh: Mesh{Drain: 3 * time.Second, Handoff: HandoffNone},
 			Expect: expects(ExpectGracefulHandoff),
 		},
 		{
@@ -259,4 +263,15 @@ func scaleFlows(nodes int, qps float64) []CustomFlow {
 		}
 	}
 	return out
+}
+
+// restartFlows is the load of a graceful node-proxy restart: 550 new
+// connections a second through node-3's proxy (clients on node-3, servers on
+// it, and both), and a stream each way that must survive the drain.
+var restartFlows = []CustomFlow{
+	{ClientNode: 1, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 220},
+	{ClientNode: 3, ServerNode: 1, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 220},
+	{ClientNode: 3, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 110},
+	{ClientNode: 2, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
+	{ClientNode: 3, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileStream}, QPS: 20},
 }

@@ -551,7 +551,7 @@ func (d *fileDecoder) modes(sc *Scenario, n *yaml.Node) error {
 }
 
 func (d *fileDecoder) mesh(sc *Scenario, n, at *yaml.Node) error {
-	m, err := d.mapping(n, at, "mesh", "certTTL", "drain", "waypoint")
+	m, err := d.mapping(n, at, "mesh", "certTTL", "drain", "handoff", "waypoint")
 	if err != nil {
 		return err
 	}
@@ -565,6 +565,14 @@ func (d *fileDecoder) mesh(sc *Scenario, n, at *yaml.Node) error {
 		// names a drain gets the one it names.
 		if sc.Mesh.Drain, err = d.duration(m.vals["drain"], "mesh.drain", time.Millisecond, maxDuration); err != nil {
 			return err
+		}
+	}
+	if m.has("handoff") {
+		if sc.Mesh.Handoff, err = d.text(m.vals["handoff"], "mesh.handoff"); err != nil {
+			return err
+		}
+		if !contains(HandoffKinds, sc.Mesh.Handoff) {
+			return d.errorf(resolve(m.vals["handoff"]), "mesh.handoff", "unknown handoff strategy %s (known: %s)", quote(sc.Mesh.Handoff), strings.Join(HandoffKinds, ", "))
 		}
 	}
 	if !m.has("waypoint") {

@@ -55,6 +55,7 @@ func TestParseFileErrors(t *testing.T) {
 		{"unknown mode", "name: x\ntopology: {nodes: 2}\nmodes: [ambient, istio]\n", `x.yaml:3:18: modes[1]: unknown mode "istio" (known: none, sidecar, ambient)`},
 		{"modes not a list", "name: x\ntopology: {nodes: 2}\nmodes: ambient\n", `x.yaml:3:8: modes: want a list, got "ambient"`},
 		{"cert TTL too short", "name: x\ntopology: {nodes: 2}\nmesh: {certTTL: 500ms}\n", "x.yaml:3:17: mesh.certTTL: 500ms is too short (at least 1s)"},
+		{"unknown handoff", "name: x\ntopology: {nodes: 2}\nmesh: {handoff: fd-pass}\n", "x.yaml:3:17: mesh.handoff: unknown handoff strategy \"fd-pass\" (known: migrate, none)"},
 		{"waypoint service not in topology", "name: x\ntopology: {nodes: 2}\nmesh:\n  waypoint: {service: echo-n3, replicas: 2}\n",
 			`x.yaml:4:23: mesh.waypoint.service: "echo-n3" is not a service of the topology (echo-n1..echo-n2)`},
 		{"waypoint replicas out of range", "name: x\ntopology: {nodes: 3}\nmesh:\n  waypoint: {service: echo-n3, replicas: 6}\n",
@@ -163,6 +164,7 @@ modes: [ambient, sidecar]
 mesh:
   certTTL: 10s
   drain: 3s
+  handoff: none
   waypoint: {service: echo-n3, replicas: 2}
 flows:
   custom:
@@ -197,7 +199,7 @@ func TestParseFileEveryField(t *testing.T) {
 		},
 		Duration: 12 * time.Second, Budget: 450.5,
 		Fault: Fault{Kind: FaultNodeProxyCrashCPDown, Node: "node-3", At: 3 * time.Second, Then: 2 * time.Second, RecoverAfter: 6 * time.Second},
-		Mesh: Mesh{Modes: []string{"ambient", "sidecar"}, CertTTL: 10 * time.Second, Drain: 3 * time.Second,
+		Mesh: Mesh{Modes: []string{"ambient", "sidecar"}, CertTTL: 10 * time.Second, Drain: 3 * time.Second, Handoff: HandoffNone,
 			Waypoint: &Waypoint{Service: "echo-n3", Replicas: 2}},
 		Trials: 3,
 		Expect: []Expect{{Name: ExpectNodeRadius}, {Name: ExpectMaxDisruption, Max: 2 * time.Second}, {Name: ExpectVerdict, Verdict: VerdictContained}},

@@ -95,10 +95,13 @@ func encodeFile(sc Scenario) string {
 			w("  - %s\n", q(m))
 		}
 	}
-	if m := sc.Mesh; m.CertTTL != 0 || m.Drain != 0 || m.Waypoint != nil {
+	if m := sc.Mesh; m.CertTTL != 0 || m.Drain != 0 || m.Handoff != "" || m.Waypoint != nil {
 		w("mesh:\n")
 		if m.CertTTL != 0 {
 			w("  certTTL: %s\n", m.CertTTL)
+		}
+		if m.Handoff != "" {
+			w("  handoff: %s\n", m.Handoff)
 		}
 		if m.Drain != 0 {
 			w("  drain: %s\n", m.Drain)

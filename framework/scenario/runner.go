@@ -185,6 +185,13 @@ func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *result
 		}); ok {
 			c.Configure(sc.Mesh.CertTTL, sc.Mesh.Drain)
 		}
+		if sc.Mesh.Handoff != "" {
+			h, ok := dp.(interface{ ConfigureHandoff(string) })
+			if !ok {
+				return fmt.Errorf("the %s data plane has no handoff strategies (mesh.handoff)", mode)
+			}
+			h.ConfigureHandoff(sc.Mesh.Handoff)
+		}
 		defer dp.Close()
 		pods = append(pods, dp.InfraPods(sc.Nodes)...)
 		onEndpoints = dp.EndpointsChanged

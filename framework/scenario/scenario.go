@@ -17,10 +17,30 @@ type Mesh struct {
 	Modes   []string
 	CertTTL time.Duration // 0: the default (1h)
 	Drain   time.Duration // proxy drain deadline; 0: the default (5s)
+	// Handoff is how a gracefully restarting node proxy hands its
+	// listeners over (HandoffMigrate, HandoffNone); empty: migrate.
+	Handoff string
 	// Waypoint puts an L7 waypoint with Replicas replicas in front of
 	// Service (ambient mode): node proxies send its traffic through them.
 	Waypoint *Waypoint
 }
+
+// Handoff strategies of a graceful node-proxy restart (mesh.handoff). Both
+// share the listening ports through SO_REUSEPORT, so the new proxy accepts
+// before the old one stops; they differ in what happens to connections
+// queued on the old proxy's listeners when it closes them.
+const (
+	// HandoffMigrate sets net.ipv4.tcp_migrate_req in each pod: the kernel
+	// moves connections queued on a closing listener, and handshakes in
+	// flight to it, to another listener of the same port.
+	HandoffMigrate = "migrate"
+	// HandoffNone closes the old listeners as they are: what is queued on
+	// them is reset.
+	HandoffNone = "none"
+)
+
+// HandoffKinds lists the values of Mesh.Handoff.
+var HandoffKinds = []string{HandoffMigrate, HandoffNone}
 
 // Waypoint binds a service to a waypoint.
 type Waypoint struct {
