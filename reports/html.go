@@ -263,7 +263,7 @@ func (p *page) summary() {
 		}
 		p.s("<table class=\"verdicts\"><caption>Fault × data plane mode: affected flows / total, disruption-seconds (late answers included), failed and slow requests, broken and stalled streams, verdict")
 		if multi {
-			p.s(" (several trials: mean [95 % CI] and p95)")
+			p.s(" (several trials: mean [95 % CI], p95 and worst)")
 		}
 		p.s("</caption>\n<thead><tr><th scope=\"col\">fault</th>")
 		for _, m := range p.modes {
@@ -335,7 +335,7 @@ func stat(s results.Stats, prec int, multi bool) string {
 	if !multi {
 		return num(s.Mean, prec)
 	}
-	return fmt.Sprintf("%s [%s, %s] p95 %s", num(s.Mean, max(prec, 1)), num(s.CILow, max(prec, 1)), num(s.CIHigh, max(prec, 1)), num(s.P95, prec))
+	return fmt.Sprintf("%s [%s, %s] p95 %s worst %s", num(s.Mean, max(prec, 1)), num(s.CILow, max(prec, 1)), num(s.CIHigh, max(prec, 1)), num(s.P95, prec), num(s.Max, prec))
 }
 
 func (p *page) verdictBadge(v string) {
@@ -511,7 +511,7 @@ func (p *page) multiStats(g *scenarioGroup, modes []string) {
 	if !multi {
 		return
 	}
-	p.s("<table class=\"stats\"><caption>", esc(g.name), " over several trials: mean, 95 % confidence interval of the mean, p95</caption>\n",
+	p.s("<table class=\"stats\"><caption>", esc(g.name), " over several trials: mean, 95 % confidence interval of the mean, p95, worst trial</caption>\n",
 		"<thead><tr><th scope=\"col\">mode</th><th scope=\"col\">trials</th><th scope=\"col\">verdicts</th>",
 		"<th scope=\"col\">affected flows</th><th scope=\"col\">disruption-seconds</th><th scope=\"col\">failed requests</th><th scope=\"col\">slow requests</th><th scope=\"col\">broken streams</th><th scope=\"col\">stalled streams</th></tr></thead>\n<tbody>\n")
 	for _, m := range modes {

@@ -163,13 +163,15 @@ func TestHTMLMultiTrial(t *testing.T) {
 		{Scenario: "node-crash", Mode: "none", Trials: 1, Verdict: "contained", Verdicts: map[string]int{"contained": 1}, Total: 4,
 			DisruptionSeconds: results.Stats{N: 1, Mean: 4, P95: 4, CILow: 4, CIHigh: 4}},
 		{Scenario: "node-crash", Mode: "ambient", Trials: 3, Verdict: "cluster-wide", Verdicts: map[string]int{"contained": 2, "cluster-wide": 1}, Total: 4,
-			DisruptionSeconds: results.Stats{N: 3, Mean: 4.5, P95: 6.25, CILow: 1.126, CIHigh: 7.874}},
+			DisruptionSeconds: results.Stats{N: 3, Mean: 4.5, P95: 6.25, Max: 6.25, CILow: 1.126, CIHigh: 7.874},
+			FailedRequests:    results.Stats{N: 3, Mean: 1, P95: 3, Max: 3, CILow: -3.3, CIHigh: 5.3}},
 	}
 	out := renderHTML(t, run, HTMLOptions{})
 	checkPage(t, out)
 	for _, want := range []string{
-		"(several trials: mean [95 % CI] and p95)",
-		"4.5 [1.13, 7.87] p95 6.25", // the ambient cell's disruption-seconds
+		"(several trials: mean [95 % CI], p95 and worst)",
+		"4.5 [1.13, 7.87] p95 6.25 worst 6.25", // the ambient cell's disruption-seconds
+		"1 [-3.3, 5.3] p95 3 worst 3", // its failed requests: the worst trial shown
 		`<table class="stats">`,
 		"cluster-wide×1, contained×2",
 		"ambient · trial 3",

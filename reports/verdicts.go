@@ -23,7 +23,7 @@ func Verdicts(w io.Writer, run *results.Run) {
 	fmt.Fprintln(w, "\n== verdicts ==")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if multi {
-		fmt.Fprintln(tw, "FAULT\tMODE\tTRIALS\tAFFECTED FLOWS\tDISRUPTION S (mean [95% CI] p95)\tFAILED REQUESTS (mean, p95)\tSLOW REQUESTS (mean, p95)\tBROKEN STREAMS\tSTALLED STREAMS\tVERDICT")
+		fmt.Fprintln(tw, "FAULT\tMODE\tTRIALS\tAFFECTED FLOWS\tDISRUPTION S (mean [95% CI] p95)\tFAILED REQUESTS (mean [95% CI] worst)\tSLOW REQUESTS (mean, p95)\tBROKEN STREAMS\tSTALLED STREAMS\tVERDICT")
 	} else {
 		fmt.Fprintln(tw, "FAULT\tMODE\tAFFECTED FLOWS\tDISRUPTION S\tFAILED REQUESTS\tSLOW REQUESTS\tBROKEN STREAMS\tSTALLED STREAMS\tVERDICT")
 	}
@@ -70,9 +70,9 @@ func Verdicts(w io.Writer, run *results.Run) {
 			verdict += " [" + strings.Join(notes, "; ") + "]"
 		}
 		if multi {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f/%d\t%.2f [%.2f, %.2f] %.2f\t%.0f, %.0f\t%.0f, %.0f\t%.1f\t%.1f\t%s\n", name, c.Mode, c.Trials,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f/%d\t%.2f [%.2f, %.2f] %.2f\t%.1f [%.1f, %.1f] %.0f\t%.0f, %.0f\t%.1f\t%.1f\t%s\n", name, c.Mode, c.Trials,
 				c.Affected.Mean, c.Total, c.DisruptionSeconds.Mean, c.DisruptionSeconds.CILow, c.DisruptionSeconds.CIHigh, c.DisruptionSeconds.P95,
-				c.FailedRequests.Mean, c.FailedRequests.P95, c.SlowRequests.Mean, c.SlowRequests.P95, c.BrokenStreams.Mean, c.StalledStreams.Mean, verdict)
+				c.FailedRequests.Mean, c.FailedRequests.CILow, c.FailedRequests.CIHigh, c.FailedRequests.Max, c.SlowRequests.Mean, c.SlowRequests.P95, c.BrokenStreams.Mean, c.StalledStreams.Mean, verdict)
 		} else {
 			fmt.Fprintf(tw, "%s\t%s\t%.0f/%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\n", name, c.Mode, c.Affected.Mean, c.Total,
 				c.DisruptionSeconds.Mean, c.FailedRequests.Mean, c.SlowRequests.Mean, c.BrokenStreams.Mean, c.StalledStreams.Mean, verdict)

@@ -130,6 +130,9 @@ type Stats struct {
 	N    int     `json:"n"`
 	Mean float64 `json:"mean"`
 	P95  float64 `json:"p95"`
+	// Max is the worst trial's value: one bad handoff in thirty is what
+	// a claim like "no new connection is ever dropped" must show.
+	Max float64 `json:"max"`
 	// CILow and CIHigh bound the mean at 95 % confidence (Student's t);
 	// equal to the mean with one trial.
 	CILow  float64 `json:"ciLow"`

@@ -165,8 +165,8 @@ func Matrix(trials []*results.Trial) []results.MatrixCell {
 	return out
 }
 
-// stats: mean, nearest-rank p95 and a 95 % confidence interval of the mean
-// (Student's t, two-sided).
+// stats: mean, nearest-rank p95, the worst trial and a 95 % confidence
+// interval of the mean (Student's t, two-sided).
 func stats(xs []float64) results.Stats {
 	n := len(xs)
 	if n == 0 {
@@ -179,7 +179,7 @@ func stats(xs []float64) results.Stats {
 		sum += x
 	}
 	mean := sum / float64(n)
-	st := results.Stats{N: n, Mean: round3(mean), P95: sorted[int(math.Ceil(0.95*float64(n)))-1], CILow: round3(mean), CIHigh: round3(mean)}
+	st := results.Stats{N: n, Mean: round3(mean), P95: sorted[int(math.Ceil(0.95*float64(n)))-1], Max: sorted[n-1], CILow: round3(mean), CIHigh: round3(mean)}
 	if n > 1 {
 		ss := 0.0
 		for _, x := range xs {

@@ -76,7 +76,11 @@ func TestComputeVerdict(t *testing.T) {
 func TestStats(t *testing.T) {
 	st := stats([]float64{1, 2, 3, 4, 5})
 	// mean 3, sd sqrt(2.5), t(4) = 2.776: half-width 2.776*1.5811/sqrt(5) = 1.963
-	if st.N != 5 || st.Mean != 3 || st.P95 != 5 || math.Abs(st.CILow-1.037) > 0.001 || math.Abs(st.CIHigh-4.963) > 0.001 {
+	// Given out of order: the worst is the largest, not the last.
+	if worst := stats([]float64{4, 9, 1}); worst.Max != 9 {
+		t.Errorf("worst of 4, 9, 1: %v", worst.Max)
+	}
+	if st.N != 5 || st.Mean != 3 || st.P95 != 5 || st.Max != 5 || math.Abs(st.CILow-1.037) > 0.001 || math.Abs(st.CIHigh-4.963) > 0.001 {
 		t.Errorf("stats = %+v", st)
 	}
 	if one := stats([]float64{7}); one.Mean != 7 || one.CILow != 7 || one.CIHigh != 7 || one.P95 != 7 {
