@@ -171,7 +171,7 @@ func TestHTMLMultiTrial(t *testing.T) {
 	for _, want := range []string{
 		"(several trials: mean [95 % CI], p95 and worst)",
 		"4.5 [1.13, 7.87] p95 6.25 worst 6.25", // the ambient cell's disruption-seconds
-		"1 [-3.3, 5.3] p95 3 worst 3", // its failed requests: the worst trial shown
+		"1 [-3.3, 5.3] p95 3 worst 3",          // its failed requests: the worst trial shown
 		`<table class="stats">`,
 		"cluster-wide×1, contained×2",
 		"ambient · trial 3",

@@ -133,8 +133,9 @@ type conn struct {
 	peerInitWin   int64  // peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerMaxFrame  int
 	peerMaxStream int
-	reserved      int  // client: streams promised to Connects, not yet opened
-	goingAway     bool // GOAWAY sent or received: no new streams
+	reserved      int         // client: streams promised to Connects, not yet opened
+	goingAway     bool        // GOAWAY sent or received: no new streams
+	lingering     atomic.Bool // closed gracefully; the reader drains the socket
 	doNotReuse    bool
 	closing       bool
 	closeErr      error
@@ -262,6 +263,7 @@ func (c *conn) readErr(err error) error {
 // run is the reader goroutine: it returns when the connection closes, having
 // closed it.
 func (c *conn) run() {
+	defer c.raw.Close() // after lingering, if the close was graceful
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -275,6 +277,12 @@ func (c *conn) run() {
 func (c *conn) readLoop() error {
 	for {
 		fh, err := c.fr.ReadFrameHeader()
+		if c.lingering.Load() {
+			// Closed gracefully while this read waited: what arrives now
+			// is only drained, never acted on.
+			c.drainSocket()
+			return nil
+		}
 		if err != nil {
 			return c.readErr(err)
 		}
@@ -898,6 +906,7 @@ func (c *conn) fail(err error) {
 	}
 	c.mu.Unlock()
 
+	graceful := false
 	var ce *connError
 	if errors.As(err, &ce) {
 		// Tell the peer why before hanging up. Protocol errors are found
@@ -916,18 +925,52 @@ func (c *conn) fail(err error) {
 		c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil)
 		c.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		c.takeCtrlLocked()
-		c.tc.Write(c.wbuf)
+		_, werr := c.tc.Write(c.wbuf)
 		c.wbuf = nil
 		c.wmu.Unlock()
+		graceful = werr == nil
 	}
 	close(c.closed)
-	c.raw.Close()
+	if graceful {
+		c.lingerClose()
+	} else {
+		c.raw.Close()
+	}
 	for _, st := range streams {
 		c.endStream(st, fmt.Errorf("%w: %w", errConnLost, streamErr), false, 0)
 	}
 	if c.onClose != nil {
 		c.onClose(err)
 	}
+}
+
+// lingerTimeout bounds how long a gracefully closed connection keeps
+// reading, waiting for its peer to close too.
+const lingerTimeout = 2 * time.Second
+
+// lingerClose ends a graceful close: it sends FIN and leaves the socket to
+// the reader goroutine, which discards what still arrives until the peer
+// closes (or lingerTimeout) and then closes it. Closing at once would answer
+// anything the peer sends meanwhile (a WINDOW_UPDATE for the last response,
+// a HEADERS that crossed the GOAWAY) with a RST, and a RST makes the peer's
+// kernel drop whatever it had received and not yet read: the last response
+// of a stream that had ended cleanly, lost on the way to its application.
+// That was the one failed request in thousands across a graceful restart,
+// when a draining proxy closed an HBONE connection whose last stream had
+// just ended.
+func (c *conn) lingerClose() {
+	c.lingering.Store(true)
+	if cw, ok := c.raw.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		c.raw.Close()
+		return
+	}
+	c.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
+}
+
+// drainSocket reads and drops what the peer still sends on a lingering
+// connection until it closes or the linger deadline passes.
+func (c *conn) drainSocket() {
+	_, _ = io.Copy(io.Discard, c.raw)
 }
 
 // err is the connection's error once it is closed, else nil.

@@ -504,3 +504,47 @@ func TestServerReadFromFirstStillAnswers(t *testing.T) {
 	defer c.Close()
 	echoOnce(t, c, "ping")
 }
+
+// A graceful close (GOAWAY, then close once idle) must not reset the
+// connection under a peer that is still sending. Closing the socket at once
+// answers whatever arrives next (a WINDOW_UPDATE, a HEADERS that crossed the
+// GOAWAY) with a RST, which throws away what the RST's receiver still had
+// queued to send and can tear down a peer mid-read; a draining proxy did so
+// to its clients' pooled HBONE connections. The server half-closes, drains
+// what still comes and lets the peer close: the client reads the GOAWAY, a
+// clean EOF, and can still write (its last frames are read, not refused).
+func TestGracefulCloseIsNotAReset(t *testing.T) {
+	e := newEnv(t)
+	tc, fr := rawH2Client(t, e)
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fr.ReadFrame(); err != nil { // the server's SETTINGS
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "connection serving", func() bool { return e.srvM.ConnectionsOpened.Load() == 1 })
+	go e.srv.Shutdown(context.Background())
+	sawGoAway := false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !sawGoAway || !errors.Is(err, io.EOF) {
+				t.Fatalf("connection ended with %v (GOAWAY seen: %v), want a GOAWAY and a clean EOF", err, sawGoAway)
+			}
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			sawGoAway = true
+		}
+	}
+	// The server has closed its side; the client's own last frames must
+	// still be taken, not answered with a RST (which the second write
+	// would report).
+	for i := range 3 {
+		time.Sleep(50 * time.Millisecond)
+		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+			t.Fatalf("write %d after the server's graceful close: %v (the server reset the connection)", i+1, err)
+		}
+	}
+}
