@@ -145,6 +145,20 @@ func init() {
 			Expect: expects(ExpectContained),
 		},
 		{
+			Name: "node-proxy-rolling-upgrade-newconn",
+			Description: "Rolling upgrade of every node proxy under new-connection load only: 260 rps on each link of a " +
+				"ring (node-1 to node-2 to node-3 to node-1), so each restarting proxy carries 520 new connections a " +
+				"second, half outbound and half inbound. No request may fail across any of the handoffs.",
+			Nodes: 3, Duration: 16 * time.Second,
+			Custom: []CustomFlow{
+				{ClientNode: 1, ServerNode: 2, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 260},
+				{ClientNode: 2, ServerNode: 3, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 260},
+				{ClientNode: 3, ServerNode: 1, Kind: FlowKind{Via: "pod", Profile: ProfileNewConn}, QPS: 260},
+			},
+			Fault: Fault{Kind: FaultNodeProxyRolling, At: s}, Mesh: Mesh{Drain: 2 * time.Second, Handoff: HandoffMigrate},
+			Expect: expects(ExpectGracefulHandoff),
+		},
+		{
 			Name: "node-agent-crash", Matrix: true,
 			Description: "The node agent of the last node crashes 3 s into load and restarts 4 s later. The node proxy " +
 				"keeps the pods it already has: no flow may break.",

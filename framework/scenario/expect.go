@@ -141,20 +141,24 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 // handoff checks a graceful restart: request flows see no failure at all;
 // stream flows through the node break only at the drain deadline.
 func handoff(sc Scenario, tr *results.Trial, sums []measure.FlowSummary) []results.ExpectationResult {
-	var rec *results.FaultRecord
-	for i, f := range tr.Faults {
+	// Every restart of the trial: one, or one per node in a rolling
+	// upgrade.
+	var recs []results.FaultRecord
+	for _, f := range tr.Faults {
 		if f.Kind == FaultNodeProxyRestart {
-			rec = &tr.Faults[i]
+			recs = append(recs, f)
 		}
 	}
-	if rec == nil || rec.Recover == nil {
+	if len(recs) == 0 || recs[len(recs)-1].Recover == nil {
 		return []results.ExpectationResult{{Name: "graceful restart happened", Pass: false, Detail: "no completed restart recorded"}}
 	}
-	sigterm := rec.Inject
+	// Streams may break at the first drain deadline, not before it.
+	sigterm := recs[0].Inject
 	deadline := sigterm.Add(sc.Mesh.Drain)
-	// The handoff: from just before the new proxy started (it is ready
-	// ~100 ms after starting, and SIGTERM follows) until the old one exited.
-	from, to := sigterm.Add(-1500*time.Millisecond), rec.Recover.Add(time.Second)
+	// The handoff: from just before the first new proxy started (it is
+	// ready ~100 ms after starting, and SIGTERM follows) until the last old
+	// one exited.
+	from, to := sigterm.Add(-1500*time.Millisecond), recs[len(recs)-1].Recover.Add(time.Second)
 	var failed, outside, early, none []string
 	requests := 0
 	for _, s := range sums {

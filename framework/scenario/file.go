@@ -885,7 +885,11 @@ func expectNeeds(e Expect, f Fault) string {
 		if f.Kind == "" {
 			return "needs a fault: without one there is no verdict"
 		}
-	case ExpectNodeRadius, ExpectProxyRadius, ExpectGracefulHandoff:
+	case ExpectGracefulHandoff:
+		if f.Kind != FaultNodeProxyRestart && f.Kind != FaultNodeProxyRolling {
+			return "needs a " + FaultNodeProxyRestart + " or " + FaultNodeProxyRolling + " fault: it checks their handoffs"
+		}
+	case ExpectNodeRadius, ExpectProxyRadius:
 		if k, err := LookupFault(f.Kind); err != nil || !k.Target {
 			return "needs a fault aimed at a node (one that takes fault.node)"
 		}
