@@ -126,6 +126,8 @@ func TestParseFileErrors(t *testing.T) {
 			"x.yaml:4:10: expect[0]: contained-to-node needs a fault: without one there is no verdict"},
 		{"radius expectation on an untargeted fault", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: controlplane-crash, at: 1s}\nexpect: [proxy-radius]\n",
 			"x.yaml:5:10: expect[0]: proxy-radius needs a fault aimed at a node (one that takes fault.node)"},
+		{"handoff expectation on a crash", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nfault: {kind: node-crash, at: 1s}\nexpect: [graceful-handoff]\n",
+			"x.yaml:5:10: expect[0]: graceful-handoff needs a node-proxy-restart or node-proxy-rolling-upgrade fault: it checks their handoffs"},
 		{"bad expectation argument", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nexpect: [\"max-disruption soon\"]\n",
 			`x.yaml:4:10: expect[0]: "max-disruption soon": "soon" is not a duration`},
 		{"multi-line value stays on one line", "name: x\ntopology: {nodes: 2}\nload: {duration: 5s}\nexpect:\n  - |\n    no-disruption\n    node-radius\n",
