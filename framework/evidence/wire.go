@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,8 +42,8 @@ type Tap struct {
 	err    error // why reading stopped early
 	drops  int
 	done   chan struct{}
-	stop   bool // the reader is to return
-	closed bool // fd is closed
+	stop   atomic.Bool // the reader is to return
+	closed bool        // fd is closed
 }
 
 // tapPacket is what Resumed needs of one packet.
@@ -129,10 +130,7 @@ func (t *Tap) read() {
 	buf := make([]byte, tapSnap)
 	oob := make([]byte, unix.CmsgSpace(16))
 	for {
-		t.mu.Lock()
-		stop := t.stop
-		t.mu.Unlock()
-		if stop {
+		if t.stop.Load() { // checked per packet: no lock on the read path
 			return
 		}
 		n, oobn, _, from, err := unix.Recvmsg(t.fd, buf, oob, unix.MSG_TRUNC)
@@ -208,13 +206,9 @@ func parseTCP4(b []byte, out bool) (p tapPacket, ok bool) {
 // Close stops the tap and releases its socket; what it recorded stays
 // readable.
 func (t *Tap) Close() error {
-	t.mu.Lock()
-	if t.stop {
-		t.mu.Unlock()
+	if t.stop.Swap(true) {
 		return nil
 	}
-	t.stop = true
-	t.mu.Unlock()
 	<-t.done
 	t.Health() // the kernel's last drop count
 	t.mu.Lock()
