@@ -76,11 +76,14 @@ type Cluster struct {
 	services []*Service
 	root     *netlink.Handle
 
-	mu        sync.Mutex
-	epLog     []EndpointChange
-	stop      context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	mu    sync.Mutex
+	epLog []EndpointChange
+	// servicesDirty: some live pod's service rules may not match the
+	// decided endpoints (a failed batch, or a node back from a crash).
+	servicesDirty bool
+	stop          context.CancelFunc
+	wg            sync.WaitGroup
+	closeOnce     sync.Once
 
 	partMu     sync.Mutex
 	partitions map[string]bool // "node-1/<table>" of every partition in place
@@ -496,6 +499,10 @@ func (c *Cluster) RecoverNode(name string) (time.Time, error) {
 		}
 	}
 	n.mu.Unlock()
+	// Its pods' rules were skipped while it was down.
+	c.mu.Lock()
+	c.servicesDirty = true
+	c.mu.Unlock()
 	return at, nil
 }
 

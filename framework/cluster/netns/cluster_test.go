@@ -204,3 +204,50 @@ func BenchmarkBringUp(b *testing.B) {
 		c.Down()
 	}
 }
+
+// A service's endpoints are reported only once the rules carry them: a
+// caller that waits for endpoints and then dials the VIP must not race the
+// batch that writes the rules.
+func TestEndpointsAreReportedOnlyOnceProgrammed(t *testing.T) {
+	gate := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	testHookProgramming = func() {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-gate
+	}
+	// Cleanups run last-in first-out: the gate opens, the cluster goes
+	// down, and only then is the hook cleared, so no goroutine reads it
+	// while it changes.
+	t.Cleanup(func() { testHookProgramming = nil })
+	c := testCluster(t, 1, []PodSpec{{"a", 1}, {"b", 1}})
+	t.Cleanup(func() { close(gate) })
+	if _, err := c.Start("b", ProcSpec{Name: "echo", Env: []string{"BR_TEST_ECHO=7000"}, ProbePort: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := c.AddService("echo", 80, 7000, []string{"b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the endpoint controller never decided b was ready")
+	}
+	if got := svc.Endpoints(); len(got) != 0 {
+		t.Fatalf("endpoints %v reported before their rules were written", got)
+	}
+	gate <- struct{}{}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(svc.Endpoints()) != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := svc.Endpoints(); len(got) != 1 {
+		t.Fatalf("endpoints = %v after the rules were written, want [b]", got)
+	}
+	if err := dialFrom(c, "a", fmt.Sprintf("%s:80", svc.VIP), time.Second); err != nil {
+		t.Fatalf("a -> VIP once endpoints are reported: %v", err)
+	}
+}

@@ -26,14 +26,19 @@ type Service struct {
 	Pods       []string // candidate endpoints; ready ones are used
 
 	mu        *sync.Mutex // the cluster's: the endpoint controller writes endpoints under it
-	endpoints []string
+	endpoints []string    // what the controller decided
+	// programmed is what every live pod's rules carry. It trails endpoints
+	// by one nftables batch per pod, and a caller that waits for endpoints
+	// must wait for this: a dial to a VIP whose rules are not there yet is
+	// routed to a node that has no route for it (network unreachable).
+	programmed []string
 }
 
 // Endpoints returns the pods currently programmed behind the VIP.
 func (s *Service) Endpoints() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.endpoints)
+	return slices.Clone(s.programmed)
 }
 
 // EndpointChange is one update of a service's endpoints, kept for the report.
@@ -126,17 +131,26 @@ func (c *Cluster) syncEndpoints() error {
 			news = append(news, ch)
 		}
 	}
+	// A batch that failed (or a node that came back with stale rules)
+	// leaves the rules dirty, so the next tick tries again rather than
+	// waiting for the next endpoint change.
+	dirty := changed || c.servicesDirty
+	c.servicesDirty = dirty
 	c.mu.Unlock()
 	if c.cfg.EndpointsChanged != nil {
 		for _, ch := range news {
 			c.cfg.EndpointsChanged(ch)
 		}
 	}
-	if !changed {
+	if !dirty {
 		return nil
 	}
 	return c.programServices()
 }
+
+// testHookProgramming, when set, runs after a batch of service rules is
+// decided and before any pod's rules are written.
+var testHookProgramming func()
 
 // programServices rewrites the service rules of every live pod. A pod on a
 // crashed node is skipped: its "kube-proxy" is dead too.
@@ -149,14 +163,19 @@ func (c *Cluster) programServices() error {
 		tp   int
 	}
 	var rules []rule
-	for _, s := range c.services {
+	decided := make([][]string, len(c.services))
+	for i, s := range c.services {
 		r := rule{vip: s.VIP, port: s.Port, tp: s.TargetPort}
 		for _, e := range s.endpoints {
 			r.eps = append(r.eps, c.pods[e].IP)
 		}
 		rules = append(rules, r)
+		decided[i] = slices.Clone(s.endpoints)
 	}
 	c.mu.Unlock()
+	if testHookProgramming != nil {
+		testHookProgramming()
+	}
 	var firstErr error
 	for _, p := range c.Pods() {
 		if p.Node.Crashed() {
@@ -191,7 +210,23 @@ func (c *Cluster) programServices() error {
 			firstErr = fmt.Errorf("program services in %s: %w", p.Name, err)
 		}
 	}
-	return firstErr
+	if firstErr != nil {
+		return firstErr
+	}
+	c.mu.Lock()
+	for i, eps := range decided {
+		c.services[i].programmed = eps
+	}
+	// Only what this batch carried is clean: a change decided meanwhile
+	// keeps the flag for the next tick.
+	c.servicesDirty = false
+	for i, s := range c.services[:len(decided)] {
+		if !slices.Equal(s.endpoints, decided[i]) {
+			c.servicesDirty = true
+		}
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // bigBatches makes room for what the kernel sends back for a large batch (a
