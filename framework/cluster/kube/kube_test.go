@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,5 +351,36 @@ func TestPollReportsTheLastFinishedCheck(t *testing.T) {
 	}
 	if want := "workloads not ready after 1s: Deployment/ns/a (generation not observed yet)"; err.Error() != want {
 		t.Fatalf("error %q, want %q", err, want)
+	}
+}
+
+// client-go's rate limiter refuses a request before the deadline when its
+// wait would cross it; that refusal is the wait's own deadline, not why
+// things were pending, and a real error after the last finished check is
+// named after its reasons.
+func TestPollIgnoresTheRateLimitersEarlyRefusal(t *testing.T) {
+	calls := 0
+	err := poll(context.Background(), WaitOptions{Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond}, "nodes",
+		func(ctx context.Context) ([]string, error) {
+			calls++
+			if calls == 1 {
+				return []string{"node a (no Ready condition yet)"}, nil
+			}
+			return nil, errors.New("client rate limiter Wait returned an error: rate: Wait(n=1) would exceed context deadline")
+		})
+	if want := "nodes not ready after 300ms: node a (no Ready condition yet)"; err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %q", err, want)
+	}
+	calls = 0
+	err = poll(context.Background(), WaitOptions{Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond}, "nodes",
+		func(ctx context.Context) ([]string, error) {
+			calls++
+			if calls == 1 {
+				return []string{"node a (no Ready condition yet)"}, nil
+			}
+			return nil, errors.New("connection refused")
+		})
+	if want := "nodes not ready after 300ms: node a (no Ready condition yet) (then: connection refused)"; err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %q", err, want)
 	}
 }

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -47,31 +48,51 @@ func poll(ctx context.Context, o WaitOptions, what string, check func(ctx contex
 	defer cancel()
 	var pending []string
 	var lastErr error
-	done := false // a check has run to completion before the deadline
+	completed := false // a check has run to completion
+	errAfter := false  // lastErr came after the last completed check
 	for {
 		p, err := check(dctx)
 		if err == nil && len(p) == 0 {
 			return nil
 		}
 		// A check cut short by the deadline reports "context deadline
-		// exceeded" for whatever it had not fetched yet; the last check
-		// that finished says why things were pending, so keep that one.
-		if dctx.Err() == nil || !done {
-			pending, lastErr = p, err
-			done = dctx.Err() == nil
+		// exceeded" for whatever it had not fetched yet, and client-go's
+		// rate limiter refuses a request early when its wait would cross
+		// the deadline: neither says why things were pending. The last
+		// check that finished does.
+		switch {
+		case err == nil && (dctx.Err() == nil || !completed):
+			pending, completed, errAfter = p, true, false
+		case err == nil:
+		case !deadlineEffect(dctx, err):
+			lastErr, errAfter = err, true
+		case !completed && lastErr == nil:
+			lastErr = err
 		}
 		select {
 		case <-dctx.Done():
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if len(pending) == 0 && lastErr != nil {
+			if !completed {
 				return fmt.Errorf("%s not ready after %s: %v", what, o.Timeout, oneLine(lastErr))
 			}
-			return fmt.Errorf("%s not ready after %s: %s", what, o.Timeout, strings.Join(pending, ", "))
+			msg := fmt.Sprintf("%s not ready after %s: %s", what, o.Timeout, strings.Join(pending, ", "))
+			if errAfter {
+				msg += fmt.Sprintf(" (then: %v)", oneLine(lastErr))
+			}
+			return errors.New(msg)
 		case <-time.After(o.interval()):
 		}
 	}
+}
+
+// deadlineEffect reports whether err is the wait's own deadline showing
+// through a check: the context expired, or the client's rate limiter
+// declined to wait past it.
+func deadlineEffect(dctx context.Context, err error) bool {
+	return dctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) ||
+		strings.Contains(err.Error(), "would exceed context deadline")
 }
 
 // WaitNodesReady waits until at least want nodes exist and every node
