@@ -15,7 +15,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +36,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"istio.io/istio/pkg/zdsapi"
 
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/hbone"
@@ -353,14 +354,51 @@ func baselineRows(f *badInputFiles) []badInput {
 // NACK comes from the protocol's own checks.
 type nopHandler struct{}
 
-func (nopHandler) Add(_ string, fd int, _ json.RawMessage) error { unix.Close(fd); return nil }
-func (nopHandler) Del(string) error                              { return nil }
-func (nopHandler) SnapshotDone()                                 {}
+func (nopHandler) Add(_ string, fd int, _ *zdsapi.WorkloadInfo) error { unix.Close(fd); return nil }
+func (nopHandler) Keep(string) error                                  { return nil }
+func (nopHandler) Del(string) error                                   { return nil }
+func (nopHandler) SnapshotDone()                                      {}
+
+// zds encodes a ZDS message for the rows.
+func zds(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func zdsAdd(uid string) []byte {
+	return zds(&zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Add{Add: &zdsapi.AddWorkload{Uid: uid,
+		WorkloadInfo: &zdsapi.WorkloadInfo{Name: "a", Namespace: "default", ServiceAccount: "a"}}}})
+}
+
+func zdsKeep(uid string) []byte {
+	return zds(&zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Keep{Keep: &zdsapi.KeepWorkload{Uid: uid}}})
+}
+
+func zdsDel(uid string) []byte {
+	return zds(&zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_Del{Del: &zdsapi.DelWorkload{Uid: uid}}})
+}
+
+func zdsSnapshotSent() []byte {
+	return zds(&zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_SnapshotSent{SnapshotSent: &zdsapi.SnapshotSent{}}})
+}
+
+func zdsAck(reason string) []byte {
+	return zds(&zdsapi.WorkloadResponse{Payload: &zdsapi.WorkloadResponse_Ack{Ack: &zdsapi.Ack{Error: reason}}})
+}
 
 // toProxy plays a node agent: it listens, lets a real node proxy side
-// (inpod.Connect) connect, sends it pkt with the descriptors opened from
-// fdPaths attached, and returns the reason of the proxy's ack.
-func toProxy(pkt string, fdPaths ...string) func(*testing.T) (string, error) {
+// (inpod.Connect) connect and say hello, sends it pkt with the descriptors
+// opened from fdPaths attached, and returns the reason of the proxy's ack.
+func toProxy(pkt []byte, fdPaths ...string) func(*testing.T) (string, error) {
+	return toProxyAfter(nil, pkt, fdPaths...)
+}
+
+// toProxyAfter is toProxy that first sends the prelude packets, each of which
+// the proxy must accept.
+func toProxyAfter(prelude [][]byte, pkt []byte, fdPaths ...string) func(*testing.T) (string, error) {
 	return func(t *testing.T) (string, error) {
 		path := filepath.Join(t.TempDir(), "agent.sock")
 		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -378,6 +416,38 @@ func toProxy(pkt string, fdPaths ...string) func(*testing.T) (string, error) {
 			return "", fmt.Errorf("the proxy did not connect: %v", err)
 		}
 		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		var hello zdsapi.ZdsHello
+		if err != nil || proto.Unmarshal(buf[:n], &hello) != nil || hello.Version != zdsapi.Version_V1 {
+			return "", fmt.Errorf("the proxy's first packet %x (%v) is not a V1 hello", buf[:n], err)
+		}
+		// ack sends one packet and returns the proxy's answer.
+		ack := func(pkt []byte, fds []int) (string, error) {
+			var oob []byte
+			if len(fds) > 0 {
+				oob = unix.UnixRights(fds...)
+			}
+			if _, _, err := c.WriteMsgUnix(pkt, oob, nil); err != nil {
+				return "", err
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				return "", fmt.Errorf("no ack: %v", err)
+			}
+			var a zdsapi.WorkloadResponse
+			if err := proto.Unmarshal(buf[:n], &a); err != nil || a.GetAck() == nil {
+				return "", fmt.Errorf("answer %x is not an ack", buf[:n])
+			}
+			return a.GetAck().GetError(), nil
+		}
+		for _, p := range prelude {
+			if reason, err := ack(p, nil); err != nil || reason != "" {
+				return "", fmt.Errorf("the proxy rejected the prelude %x: %q, %v", p, reason, err)
+			}
+		}
 		var fds []int
 		for _, p := range fdPaths {
 			fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -387,28 +457,12 @@ func toProxy(pkt string, fdPaths ...string) func(*testing.T) (string, error) {
 			defer unix.Close(fd)
 			fds = append(fds, fd)
 		}
-		var oob []byte
-		if len(fds) > 0 {
-			oob = unix.UnixRights(fds...)
-		}
-		if _, _, err := c.WriteMsgUnix([]byte(pkt), oob, nil); err != nil {
+		reason, err := ack(pkt, fds)
+		if err != nil {
 			return "", err
 		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		buf := make([]byte, 4096)
-		n, err := c.Read(buf)
-		if err != nil {
-			return "", fmt.Errorf("no ack: %v", err)
-		}
-		var a struct {
-			Type  string  `json:"type"`
-			Error *string `json:"error"`
-		}
-		if err := json.Unmarshal(buf[:n], &a); err != nil || a.Type != inpod.TypeAck || a.Error == nil {
-			return "", fmt.Errorf("answer %q is not an ack", buf[:n])
-		}
-		if *a.Error == "" {
-			return "", fmt.Errorf("the proxy accepted %q", pkt)
+		if reason == "" {
+			return "", fmt.Errorf("the proxy accepted %x", pkt)
 		}
 		// The proxy keeps the connection after a NACK: the next message
 		// gets its own answer.
@@ -417,24 +471,46 @@ func toProxy(pkt string, fdPaths ...string) func(*testing.T) (string, error) {
 			return "", fmt.Errorf("the proxy dropped the connection after a NACK: %v", err)
 		default:
 		}
-		return *a.Error, nil
+		return reason, nil
+	}
+}
+
+// agentLogs starts a real node agent (inpod.Server) with a short ack timeout
+// and returns it, its socket and its log lines.
+func agentLogs(t *testing.T) (*inpod.Server, string, chan string, error) {
+	path := filepath.Join(t.TempDir(), "agent.sock")
+	logs := make(chan string, 16)
+	srv, err := inpod.NewServer(path, inpod.WithAckTimeout(300*time.Millisecond), inpod.WithLogf(func(format string, a ...any) {
+		select {
+		case logs <- fmt.Sprintf(format, a...):
+		default:
+		}
+	}))
+	return srv, path, logs, err
+}
+
+// logged returns the first of logs containing want.
+func logged(logs chan string, want string) (string, error) {
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case l := <-logs:
+			if strings.Contains(l, want) {
+				return l, nil
+			}
+		case <-timeout:
+			return "", errors.New("the agent logged nothing about it")
+		}
 	}
 }
 
 // toAgent plays a node proxy against a real node agent (inpod.Server): it
-// connects, reads the snapshot, answers with send(conn) and returns the
-// agent's log line containing want (the agent has no caller to return an
-// error to: its log is where a bad proxy shows).
+// connects, says hello, reads the snapshot, answers with send(conn) and
+// returns the agent's log line containing want (the agent has no caller to
+// return an error to: its log is where a bad proxy shows).
 func toAgent(want string, send func(c *net.UnixConn) error) func(*testing.T) (string, error) {
 	return func(t *testing.T) (string, error) {
-		path := filepath.Join(t.TempDir(), "agent.sock")
-		logs := make(chan string, 16)
-		srv, err := inpod.NewServer(path, inpod.WithAckTimeout(300*time.Millisecond), inpod.WithLogf(func(format string, a ...any) {
-			select {
-			case logs <- fmt.Sprintf(format, a...):
-			default:
-			}
-		}))
+		srv, path, logs, err := agentLogs(t)
 		if err != nil {
 			return "", err
 		}
@@ -444,25 +520,47 @@ func toAgent(want string, send func(c *net.UnixConn) error) func(*testing.T) (st
 			return "", err
 		}
 		defer c.Close()
+		if _, err := c.Write(zds(&zdsapi.ZdsHello{Version: zdsapi.Version_V1})); err != nil {
+			return "", err
+		}
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 4096)
-		if _, err := c.Read(buf); err != nil { // snapshot-sent: there are no pods
+		if _, err := c.Read(buf); err != nil { // snapshot_sent: there are no pods
 			return "", fmt.Errorf("no snapshot: %v", err)
 		}
 		if err := send(c); err != nil {
 			return "", err
 		}
-		timeout := time.After(5 * time.Second)
-		for {
-			select {
-			case l := <-logs:
-				if strings.Contains(l, want) {
-					return l, nil
-				}
-			case <-timeout:
-				return "", errors.New("the agent logged nothing about it")
+		return logged(logs, want)
+	}
+}
+
+// helloToAgent connects to a real node agent and sends hello instead of a
+// proper ZDS hello (nil: nothing at all); the agent must hang up and log a
+// line containing want, which it returns.
+func helloToAgent(want string, hello []byte) func(*testing.T) (string, error) {
+	return func(t *testing.T) (string, error) {
+		srv, path, logs, err := agentLogs(t)
+		if err != nil {
+			return "", err
+		}
+		defer srv.Close()
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		if hello != nil {
+			if _, err := c.Write(hello); err != nil {
+				return "", err
 			}
 		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		if n, err := c.Read(buf); err == nil && n > 0 {
+			return "", fmt.Errorf("the agent sent %x to a proxy without a proper hello", buf[:n])
+		}
+		return logged(logs, want)
 	}
 }
 
@@ -470,32 +568,39 @@ func nodeAgentRows() []badInput {
 	na := func(name, want string, call func(*testing.T) (string, error)) badInput {
 		return badInput{category: catNodeAgent, name: name, want: want, call: call}
 	}
-	write := func(s string) func(*net.UnixConn) error {
-		return func(c *net.UnixConn) error { _, err := c.Write([]byte(s)); return err }
+	write := func(b []byte) func(*net.UnixConn) error {
+		return func(c *net.UnixConn) error { _, err := c.Write(b); return err }
 	}
+	add := zdsAdd("default/a")
 	return []badInput{
 		// agent -> proxy: the proxy NACKs and keeps the connection.
-		na("not JSON", "malformed message", toProxy(`{"type":"add",`)),
-		na("no type", "malformed message: no type", toProxy(`{"uid":"default/a"}`)),
-		na("type a number", "malformed message", toProxy(`{"type":5}`)),
-		na("unknown type", `unknown message type "reboot"`, toProxy(`{"type":"reboot"}`)),
-		na("add without uid", "add without uid", toProxy(`{"type":"add"}`, "/proc/self/ns/net")),
-		na("add without netns fd", `add "default/a": want exactly one netns fd attached, got 0`, toProxy(`{"type":"add","uid":"default/a"}`)),
-		na("add with two fds", "got 2", toProxy(`{"type":"add","uid":"default/a"}`, "/proc/self/ns/net", "/proc/self/ns/net")),
-		na("add with a file, not a netns", `add "default/a": fd`, toProxy(`{"type":"add","uid":"default/a"}`, "/dev/null")),
-		na("del with a fd", `del "default/a": unexpected descriptor attached`, toProxy(`{"type":"del","uid":"default/a"}`, "/dev/null")),
-		na("del without uid", "del without uid", toProxy(`{"type":"del"}`)),
+		na("not protobuf", "malformed message", toProxy([]byte("not protobuf"))),
+		na("cut message", "malformed message", toProxy(add[:len(add)-2], "/proc/self/ns/net")),
+		na("no payload", "malformed message: no payload", toProxy([]byte{0x78, 0x01})),
+		na("uid not UTF-8", "malformed message", toProxy([]byte("\x0a\x06\x0a\x04ns/\xff"), "/proc/self/ns/net")),
+		na("add without uid", "add without uid", toProxy(zdsAdd(""), "/proc/self/ns/net")),
+		na("add without netns fd", `add "default/a": want exactly one netns fd attached, got 0`, toProxy(add)),
+		na("add with two fds", "got 2", toProxy(add, "/proc/self/ns/net", "/proc/self/ns/net")),
+		na("add with a file, not a netns", `add "default/a": fd`, toProxy(add, "/dev/null")),
+		na("keep without uid", "keep without uid", toProxy(zdsKeep(""))),
+		na("keep after snapshot_sent", `keep "default/a" after the snapshot`, toProxyAfter([][]byte{zdsSnapshotSent()}, zdsKeep("default/a"))),
+		na("snapshot_sent twice", "snapshot_sent twice", toProxyAfter([][]byte{zdsSnapshotSent()}, zdsSnapshotSent())),
+		na("del with a fd", "del: unexpected descriptor attached", toProxy(zdsDel("default/a"), "/dev/null")),
+		na("del without uid", "del without uid", toProxy(zdsDel(""))),
 		// proxy -> agent: the agent drops the proxy and says why.
-		na("garbage instead of ack", "not an ack", toAgent("not an ack", write("HELLO\n"))),
+		na("no hello", "sent no hello within 300ms", helloToAgent("no hello", nil)),
+		na("hello without version", "hello with version NOT_USED", helloToAgent("hello with", []byte{0x08, 0x00})),
+		na("garbage instead of hello", "not a hello", helloToAgent("not a hello", []byte("HELLO\n"))),
+		na("garbage instead of ack", "not an ack", toAgent("not an ack", write([]byte("HELLO\n")))),
 		na("unsolicited ack", "unsolicited ack", toAgent("unsolicited", func(c *net.UnixConn) error {
-			if _, err := c.Write([]byte(`{"type":"ack","error":""}`)); err != nil {
+			if _, err := c.Write(zdsAck("")); err != nil {
 				return err
 			}
-			_, err := c.Write([]byte(`{"type":"ack","error":""}`))
+			_, err := c.Write(zdsAck(""))
 			return err
 		})),
 		na("no ack", "no ack within", toAgent("no ack", func(*net.UnixConn) error { return nil })),
-		na("multi-line NACK", "rejected it", toAgent("rejected it", write(`{"type":"ack","error":"line one\nline two"}`))),
+		na("multi-line NACK", "rejected it", toAgent("rejected it", write(zdsAck("line one\nline two")))),
 	}
 }
 

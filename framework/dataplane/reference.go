@@ -21,6 +21,7 @@ import (
 	"blastradius.dev/blastradius/proxy/inpod"
 	"blastradius.dev/blastradius/proxy/node"
 	"blastradius.dev/blastradius/proxy/xds"
+	"istio.io/istio/pkg/zdsapi"
 )
 
 // Names and ports of the reference data plane on the embedded cluster.
@@ -342,10 +343,11 @@ func redirect(p *netns.Pod, mark uint32) error {
 	return nil
 }
 
-// agentWorkload is what the node agent tells the node proxy about a pod.
-func agentWorkload(p *netns.Pod) json.RawMessage {
-	w, _ := json.Marshal(map[string]string{"ip": p.IP.String(), "uid": UID(p.Name)})
-	return w
+// agentWorkload is what the node agent tells the node proxy about a pod, as
+// istio-cni does: name, namespace and service account (each pod runs as its
+// own, the identity the control plane gives it).
+func agentWorkload(p *netns.Pod) *zdsapi.WorkloadInfo {
+	return &zdsapi.WorkloadInfo{Name: p.Name, Namespace: Namespace, ServiceAccount: p.Name}
 }
 
 // Close implements scenario.DataPlane: it closes every node agent that runs

@@ -2,14 +2,15 @@ package inpod
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+	"istio.io/istio/pkg/zdsapi"
 )
 
 // AmbientLabel enrols a namespace or a pod in ambient mode when it is
@@ -131,7 +132,7 @@ func (a *NodeAgent) Run(ctx context.Context) error {
 	}
 	pods := make([]Pod, 0, len(st.added))
 	for uid, h := range st.added {
-		pods = append(pods, Pod{UID: uid, NetNSFD: h.fd, Workload: workloadOf(uid, h.ip)})
+		pods = append(pods, Pod{UID: uid, NetNSFD: h.fd, Workload: workloadInfo(st.pods[uid], uid)})
 	}
 	srv, err := NewServer(a.Socket, WithPods(pods...), WithLogf(a.Logf))
 	if err != nil {
@@ -451,7 +452,7 @@ func (a *NodeAgent) resolvePending(st *agentState) {
 			a.Logf("%s: redirected (%v, netns %s)", uid, ip, ns.Path)
 			continue
 		}
-		if err := st.server.Add(uid, ns.FD, workloadOf(uid, ip)); err != nil {
+		if err := st.server.Add(uid, ns.FD, workloadInfo(st.pods[uid], uid)); err != nil {
 			// The server remembers the pod anyway and sends it again to
 			// every proxy that connects, as the embedded agent does.
 			a.Logf("%s: redirected (%v, netns %s); node proxy: %v", uid, ip, ns.Path, err)
@@ -496,11 +497,16 @@ func (a *NodeAgent) say(st *agentState, subject, format string, args ...any) {
 	a.Logf("%s", msg)
 }
 
-// workloadOf is what the agent tells the node proxy about a pod, the same as
-// the embedded provider's agent.
-func workloadOf(uid string, ip netip.Addr) json.RawMessage {
-	w, _ := json.Marshal(map[string]string{"ip": ip.String(), "uid": uid})
-	return w
+// workloadInfo is what the agent tells the node proxy about a pod, as
+// istio-cni does: its name, namespace and service account (no address: the
+// proxy reads that from the pod's namespace). p is nil for a pod the agent
+// handed over and no longer lists; its uid still names it.
+func workloadInfo(p *KubePod, uid string) *zdsapi.WorkloadInfo {
+	if p == nil {
+		ns, name, _ := strings.Cut(uid, "/")
+		return &zdsapi.WorkloadInfo{Namespace: ns, Name: name}
+	}
+	return &zdsapi.WorkloadInfo{Name: p.Metadata.Name, Namespace: p.Metadata.Namespace, ServiceAccount: p.Spec.ServiceAccountName}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -130,8 +130,9 @@ type PodMeta struct {
 
 // PodSpec is the part of a pod's spec the agent reads.
 type PodSpec struct {
-	NodeName    string `json:"nodeName"`
-	HostNetwork bool   `json:"hostNetwork"`
+	NodeName           string `json:"nodeName"`
+	HostNetwork        bool   `json:"hostNetwork"`
+	ServiceAccountName string `json:"serviceAccountName"`
 }
 
 // PodStatus is the part of a pod's status the agent reads.

@@ -86,6 +86,7 @@ func mkPod(ns, name, node, ip string, labels map[string]string) KubePod {
 	p.Metadata.Namespace, p.Metadata.Name, p.Metadata.UID = ns, name, "uid-"+ns+"-"+name
 	p.Metadata.Labels = labels
 	p.Spec.NodeName = node
+	p.Spec.ServiceAccountName = "sa-" + name
 	p.Status.Phase, p.Status.PodIP = "Running", ip
 	if ip == "" {
 		p.Status.Phase = "Pending"

@@ -1,7 +1,6 @@
 package inpod
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,8 +11,11 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"istio.io/istio/pkg/zdsapi"
 )
 
 // ErrClosed is returned by a Server's methods after Close.
@@ -23,7 +25,9 @@ var ErrClosed = errors.New("inpod: server closed")
 const DefaultAckTimeout = 5 * time.Second
 
 // Server is the node agent's side: it remembers the node's pods and pushes
-// them to every connected node proxy.
+// them to the node proxies, as istio-cni's ztunnel server does: every proxy
+// that connects gets a snapshot of all of them, a pod added later goes to the
+// newest proxy, and a delete goes to every proxy.
 //
 // One mutex serialises every state change and every exchange with proxies:
 // a proxy that connects while an Add is in flight gets its snapshot after the
@@ -38,7 +42,8 @@ type Server struct {
 
 	mu      sync.Mutex
 	pods    map[string]*pod
-	proxies map[*peer]struct{}
+	proxies map[*peer]struct{} // connected and through their snapshot
+	conns   map[*peer]struct{} // every connection, for Close
 	nextID  int
 	closed  bool
 
@@ -46,8 +51,8 @@ type Server struct {
 }
 
 type pod struct {
-	fd       int // the server's own dup; the caller keeps its descriptor
-	workload json.RawMessage
+	fd   int // the server's own dup (the caller keeps its descriptor); -1: none, sent as keep
+	info *zdsapi.WorkloadInfo
 }
 
 // ServerOption configures NewServer.
@@ -66,9 +71,14 @@ func WithLogf(f func(format string, args ...any)) ServerOption {
 
 // Pod is a pod a server knows from the start (WithPods).
 type Pod struct {
-	UID      string
-	NetNSFD  int // the caller keeps ownership; the server keeps a duplicate
-	Workload json.RawMessage
+	UID string
+	// NetNSFD is the pod's network namespace; the caller keeps ownership
+	// and the server keeps a duplicate. A negative value means the agent
+	// knows the pod but could not open its namespace (a restarted agent
+	// whose pod's netns file is gone): the snapshot then says keep, and a
+	// proxy that has the pod keeps serving it.
+	NetNSFD  int
+	Workload *zdsapi.WorkloadInfo
 }
 
 // WithPods makes the server know these pods before it accepts its first
@@ -89,6 +99,7 @@ func NewServer(path string, opts ...ServerOption) (*Server, error) {
 		logf:       func(string, ...any) {},
 		pods:       map[string]*pod{},
 		proxies:    map[*peer]struct{}{},
+		conns:      map[*peer]struct{}{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -149,18 +160,21 @@ func NewServer(path string, opts ...ServerOption) (*Server, error) {
 }
 
 // Add remembers the pod uid with its network namespace nsFD and workload, and
-// sends it to every connected proxy, waiting for each one's ack. The server
-// keeps a duplicate of nsFD: the caller keeps ownership of its descriptor.
-// Adding a uid again replaces it (and resends it). The pod is remembered even
-// if a proxy rejects it; the error then names each proxy that NACKed or did
-// not answer in time.
-func (s *Server) Add(uid string, nsFD int, workload json.RawMessage) error {
-	p, err := newPod(uid, nsFD, workload)
+// sends it to the newest connected proxy (the one a graceful restart hands
+// the node to), waiting for its ack. The server keeps a duplicate of nsFD:
+// the caller keeps ownership of its descriptor. Adding a uid again replaces
+// it (and resends it). The pod is remembered even if the proxy rejects it;
+// the error then names the proxy that NACKed or did not answer in time.
+func (s *Server) Add(uid string, nsFD int, info *zdsapi.WorkloadInfo) error {
+	if nsFD < 0 {
+		return fmt.Errorf("inpod: add %s: no network namespace", uid)
+	}
+	p, err := newPod(uid, nsFD, info)
 	if err != nil {
 		return err
 	}
 	dup := p.fd
-	msg, err := json.Marshal(request{Type: TypeAdd, UID: uid, Workload: p.workload})
+	msg, err := requestPacket(addRequest(uid, p.info))
 	if err != nil {
 		unix.Close(dup)
 		return fmt.Errorf("inpod: add %s: %w", uid, err)
@@ -171,23 +185,48 @@ func (s *Server) Add(uid string, nsFD int, workload json.RawMessage) error {
 		unix.Close(dup)
 		return ErrClosed
 	}
-	if old := s.pods[uid]; old != nil {
+	if old := s.pods[uid]; old != nil && old.fd >= 0 {
 		unix.Close(old.fd)
 	}
 	s.pods[uid] = p
-	if err := s.broadcast(msg, dup); err != nil {
+	var newest *peer
+	for q := range s.proxies {
+		if newest == nil || q.id > newest.id {
+			newest = q
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	if err := s.exchange(newest, msg, dup); err != nil {
+		var gone goneError
+		if errors.As(err, &gone) {
+			return nil // it gets the pod in its snapshot when it reconnects
+		}
 		return fmt.Errorf("inpod: add %s: %w", uid, err)
 	}
 	return nil
 }
 
-// newPod checks a pod and takes a duplicate of its namespace descriptor.
-func newPod(uid string, nsFD int, workload json.RawMessage) (*pod, error) {
+// newPod checks a pod and takes a duplicate of its namespace descriptor (a
+// negative nsFD: a pod kept without one).
+func newPod(uid string, nsFD int, info *zdsapi.WorkloadInfo) (*pod, error) {
 	if uid == "" {
 		return nil, errors.New("inpod: add: empty uid")
 	}
-	if len(workload) > 0 && !json.Valid(workload) {
-		return nil, fmt.Errorf("inpod: add %s: workload is not valid JSON", uid)
+	// Protobuf strings must be UTF-8; checked here so that sending never
+	// fails on a pod the server already accepted.
+	if !utf8.ValidString(uid) {
+		return nil, fmt.Errorf("inpod: add %q: uid is not UTF-8", uid)
+	}
+	if info != nil && !(utf8.ValidString(info.GetName()) && utf8.ValidString(info.GetNamespace()) && utf8.ValidString(info.GetServiceAccount())) {
+		return nil, fmt.Errorf("inpod: add %s: workload info is not UTF-8", uid)
+	}
+	if info != nil {
+		info = proto.Clone(info).(*zdsapi.WorkloadInfo)
+	}
+	if nsFD < 0 {
+		return &pod{fd: -1, info: info}, nil
 	}
 	if err := checkNetNS(nsFD); err != nil {
 		return nil, fmt.Errorf("inpod: add %s: %w", uid, err)
@@ -196,16 +235,16 @@ func newPod(uid string, nsFD int, workload json.RawMessage) (*pod, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inpod: add %s: dup netns fd: %w", uid, err)
 	}
-	return &pod{fd: dup, workload: slices.Clone(workload)}, nil
+	return &pod{fd: dup, info: info}, nil
 }
 
 // Del forgets the pod uid and tells every connected proxy, waiting for their
 // acks. Deleting an unknown uid does nothing and succeeds, so that the agent
 // can retry a delete blindly.
 func (s *Server) Del(uid string) error {
-	msg, err := json.Marshal(request{Type: TypeDel, UID: uid})
+	msg, err := requestPacket(delRequest(uid))
 	if err != nil {
-		return err
+		return fmt.Errorf("inpod: del %q: %w", uid, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -216,7 +255,9 @@ func (s *Server) Del(uid string) error {
 	if p == nil {
 		return nil
 	}
-	unix.Close(p.fd)
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+	}
 	delete(s.pods, uid)
 	if err := s.broadcast(msg, -1); err != nil {
 		return fmt.Errorf("inpod: del %s: %w", uid, err)
@@ -243,11 +284,13 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	err := s.ln.Close()
-	for p := range s.proxies {
+	for p := range s.conns {
 		p.conn.Close()
 	}
 	for uid, p := range s.pods {
-		unix.Close(p.fd)
+		if p.fd >= 0 {
+			unix.Close(p.fd)
+		}
 		delete(s.pods, uid)
 	}
 	s.mu.Unlock()
@@ -325,9 +368,9 @@ func (s *Server) exchange(p *peer, msg []byte, fd int) error {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
-	case a := <-p.acks:
-		if a.Error != "" {
-			return &NackError{Proxy: p.String(), Reason: a.Error}
+	case reason := <-p.acks:
+		if reason != "" {
+			return &NackError{Proxy: p.String(), Reason: reason}
 		}
 		return nil
 	case <-p.done:
@@ -358,11 +401,11 @@ func (s *Server) acceptLoop() {
 			return
 		}
 		s.nextID++
-		p := &peer{id: s.nextID, pid: peerPID(c), conn: c, acks: make(chan ack, 1), done: make(chan struct{})}
-		s.wg.Add(2)
+		p := &peer{id: s.nextID, pid: peerPID(c), conn: c, acks: make(chan string, 1), done: make(chan struct{})}
+		s.conns[p] = struct{}{}
+		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.readLoop(p)
-		go s.greet(p)
 	}
 }
 
@@ -384,7 +427,11 @@ func (s *Server) greet(p *peer) {
 	slices.Sort(uids)
 	for _, uid := range uids {
 		pd := s.pods[uid]
-		msg, err := json.Marshal(request{Type: TypeAdd, UID: uid, Workload: pd.workload})
+		req := addRequest(uid, pd.info)
+		if pd.fd < 0 {
+			req = keepRequest(uid)
+		}
+		msg, err := requestPacket(req)
 		if err == nil {
 			err = s.exchange(p, msg, pd.fd)
 		}
@@ -398,7 +445,7 @@ func (s *Server) greet(p *peer) {
 			return
 		}
 	}
-	msg, _ := json.Marshal(request{Type: TypeSnapshotSent})
+	msg, _ := requestPacket(snapshotSentRequest())
 	if err := s.exchange(p, msg, -1); err != nil {
 		var nack *NackError
 		if !errors.As(err, &nack) {
@@ -416,8 +463,8 @@ func (s *Server) greet(p *peer) {
 	s.proxies[p] = struct{}{}
 }
 
-// readLoop delivers p's acks to the exchange waiting for them, and removes p
-// when its connection ends.
+// readLoop waits for p's hello, starts its snapshot, then delivers its acks
+// to the exchange waiting for them, and removes p when its connection ends.
 func (s *Server) readLoop(p *peer) {
 	defer s.wg.Done()
 	defer func() {
@@ -425,10 +472,29 @@ func (s *Server) readLoop(p *peer) {
 		close(p.done) // first: an exchange holding s.mu must not wait for us
 		s.mu.Lock()
 		delete(s.proxies, p)
+		delete(s.conns, p)
 		s.mu.Unlock()
 	}()
-	buf := make([]byte, 4096)
+	buf := make([]byte, maxAck)
 	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	// A proxy speaks first, and within the ack timeout (istio-cni gives
+	// ztunnel 5 s): one that never does holds nothing of ours.
+	_ = p.conn.SetReadDeadline(time.Now().Add(s.ackTimeout))
+	n, oobn, flags, _, err := p.conn.ReadMsgUnix(buf, oob)
+	if err != nil || n == 0 {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.logf("inpod: %s sent no hello within %v; disconnecting", p, s.ackTimeout)
+		}
+		return
+	}
+	closeFDs(oob[:oobn])
+	if err := decodeHello(buf[:n], flags); err != nil {
+		s.logf("inpod: %s: %v; disconnecting", p, err)
+		return
+	}
+	_ = p.conn.SetReadDeadline(time.Time{})
+	s.wg.Add(1)
+	go s.greet(p)
 	for {
 		n, oobn, flags, _, err := p.conn.ReadMsgUnix(buf, oob)
 		if err != nil || n == 0 { // 0: orderly shutdown on SOCK_SEQPACKET
@@ -457,7 +523,7 @@ type peer struct {
 	id   int
 	pid  int32 // from SO_PEERCRED; 0 if unknown
 	conn *net.UnixConn
-	acks chan ack
+	acks chan string   // NACK reasons, "" for an ack
 	done chan struct{} // closed when the connection is gone
 
 	mu      sync.Mutex

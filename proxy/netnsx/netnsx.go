@@ -410,3 +410,52 @@ func SetSysctl(nsFD int, name, value string) error {
 	}
 	return nil
 }
+
+// PodIP returns a pod's address, read from its network namespace: the one
+// global unicast IPv4 address on an interface other than loopback. The node
+// agent's add names the pod but carries no address (istio-cni's does not
+// either), and the proxy needs it to listen and to find the pod's identity.
+// Several candidates are an error rather than a guess: serving a pod under
+// the wrong address would give it another workload's identity.
+func PodIP(nsFD int) (netip.Addr, error) {
+	var found []netip.Addr
+	err := Do(nsFD, func() error {
+		ifs, err := net.Interfaces()
+		if err != nil {
+			return err
+		}
+		for _, ifc := range ifs {
+			if ifc.Flags&net.FlagLoopback != 0 {
+				continue
+			}
+			addrs, err := ifc.Addrs()
+			if err != nil {
+				return fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+			}
+			for _, a := range addrs {
+				ipn, ok := a.(*net.IPNet)
+				if !ok {
+					continue
+				}
+				ip, ok := netip.AddrFromSlice(ipn.IP)
+				if !ok {
+					continue
+				}
+				ip = ip.Unmap()
+				if ip.Is4() && ip.IsGlobalUnicast() {
+					found = append(found, ip)
+				}
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("pod address: %w", err)
+	case len(found) == 0:
+		return netip.Addr{}, errors.New("pod address: no IPv4 address in the pod's network namespace")
+	case len(found) > 1:
+		return netip.Addr{}, fmt.Errorf("pod address: several IPv4 addresses in the pod's network namespace %v", found)
+	}
+	return found[0], nil
+}

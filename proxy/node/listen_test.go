@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"istio.io/istio/pkg/zdsapi"
 
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/inpod"
@@ -104,6 +105,98 @@ func podNS(t *testing.T, ip netip.Addr) int {
 		t.Fatal(err)
 	}
 	return fd
+}
+
+// agentPodNS is podNS with the pod IP on an eth0 (a veth whose peer stays
+// inside the namespace) instead of loopback, as in a real pod: the node
+// proxy reads the IP of a pod the node agent hands over from its namespace
+// (netnsx.PodIP), where loopback does not count.
+func agentPodNS(t *testing.T, ip netip.Addr) int {
+	t.Helper()
+	fd := podNS(t, ip)
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	addr, _ := netlink.ParseAddr(ip.String() + "/32")
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrDel(lo, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "peer0"}); err != nil {
+		t.Fatal("add veth:", err)
+	}
+	for _, name := range []string{"eth0", "peer0"} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "eth0" {
+			if err := h.AddrAdd(l, addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fd
+}
+
+// TestInpodHandlerReadsPodIP: the node agent's add carries no address; the
+// proxy serves the pod under the one it finds in the pod's namespace, and
+// NACKs a pod whose namespace has none, naming the pod.
+func TestInpodHandlerReadsPodIP(t *testing.T) {
+	ip := netip.MustParseAddr("10.244.2.2") // b in snap()
+	authority, err := ca.New("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &logLines{}
+	p := New(Options{Node: "node-1", Mark: DefaultMark, Logf: log.logf},
+		func(_ context.Context, csr []byte, id string) ([]byte, error) { return authority.Sign(csr, id) }, authority.RootPEM)
+	p.SetSnapshot(snap())
+	defer p.certs.Close()
+	h := &inpodHandler{p: p, logf: log.logf}
+	info := &zdsapi.WorkloadInfo{Name: "b", Namespace: "default", ServiceAccount: "b"}
+	add := func(fd int) error {
+		t.Helper()
+		dup, err := unix.Dup(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.Add("default/b", dup, info) // the handler owns dup
+	}
+
+	// The IP only on loopback, as podNS puts it: not a pod address.
+	err = add(podNS(t, ip))
+	if err == nil || !strings.Contains(err.Error(), "default/b") || !strings.Contains(err.Error(), "no IPv4 address") {
+		t.Fatalf("Add of a pod without an address: %v, want an error naming the pod", err)
+	}
+	if pods := p.Pods(); len(pods) != 0 {
+		t.Fatalf("pods served after a failed Add: %v", pods)
+	}
+
+	fd := agentPodNS(t, ip)
+	if err := add(fd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.DelPod("default/b") })
+	p.mu.Lock()
+	pd := p.pods["default/b"]
+	p.mu.Unlock()
+	if pd == nil || pd.ip != ip {
+		t.Fatalf("pod served as %+v, want IP %v", pd, ip)
+	}
+	want := PodListenAddrs()
+	slices.Sort(want)
+	if got := listenersIn(t, fd); !slices.Equal(got, want) {
+		t.Errorf("listeners in the pod's namespace: %v, want %v", got, want)
+	}
 }
 
 // TestPodListenersOnlyInsidePodNetns: serving a pod binds exactly
@@ -216,7 +309,7 @@ func TestNodeProxyOwnNamespaceHasOnlyAdmin(t *testing.T) {
 	// TestMain put this process in a namespace of its own (loopback up), so
 	// its listeners are only the tests'.
 	ip := netip.MustParseAddr("10.244.2.2")
-	pod := podNS(t, ip)
+	pod := agentPodNS(t, ip)
 	before := tcpListeners(t)
 	const sock = "@blastradius-node-test-inpod"
 	agent, err := inpod.NewServer(sock)
@@ -224,7 +317,7 @@ func TestNodeProxyOwnNamespaceHasOnlyAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer agent.Close()
-	if err := agent.Add("default/b", pod, []byte(`{"ip":"10.244.2.2"}`)); err != nil {
+	if err := agent.Add("default/b", pod, &zdsapi.WorkloadInfo{Name: "b", Namespace: "default", ServiceAccount: "b"}); err != nil {
 		// No proxy yet: the pod is kept and sent when it connects.
 		t.Logf("agent add before the proxy connects: %v", err)
 	}

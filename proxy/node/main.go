@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"istio.io/istio/pkg/zdsapi"
 
 	"blastradius.dev/blastradius/proxy/hbone"
 	"blastradius.dev/blastradius/proxy/inpod"
@@ -130,24 +132,34 @@ type inpodHandler struct {
 	snapshot bool // the current connection's snapshot is complete
 }
 
-func (h *inpodHandler) Add(uid string, nsFD int, workload json.RawMessage) error {
-	var w struct {
-		IP string `json:"ip"`
-	}
-	if err := json.Unmarshal(workload, &w); err != nil {
-		closeFD(nsFD)
-		return fmt.Errorf("workload of %s: %w", uid, err)
-	}
-	ip, err := netip.ParseAddr(w.IP)
+func (h *inpodHandler) Add(uid string, nsFD int, info *zdsapi.WorkloadInfo) error {
+	ip, err := netnsx.PodIP(nsFD)
 	if err != nil {
 		closeFD(nsFD)
-		return fmt.Errorf("workload of %s: bad ip %q", uid, w.IP)
+		return fmt.Errorf("pod %s (%s/%s): %w", uid, info.GetNamespace(), info.GetName(), err)
 	}
 	if h.seen == nil {
 		h.seen = map[string]bool{}
 	}
 	h.seen[uid] = true
 	return h.p.AddPod(uid, nsFD, ip)
+}
+
+// Keep marks a pod the agent still knows but could not hand over again
+// (its namespace was not found after the agent restarted): it survives the
+// snapshot if the proxy has it. One the proxy does not have cannot be served
+// without its namespace; as ztunnel does, the keep is acked and changes
+// nothing.
+func (h *inpodHandler) Keep(uid string) error {
+	if !slices.Contains(h.p.Pods(), uid) {
+		h.logf("node agent keeps pod %s, which this proxy does not serve", uid)
+		return nil
+	}
+	if h.seen == nil {
+		h.seen = map[string]bool{}
+	}
+	h.seen[uid] = true
+	return nil
 }
 
 func (h *inpodHandler) Del(uid string) error {
