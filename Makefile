@@ -70,6 +70,15 @@ k8s-test-bins:
 k8s-bins:
 	GO=$(GO) tools/k8s/build.sh $(K8S_BIN_DIR) all
 
+# Istio's control plane (istiod), node agent (istio-cni) and echo apps, and
+# its charts, built from the istio.io/istio version pinned in tools/istio
+# (the one the main module takes its message types from). A no-op when the
+# stamp in the folder names the same versions. docs/istio.md.
+ISTIO_BIN_DIR ?= $(CURDIR)/.cache/istio
+.PHONY: istio-bins
+istio-bins:
+	GO=$(GO) tools/istio/build.sh $(ISTIO_BIN_DIR)
+
 # A local multi-node Kubernetes cluster for the Kubernetes providers where
 # kind cannot run (root; no container engine or registry): the control plane
 # as host processes, each node a network namespace with its own containerd,

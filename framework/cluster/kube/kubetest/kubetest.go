@@ -283,3 +283,14 @@ func wrap(dir, setpriv, bin string) (string, error) {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// Kubeconfig returns a kubeconfig for a new cluster-admin user of the
+// server, for a process the test starts (a control plane under test reads
+// the API server the way it would in a cluster).
+func (s *Server) Kubeconfig(user string) ([]byte, error) {
+	u, err := s.env.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, s.Config)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig for %s: %w", user, err)
+	}
+	return u.KubeConfig()
+}

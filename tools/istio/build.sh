@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Builds Istio's control plane (pilot-discovery, i.e. istiod), its node agent
+# (istio-cni and install-cni) and the echo server and client of its tests from
+# the istio.io/istio version pinned in this folder's go.mod, which must be the
+# one the main module takes its message types (zdsapi) from. Called by
+# `make istio-bins`; everything lands in $1. Nothing is downloaded but Go
+# modules.
+#
+# Usage: tools/istio/build.sh DIR
+set -euo pipefail
+
+out=${1:?usage: build.sh DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+go=${GO:-go}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+say() { printf 'istio-bins: %s\n' "$*"; }
+since() { echo "$(($(date +%s) - $1))s"; }
+modver() { (cd "$1" && "$go" list -m -f '{{.Version}}' "$2"); }
+
+istio=$(modver "$here" istio.io/istio)
+main=$(modver "$root" istio.io/istio)
+if [[ $istio != "$main" ]]; then
+	echo "build.sh: tools/istio pins istio.io/istio $istio but the main module $main; pin one version in both" >&2
+	exit 2
+fi
+gov=$("$go" env GOVERSION)
+
+# name=package=build tags, the tags Istio's own release builds use for each
+# (vtprotobuf: the generated fast marshalers; disable_pgv: no protoc-gen-validate
+# code; the node agent's set drops what it never runs).
+bins=(
+	pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery=vtprotobuf,disable_pgv
+	istio-cni=istio.io/istio/cni/cmd/istio-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+	install-cni=istio.io/istio/cni/cmd/install-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+	echo-server=istio.io/istio/pkg/test/echo/cmd/server=vtprotobuf,disable_pgv
+	echo-client=istio.io/istio/pkg/test/echo/cmd/client=vtprotobuf,disable_pgv
+)
+
+stamp="istio $istio
+go $gov"
+complete=true
+for b in "${bins[@]}"; do
+	[[ -x $out/${b%%=*} ]] || complete=false
+done
+if $complete && [[ -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]]; then
+	say "up to date in $out (istio $istio)"
+	exit 0
+fi
+if [[ ! -f $out/.stamp || $(cat "$out/.stamp") != "$stamp" ]]; then
+	for b in "${bins[@]}"; do rm -f "$out/${b%%=*}"; done
+	rm -f "$out/.stamp"
+fi
+
+t0=$(date +%s)
+say "building istio $istio with $gov into $out"
+t=$(date +%s)
+say "downloading modules"
+(cd "$here" && "$go" mod download)
+say "modules ready ($(since "$t"))"
+
+# Static, stripped, trimmed, as Istio's release builds them, with the
+# version stamped in so
+# istiod's /version and its logs name the module version rather than
+# "unknown".
+export CGO_ENABLED=0
+ldflags="-s -w -X istio.io/istio/pkg/version.buildVersion=$istio -X istio.io/istio/pkg/version.buildStatus=Clean"
+n=${#bins[@]}
+i=0
+for b in "${bins[@]}"; do
+	i=$((i + 1))
+	name=${b%%=*}
+	rest=${b#*=}
+	pkg=${rest%%=*}
+	tags=${rest#*=}
+	if [[ -x $out/$name ]]; then
+		say "[$i/$n] $name: already built"
+		continue
+	fi
+	t=$(date +%s)
+	say "[$i/$n] $name"
+	(cd "$here" && "$go" build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out/$name" "$pkg")
+	say "[$i/$n] $name done ($(since "$t"))"
+done
+
+# The charts come from the same module: copied so that the render has no
+# dependency on the module cache's layout.
+t=$(date +%s)
+dir=$(cd "$here" && "$go" list -m -f '{{.Dir}}' istio.io/istio)
+rm -rf "$out/charts"
+cp -r "$dir/manifests/charts" "$out/charts"
+chmod -R u+w "$out/charts"
+say "charts copied ($(since "$t"))"
+
+printf '%s\n' "$stamp" >"$out/.stamp"
+say "done in $(since "$t0")"
