@@ -79,6 +79,15 @@ ISTIO_BIN_DIR ?= $(CURDIR)/.cache/istio
 istio-bins:
 	GO=$(GO) tools/istio/build.sh $(ISTIO_BIN_DIR)
 
+# The tests against a real istiod (build tag istio): the node proxy's xDS and
+# CA clients and the harness that runs istiod against the test API server.
+# Not part of `make test`: the istiod build adds about 7 minutes to a cold
+# machine. docs/istio.md.
+.PHONY: test-istio
+test-istio: istio-bins k8s-test-bins
+	KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) BLASTRADIUS_REQUIRE_K8S=1 BLASTRADIUS_ISTIO_BINS=$(ISTIO_BIN_DIR) BLASTRADIUS_REQUIRE_ISTIO=1 \
+		$(GO) test -tags istio -count=1 -p 1 -timeout 15m ./framework/istio/... ./proxy/...
+
 # A local multi-node Kubernetes cluster for the Kubernetes providers where
 # kind cannot run (root; no container engine or registry): the control plane
 # as host processes, each node a network namespace with its own containerd,

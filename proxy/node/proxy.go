@@ -490,7 +490,9 @@ func (p *Proxy) authorize(pd *pod, peer, authority string) int {
 		p.denials.deny(peer, "", workloadName(w)+" "+authority, "not in trust domain "+ix.Snap.TrustDomain)
 		return 401
 	}
-	if !ix.Allowed(w, peer) {
+	// The HBONE server does not pass on the client's address: policies on
+	// source IPs are decided against the peer (see AllowedConn).
+	if !ix.AllowedConn(w, xds.Conn{Peer: peer, DstIP: ap.Addr().Unmap(), DstPort: int(ap.Port())}) {
 		p.Metrics.PolicyDenials.Add(1)
 		p.denials.deny(peer, "", workloadName(w)+" "+authority, "authorization policy")
 		return 401
@@ -543,7 +545,11 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
-	if w, ok := ix.Workload(pd.uid); ok && !ix.Allowed(w, "") {
+	conn := xds.Conn{DstIP: dst.Addr().Unmap(), DstPort: int(dst.Port())}
+	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		conn.SrcIP = ra.AddrPort().Addr().Unmap()
+	}
+	if w, ok := ix.Workload(pd.uid); ok && !ix.AllowedConn(w, conn) {
 		p.Metrics.PolicyDenials.Add(1)
 		// The plaintext peer has no identity; its address is all there is,
 		// and it is not part of the key: one line per destination, not per

@@ -88,6 +88,9 @@ func (ix *Index) Resolve(src *xds.Workload, dst netip.AddrPort, pick func(n int)
 		if target == 0 {
 			return Route{}, fmt.Errorf("service %s/%s has no port %d", sv.Namespace, sv.Name, port)
 		}
+		if sv.WaypointUnusable {
+			return Route{}, fmt.Errorf("service %s/%s: its waypoint is unusable", sv.Namespace, sv.Name)
+		}
 		if sv.Waypoint != "" {
 			return ix.viaWaypoint(sv.Namespace, sv.Waypoint, dst.String(), pick)
 		}
@@ -101,6 +104,9 @@ func (ix *Index) Resolve(src *xds.Workload, dst netip.AddrPort, pick func(n int)
 		return direct(w, target, td), nil
 	}
 	if w, ok := ix.byIP[dst.Addr()]; ok {
+		if w.WaypointUnusable {
+			return Route{}, fmt.Errorf("workload %s/%s: its waypoint is unusable", w.Namespace, w.Name)
+		}
 		if w.Waypoint != "" {
 			return ix.viaWaypoint(w.Namespace, w.Waypoint, dst.String(), pick)
 		}
@@ -132,24 +138,24 @@ func (ix *Index) viaWaypoint(ns, name, authority string, pick func(int) int) (Ro
 }
 
 // Allowed evaluates authorization policies for a connection from peer (a
-// SPIFFE identity) to workload dst: any matching DENY denies; if ALLOW
-// policies select dst, one must match.
+// SPIFFE identity, "" for plaintext) to workload dst when nothing else
+// about the connection is known; see AllowedConn.
 func (ix *Index) Allowed(dst *xds.Workload, peer string) bool {
+	return ix.AllowedConn(dst, xds.Conn{Peer: peer})
+}
+
+// AllowedConn evaluates authorization policies for connection c to workload
+// dst: any matching DENY denies; if ALLOW policies select dst, one must
+// match. Conditions on attributes c lacks are decided against the peer
+// (xds.Policy.Matches).
+func (ix *Index) AllowedConn(dst *xds.Workload, c xds.Conn) bool {
 	hasAllow, allowed := false, false
-	for _, p := range ix.Snap.Policies {
-		if !selects(p, dst) {
+	for i := range ix.Snap.Policies {
+		p := &ix.Snap.Policies[i]
+		if !p.Selects(dst) {
 			continue
 		}
-		match := false
-		for _, pr := range p.Principals {
-			// "*" is any authenticated peer: a plaintext peer ("") must not
-			// pass an ALLOW "*" (that would make mTLS optional wherever a
-			// policy says "any mesh identity"). A DENY "*" still stops it:
-			// failing closed, a deny-all policy denies everyone.
-			if pr == peer || pr == "*" && (peer != "" || p.Action == xds.ActionDeny) {
-				match = true
-			}
-		}
+		match := p.Matches(c)
 		switch p.Action {
 		case xds.ActionDeny:
 			if match {
@@ -161,19 +167,4 @@ func (ix *Index) Allowed(dst *xds.Workload, peer string) bool {
 		}
 	}
 	return !hasAllow || allowed
-}
-
-func selects(p xds.Policy, w *xds.Workload) bool {
-	if p.Namespace != w.Namespace {
-		return false
-	}
-	if len(p.Workloads) == 0 {
-		return true
-	}
-	for _, uid := range p.Workloads {
-		if uid == w.UID {
-			return true
-		}
-	}
-	return false
 }

@@ -245,3 +245,38 @@ func TestWaypointEnforcesDestinationPolicy(t *testing.T) {
 		t.Errorf("11 denials through the service logged as %q, want one line naming the destination", got)
 	}
 }
+
+// TestPoliciesSeeTheDestinationPort: the HBONE server and the waypoint
+// hand policies the port the workload is reached on (the authority's,
+// after a service's mapping at the waypoint), so port rules apply.
+func TestPoliciesSeeTheDestinationPort(t *testing.T) {
+	authority, err := ca.New("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snap()
+	s.Policies = []xds.Policy{{Name: "no-9090", Namespace: "default", Workloads: []string{"default/b"}, Action: xds.ActionDeny,
+		Rules: []xds.Rule{{Clauses: []xds.Clause{{Matches: []xds.Match{{DestinationPorts: []int{8080}, Principals: []xds.StringMatch{{Exact: aID}}}}}}}}}}
+	p := New(Options{Node: "node-1"}, func(_ context.Context, csr []byte, id string) ([]byte, error) { return authority.Sign(csr, id) }, authority.RootPEM)
+	t.Cleanup(p.certs.Close)
+	p.SetSnapshot(s)
+	pd := &pod{uid: "default/b", ip: netip.MustParseAddr("10.244.2.2")}
+	if got := p.authorize(pd, aID, "10.244.2.2:8080"); got != 401 {
+		t.Errorf("a to b:8080 = %d, want 401", got)
+	}
+	if got := p.authorize(pd, aID, "10.244.2.2:9090"); got != 200 {
+		t.Errorf("a to b:9090 = %d, want 200", got)
+	}
+	if got := p.authorize(pd, bID, "10.244.2.2:8080"); got != 200 {
+		t.Errorf("b to b:8080 = %d, want 200", got)
+	}
+
+	wp := &Waypoint{UID: "default/wp-0", denials: denyLog{logf: func(string, ...any) {}}}
+	wp.idx.Store(NewIndex(s))
+	if got := wp.authorize(aID, "10.96.0.12:80"); got != 401 { // svc-w port 80 -> b:8080
+		t.Errorf("a via the waypoint to svc-w:80 = %d, want 401 (target port 8080)", got)
+	}
+	if got := wp.authorize(bID, "10.96.0.12:80"); got != 200 {
+		t.Errorf("b via the waypoint to svc-w:80 = %d, want 200", got)
+	}
+}

@@ -117,8 +117,22 @@ func (wp *Waypoint) authorize(peer, authority string) int {
 		wp.denials.deny(peer, "", dst, "not in trust domain "+ix.Snap.TrustDomain)
 		return 401
 	}
+	ap, _ := netip.ParseAddrPort(authority) // valid: route succeeded
 	for _, w := range targets {
-		if !ix.Allowed(w, peer) {
+		// Policies see the port the workload is reached on: the
+		// service's target port when the authority is a VIP.
+		c := xds.Conn{Peer: peer, DstPort: int(ap.Port())}
+		if ip, err := netip.ParseAddr(w.IP); err == nil {
+			c.DstIP = ip.Unmap()
+		}
+		if sv, ok := ix.svcByVIP[ap.Addr()]; ok {
+			for _, p := range sv.Ports {
+				if p.Port == int(ap.Port()) {
+					c.DstPort = p.TargetPort
+				}
+			}
+		}
+		if !ix.AllowedConn(w, c) {
 			wp.Metrics.PolicyDenials.Add(1)
 			wp.denials.deny(peer, "", dst, "authorization policy of "+workloadName(w))
 			return 401

@@ -22,6 +22,11 @@ type Workload struct {
 	IP             string `json:"ip"`
 	Protocol       string `json:"protocol"`           // ProtocolHBONE or ProtocolTCP
 	Waypoint       string `json:"waypoint,omitempty"` // name of the waypoint Service that serves it, if any
+	// WaypointUnusable: the control plane put the workload behind a
+	// waypoint this model cannot name (unknown to it, or in another
+	// namespace). Traffic addressed to the workload is refused: sending it
+	// straight to the pod would skip whatever the waypoint enforces.
+	WaypointUnusable bool `json:"waypointUnusable,omitempty"`
 }
 
 // Identity is the workload's SPIFFE identity.
@@ -48,6 +53,8 @@ type Service struct {
 	Ports     []Port   `json:"ports"`
 	Endpoints []string `json:"endpoints"`          // workload UIDs
 	Waypoint  string   `json:"waypoint,omitempty"` // name of the waypoint Service traffic to this service goes through
+	// WaypointUnusable is Workload.WaypointUnusable for traffic to the VIP.
+	WaypointUnusable bool `json:"waypointUnusable,omitempty"`
 }
 
 // Policy actions.
@@ -57,14 +64,25 @@ const (
 )
 
 // Policy is an authorization policy enforced by the destination's proxy. A
-// request is denied when any DENY policy selecting the destination matches the
-// source principal, or when ALLOW policies select it and none matches.
+// request is denied when any DENY policy selecting the destination matches
+// it, or when ALLOW policies select it and none matches (see Selects and
+// Matches in policy.go).
 type Policy struct {
 	Name       string   `json:"name"`
 	Namespace  string   `json:"namespace"`
 	Workloads  []string `json:"workloads"`  // UIDs selected; empty = every workload in Namespace
 	Action     string   `json:"action"`     // ActionAllow or ActionDeny
 	Principals []string `json:"principals"` // SPIFFE IDs; "*" matches any authenticated peer
+	// AnyNamespace lifts the Namespace restriction: with Workloads empty
+	// the policy selects every workload of every namespace, else the
+	// listed workloads wherever they run. Istio needs it for mesh-wide
+	// policies and for root-namespace policies attached to workloads of
+	// other namespaces.
+	AnyNamespace bool `json:"anyNamespace,omitempty"`
+	// Rules are conditions on the whole connection (peer identity,
+	// namespace, addresses, ports); the policy matches when its Principals
+	// or any rule match.
+	Rules []Rule `json:"rules,omitzero"`
 }
 
 // Snapshot is the whole discovery state at one version.

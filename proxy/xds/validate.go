@@ -101,6 +101,9 @@ func (s *Snapshot) Validate() error {
 		if p.Action != ActionAllow && p.Action != ActionDeny {
 			return fmt.Errorf("policy #%d (%q/%q): action %q is neither %s nor %s", i, p.Namespace, p.Name, p.Action, ActionAllow, ActionDeny)
 		}
+		if err := validateRules(p.Rules); err != nil {
+			return fmt.Errorf("policy #%d (%q/%q): %v", i, p.Namespace, p.Name, err)
+		}
 	}
 	return nil
 }

@@ -1,3 +1,8 @@
+//go:build istio
+
+// Built with -tags istio (`make test-istio`): the tests need the binaries of
+// `make istio-bins`, which `make test` does not build.
+
 package istiodtest
 
 import (
