@@ -29,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"blastradius.dev/blastradius/framework/cluster/kube/kubetest"
 )
@@ -98,6 +99,14 @@ func Start(t testing.TB, kube *kubetest.Server) *Istiod {
 	}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("namespace %s: %v", Namespace, err)
+	}
+	// Istio's CRDs, from the charts built with the binary (the base
+	// chart's), before istiod starts: it watches AuthorizationPolicy,
+	// PeerAuthentication and the rest from the first list on.
+	crds := filepath.Join(Bins(), "charts", "base", "files", "crd-all.gen.yaml")
+	if _, err := envtest.InstallCRDs(kube.Config, envtest.CRDInstallOptions{Paths: []string{crds}, ErrorIfPathMissing: true,
+		MaxTime: readyTimeout}); err != nil {
+		t.Fatalf("Istio CRDs from %s: %v", crds, err)
 	}
 	dir := t.TempDir()
 	kc, err := kube.Kubeconfig("istiod")

@@ -62,7 +62,7 @@ func TestIstiodServesPodsAsWorkloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.5", PodIPs: []corev1.PodIP{{IP: "10.244.1.5"}},
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.3.5", PodIPs: []corev1.PodIP{{IP: "10.244.3.5"}},
 		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
 	if _, err := cs.CoreV1().Pods("demo").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestIstiodServesPodsAsWorkloads(t *testing.T) {
 	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: addressType}); err != nil {
 		t.Fatal(err)
 	}
-	want := netip.MustParseAddr("10.244.1.5")
+	want := netip.MustParseAddr("10.244.3.5")
 	for {
 		resp, err := stream.Recv()
 		if err != nil {

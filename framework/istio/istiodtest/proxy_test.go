@@ -4,6 +4,7 @@ package istiodtest
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,10 +15,14 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/proxy/ca"
+	"blastradius.dev/blastradius/proxy/node"
 	"blastradius.dev/blastradius/proxy/xds"
 )
 
@@ -223,5 +228,81 @@ func TestProxyClientsFollowIstiod(t *testing.T) {
 		t.Fatalf("certificate for %s (its only pod is on node-2): got %v, want a refusal naming it", other, err)
 	} else {
 		t.Logf("refused as it should be: %v", err)
+	}
+}
+
+// An AuthorizationPolicy applied to the API server reaches the node proxy
+// through istiod with Istio's semantics, and the proxy's own evaluation
+// denies what it names and only that.
+func TestIstioAuthorizationPolicyReachesTheProxy(t *testing.T) {
+	kube := apiServer.Get(t)
+	d := Start(t, kube)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cs, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, cs: cs}
+	zt := c.pod(ctx, Namespace, "ztunnel-n2", "ztunnel", "node-2", "10.244.2.2", map[string]string{"app": "ztunnel"})
+	token := c.ztunnelToken(ctx, zt)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bank",
+		Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.pod(ctx, "bank", "ledger-1", "ledger", "node-2", "10.244.2.7", map[string]string{"app": "ledger"})
+
+	dyn, err := dynamic.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+		"metadata": map[string]any{"name": "no-teller", "namespace": "bank"},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "ledger"}},
+			"action":   "DENY",
+			"rules": []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{
+				"principals": []any{"cluster.local/ns/bank/sa/teller"}}}}}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}
+	if _, err := dyn.Resource(gvr).Namespace("bank").Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	client, err := xds.NewDeltaClient(xds.DeltaConfig{
+		Address: d.SecureXDS, RootPEM: d.RootPEM, ServerName: istiodName, TokenFile: token, ClusterID: ClusterID,
+		PodName: zt.Name, PodNamespace: Namespace, InstanceIPs: []string{"10.244.2.2"}, NodeName: "node-2",
+	}, xds.WithLogf(t.Logf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { _ = client.Run(rctx) }()
+	s := waitSnapshot(t, client, "policy bank/no-teller selecting ledger-1", func(s xds.Snapshot) bool {
+		w, ok := workload(s, "10.244.2.7")
+		if !ok {
+			return false
+		}
+		for _, p := range s.Policies {
+			if p.Namespace == "bank" && p.Name == "no-teller" && p.Selects(&w) {
+				return true
+			}
+		}
+		return false
+	})
+	ix := node.NewIndex(s)
+	ledger, _ := workload(s, "10.244.2.7")
+	for peer, want := range map[string]bool{
+		"spiffe://cluster.local/ns/bank/sa/teller":  false,
+		"spiffe://cluster.local/ns/bank/sa/auditor": true,
+		"": true, // no STRICT policy: plaintext is allowed
+	} {
+		if got := ix.AllowedConn(&ledger, xds.Conn{Peer: peer, DstIP: netip.MustParseAddr("10.244.2.7"), DstPort: 8080}); got != want {
+			t.Errorf("peer %q to ledger-1: allowed %v, want %v (policies %+v)", peer, got, want, s.Policies)
+		}
 	}
 }
