@@ -159,6 +159,7 @@ fuzz:
 bench: build
 	$(BIN) bench $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./framework/cluster/netns ./framework/measure
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./framework/istio/hbonebench
 
 clean:
 	rm -rf bin
