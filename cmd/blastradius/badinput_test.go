@@ -211,6 +211,17 @@ func cliRows(f *badInputFiles) []badInput {
 		return badInput{category: catCLI, name: name, args: args, want: want}
 	}
 	netnsDir := f.folder("netns", "", "")
+	// ztunnel mode as the chart runs it; every value is given as a flag so
+	// the test's own environment (POD_NAME and the like on a CI pod) does
+	// not matter, and a row's later flag overrides the base one.
+	zt := func(name, want string, args ...string) badInput {
+		base := []string{"proxy", "ztunnel", "--xds-address", "istiod.istio-system.svc:15012", "--ca-address", "",
+			"--pod-name", "ztunnel-x7k2p", "--pod-namespace", "istio-system", "--node", "node-1", "--instance-ip", "10.244.1.3",
+			"--cluster-id", "Kubernetes", "--inpod-enabled", "true"}
+		return cli(name, want, append(base, args...)...)
+	}
+	ztToken := f.file("ztunnel/istio-token", "token\n")
+	ztBadRoot := f.file("ztunnel/root-cert.pem", "not a certificate\n")
 	return []badInput{
 		cli("no command", "no command given"),
 		cli("compare without run folder", "no run folder given", "compare", "--baseline", f.run),
@@ -247,6 +258,20 @@ func cliRows(f *badInputFiles) []badInput {
 		cli("events flag instead of folder", "usage: blastradius events <dir>", "events", "--all"),
 		cli("agent unknown flag", "flag provided but not defined: -qqps", "agent", "--qqps", "10"),
 		cli("proxy unknown flag", "flag provided but not defined: -nodes", "proxy", "--nodes", "3"),
+		cli("proxy ztunnel word after flags", `unexpected argument "ztunnel"`, "proxy", "--node", "n1", "ztunnel"),
+		zt("proxy ztunnel without XDS_ADDRESS", "XDS_ADDRESS is not set", "--xds-address="),
+		zt("proxy ztunnel without POD_NAMESPACE", "POD_NAMESPACE is not set", "--pod-namespace="),
+		zt("proxy ztunnel without NODE_NAME", "NODE_NAME is not set", "--node="),
+		zt("proxy ztunnel without INSTANCE_IP", "INSTANCE_IP is not set", "--instance-ip="),
+		zt("proxy ztunnel INSTANCE_IP not an IP", `--instance-ip (INSTANCE_IP) "10.244.1" is not an IP address`, "--instance-ip", "10.244.1"),
+		zt("proxy ztunnel XDS_ADDRESS without port", `--xds-address (XDS_ADDRESS) "istiod.istio-system.svc": want host:port`, "--xds-address", "istiod.istio-system.svc"),
+		zt("proxy ztunnel CA_ADDRESS named port", `--ca-address (CA_ADDRESS) "istiod:grpc": port "grpc" is not a port number`, "--ca-address", "istiod:grpc"),
+		zt("proxy ztunnel INPOD_ENABLED false", "only in-pod mode", "--inpod-enabled", "false"),
+		zt("proxy ztunnel ready address taken by stats", "share a port", "--ready-addr", ":15020"),
+		zt("proxy ztunnel shared mode argument", `unexpected argument "shared"`, "shared"),
+		zt("proxy ztunnel token not mounted", "service-account token: open "+filepath.Join(f.dir, "ztunnel", "nope"), "--token-file", filepath.Join(f.dir, "ztunnel", "nope")),
+		zt("proxy ztunnel root not mounted", "istiod root: open "+filepath.Join(f.dir, "ztunnel", "nope.pem"), "--token-file", ztToken, "--root-cert", filepath.Join(f.dir, "ztunnel", "nope.pem")),
+		zt("proxy ztunnel root not PEM", ztBadRoot+" holds no PEM certificate", "--token-file", ztToken, "--root-cert", ztBadRoot),
 		cli("controlplane unknown flag", "flag provided but not defined: -port", "controlplane", "--port", "1"),
 		cli("bench-agent unknown flag", "flag provided but not defined: -rate", "bench-agent", "--rate", "1"),
 		cli("scenarios stray argument", `unexpected argument "node-crash"`, "scenarios", "node-crash"),

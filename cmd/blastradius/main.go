@@ -29,6 +29,7 @@ Usage:
   blastradius version            print the version
   blastradius agent [flags]      (internal) load agent started inside pods
   blastradius proxy [flags]      (internal) reference data plane proxy: node, sidecar or waypoint
+  blastradius proxy ztunnel [flags]  (internal) the node proxy as the ztunnel chart runs it: istiod, istio-cni (docs/istio.md)
   blastradius controlplane [flags]  (internal) reference control plane: discovery and CA
   blastradius events <dir>       (internal) a client pod's event files as a tar stream
   blastradius node-agent [flags] (internal) ambient node agent on Kubernetes: redirect + hand-off to the node proxy

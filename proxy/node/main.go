@@ -38,8 +38,12 @@ type mainFlags struct {
 	drain, connectTimeout, configWait                                   time.Duration
 }
 
-// Main is `blastradius proxy`.
+// Main is `blastradius proxy`, and `blastradius proxy ztunnel` as the ztunnel
+// chart runs it (see ztunnelMain).
 func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "ztunnel" {
+		return ztunnelMain(args[1:], os.Getenv, stderr)
+	}
 	fs := flag.NewFlagSet("blastradius proxy", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := mainFlags{}
@@ -63,6 +67,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		fmt.Fprintf(stderr, "blastradius proxy: %v\n", err)
+		return 2
+	}
+	// A word the flags do not take would otherwise be dropped silently
+	// ("blastradius proxy --node n1 ztunnel" is not ztunnel mode).
+	if fs.NArg() > 0 {
+		hint := ""
+		if fs.Arg(0) == "ztunnel" {
+			hint = ` (ztunnel mode is "blastradius proxy ztunnel [flags]", the word first)`
+		}
+		fmt.Fprintf(stderr, "blastradius proxy: unexpected argument %q%s\n", fs.Arg(0), hint)
 		return 2
 	}
 	if err := f.validate(); err != nil {
@@ -142,7 +156,8 @@ func (h *inpodHandler) Add(uid string, nsFD int, info *zdsapi.WorkloadInfo) erro
 		h.seen = map[string]bool{}
 	}
 	h.seen[uid] = true
-	return h.p.AddPod(uid, nsFD, ip)
+	meta := podMeta{name: info.GetName(), namespace: info.GetNamespace(), serviceAccount: info.GetServiceAccount()}
+	return h.p.addPod(uid, meta, nsFD, ip)
 }
 
 // Keep marks a pod the agent still knows but could not hand over again
@@ -221,15 +236,7 @@ func runProxy(ctx context.Context, f mainFlags, logf func(string, ...any), stder
 		}
 		h.done.Store(true)
 	}
-	ready := func() (bool, string) {
-		switch {
-		case px.Index() == nil:
-			return false, "no configuration from the control plane yet"
-		case !h.done.Load():
-			return false, "pods not yet received from the node agent"
-		}
-		return true, "ready"
-	}
+	ready := readyFunc(px, h)
 	adminLn, err := netnsx.ListenTCP(-1, adminAddr(f.admin), netnsx.ListenOptions{ReusePort: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "blastradius proxy: admin: %v\n", err)
@@ -249,6 +256,20 @@ func runProxy(ctx context.Context, f mainFlags, logf func(string, ...any), stder
 	logf("drained; %d connections closed at the deadline", closed)
 	_ = srv.Close()
 	return 0
+}
+
+// readyFunc is the proxy's readiness: it has a configuration and the node
+// agent's pods (in sidecar mode, its own pod).
+func readyFunc(px *Proxy, h *inpodHandler) func() (bool, string) {
+	return func() (bool, string) {
+		switch {
+		case px.Index() == nil:
+			return false, "no configuration from the control plane yet"
+		case !h.done.Load():
+			return false, "pods not yet received from the node agent"
+		}
+		return true, "ready"
+	}
 }
 
 // markedDial makes the control plane connection carry the mark: as a sidecar
@@ -287,25 +308,42 @@ func watchReady(ctx context.Context, path string, ready func() (bool, string), l
 	}
 }
 
-func (p *Proxy) adminMux(f mainFlags, client *xds.Client, ready func() (bool, string)) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+// readyHandler answers 200 once ready() holds, 503 with the reason before.
+func readyHandler(ready func() (bool, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := ready()
 		if !ok {
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, why)
-	})
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+	}
+}
+
+// metricsHandler serves the proxy's metrics in Prometheus text format.
+func (p *Proxy) metricsHandler(node, mode string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		labels := `node="` + f.node + `",mode="` + f.mode + `"`
+		labels := `node="` + node + `",mode="` + mode + `"`
 		p.Metrics.WritePrometheus(w, labels)
 		_ = hbone.WritePrometheusAll(w,
 			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &p.HBONEIn},
 			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &p.HBONEOut})
 		writeRuntimeMetrics(w)
-	})
+	}
+}
+
+// discoveryState is what /config_dump reports of a discovery client
+// (xds.Client or xds.DeltaClient).
+type discoveryState interface {
+	Connected() bool
+	LastNack() string
+}
+
+func (p *Proxy) adminMux(f mainFlags, client discoveryState, ready func() (bool, string)) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", readyHandler(ready))
+	mux.HandleFunc("/metrics", p.metricsHandler(f.node, f.mode))
 	// Profiles of a live proxy, for performance work (docs/performance.md).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

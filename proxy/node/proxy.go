@@ -79,6 +79,12 @@ type Options struct {
 	ConfigWait     time.Duration // how long a connection waits for a first config
 	Handoff        string
 	Logf           func(format string, args ...any)
+	// MatchByIP finds a pod's workload by the pod's IP instead of by its
+	// UID. istio-cni hands pods over with their Kubernetes UID, which
+	// istiod's workloads do not carry (theirs are
+	// <cluster>//Pod/<namespace>/<name>); the reference control plane and
+	// node agent share UIDs, so they leave it false.
+	MatchByIP bool
 }
 
 // Proxy serves pods on one node (or, as a sidecar, one pod).
@@ -104,6 +110,7 @@ type Proxy struct {
 // pod is one pod the proxy serves.
 type pod struct {
 	uid     string
+	meta    podMeta
 	fd      int
 	ip      netip.Addr
 	lns     []net.Listener
@@ -209,11 +216,44 @@ func (p *Proxy) roots() *x509.CertPool {
 	return pool
 }
 
-// identityOf is the SPIFFE identity of a pod, from configuration.
-func (p *Proxy) identityOf(ix *Index, uid string) (string, *xds.Workload, error) {
-	w, ok := ix.Workload(uid)
+// podMeta is what the node agent says about a pod besides its UID; any
+// field may be empty (not said).
+type podMeta struct {
+	name, namespace, serviceAccount string
+}
+
+// workloadOf is pd's workload in ix: by UID, or with MatchByIP by the
+// pod's IP, provided the workload there is the pod the node agent named.
+func (p *Proxy) workloadOf(ix *Index, pd *pod) (*xds.Workload, error) {
+	if !p.opt.MatchByIP {
+		w, ok := ix.Workload(pd.uid)
+		if !ok {
+			return nil, fmt.Errorf("workload %s unknown to the control plane", pd.uid)
+		}
+		return w, nil
+	}
+	w, ok := ix.WorkloadByIP(pd.ip)
 	if !ok {
-		return "", nil, fmt.Errorf("workload %s unknown to the control plane", uid)
+		return nil, fmt.Errorf("pod %s: no workload with IP %s in the configuration", pd.uid, pd.ip)
+	}
+	// A deleted pod's IP goes to a new pod while the configuration may
+	// still list the old one there: serving the new pod as the old would
+	// give it the old pod's identity and policies. ztunnel makes the
+	// same check against the node agent's workload info.
+	m := pd.meta
+	if m.namespace != "" && m.namespace != w.Namespace || m.name != "" && m.name != w.Name ||
+		m.serviceAccount != "" && m.serviceAccount != w.ServiceAccount {
+		return nil, fmt.Errorf("pod %s (%s/%s, service account %q): IP %s is workload %s/%s (service account %q) in the configuration",
+			pd.uid, m.namespace, m.name, m.serviceAccount, pd.ip, w.Namespace, w.Name, w.ServiceAccount)
+	}
+	return w, nil
+}
+
+// identityOf is the SPIFFE identity of a pod, from configuration.
+func (p *Proxy) identityOf(ix *Index, pd *pod) (string, *xds.Workload, error) {
+	w, err := p.workloadOf(ix, pd)
+	if err != nil {
+		return "", nil, err
 	}
 	return w.Identity(ix.Snap.TrustDomain), w, nil
 }
@@ -228,6 +268,11 @@ func (p *Proxy) identityOf(ix *Index, uid string) (string, *xds.Workload, error)
 // it is, listeners and connections included. A different namespace or IP
 // replaces the pod.
 func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
+	return p.addPod(uid, podMeta{}, nsFD, ip)
+}
+
+// addPod is AddPod with what the node agent said about the pod.
+func (p *Proxy) addPod(uid string, meta podMeta, nsFD int, ip netip.Addr) error {
 	p.mu.Lock()
 	old := p.pods[uid]
 	p.mu.Unlock()
@@ -238,7 +283,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 	if old != nil {
 		p.stopPod(old)
 	}
-	pd := &pod{uid: uid, fd: nsFD, ip: ip, stopped: make(chan struct{})}
+	pd := &pod{uid: uid, meta: meta, fd: nsFD, ip: ip, stopped: make(chan struct{})}
 	if p.opt.Handoff != HandoffNone {
 		if err := netnsx.SetSysctl(nsFD, "net.ipv4.tcp_migrate_req", "1"); err != nil {
 			p.opt.Logf("pod %s: tcp_migrate_req: %v (handoff may reset queued connections)", uid, err)
@@ -269,7 +314,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 			if err != nil {
 				return nil, err
 			}
-			id, _, err := p.identityOf(ix, uid)
+			id, _, err := p.identityOf(ix, pd)
 			if err != nil {
 				return nil, err
 			}
@@ -294,7 +339,7 @@ func (p *Proxy) AddPod(uid string, nsFD int, ip netip.Addr) error {
 		ctx, cancel := context.WithTimeout(context.Background(), p.opt.ConfigWait)
 		defer cancel()
 		if ix, err := p.waitIndex(ctx); err == nil {
-			if id, _, err := p.identityOf(ix, uid); err == nil {
+			if id, _, err := p.identityOf(ix, pd); err == nil {
 				_, _ = p.cert(ctx, id)
 			}
 		}
@@ -393,9 +438,9 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
-	srcID, src, err := p.identityOf(ix, pd.uid)
+	srcID, src, err := p.identityOf(ix, pd)
 	if err != nil {
-		p.fail("unknown_source", nil)
+		p.fail("unknown_source", err)
 		resetClose(c)
 		return
 	}
@@ -476,9 +521,9 @@ func (p *Proxy) authorize(pd *pod, peer, authority string) int {
 		p.fail("no_config", err)
 		return 503
 	}
-	w, ok := ix.Workload(pd.uid)
-	if !ok {
-		p.fail("unknown_destination", nil)
+	w, err := p.workloadOf(ix, pd)
+	if err != nil {
+		p.fail("unknown_destination", err)
 		return 503
 	}
 	// Every peer certificate chains to the mesh's root, which signs only its
@@ -549,7 +594,7 @@ func (p *Proxy) handleInboundPlain(pd *pod, c net.Conn) {
 	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		conn.SrcIP = ra.AddrPort().Addr().Unmap()
 	}
-	if w, ok := ix.Workload(pd.uid); ok && !ix.AllowedConn(w, conn) {
+	if w, err := p.workloadOf(ix, pd); err == nil && !ix.AllowedConn(w, conn) {
 		p.Metrics.PolicyDenials.Add(1)
 		// The plaintext peer has no identity; its address is all there is,
 		// and it is not part of the key: one line per destination, not per
