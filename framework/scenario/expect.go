@@ -348,6 +348,14 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 				if !o.Start.Before(end.Add(bucket)) || !o.End.After(f.Inject.Add(-bucket)) {
 					continue
 				}
+				// Requests that started once the path was back (after the
+				// hole, and after the pod's connections moved again on the
+				// wire) and were all answered, late, were not held up by the
+				// hole: the burst of work after it is an event of its own,
+				// counted as disruption but not as the hole's measurement.
+				if o.Start.After(end) && o.Failures == 0 {
+					continue
+				}
 				measured += o.Seconds
 				if first.IsZero() || o.Start.Before(first) {
 					first = o.Start

@@ -517,6 +517,12 @@ func TestPrecisionWire(t *testing.T) {
 	o := func(from, to int) measure.OutageInterval {
 		return outage(time.Duration(from)*time.Millisecond, time.Duration(to)*time.Millisecond, events.ClassTimeout)
 	}
+	// Answered, late: requests that started once the path was back.
+	slow := func(from, to int) measure.OutageInterval {
+		x := o(from, to)
+		x.Failures, x.Slow, x.Class, x.ByClass = 0, 5, measure.ClassSlow, map[events.Class]int{measure.ClassSlow: 5}
+		return x
+	}
 	for _, tc := range []struct {
 		flow        measure.FlowSummary
 		within      bool
@@ -533,6 +539,11 @@ func TestPrecisionWire(t *testing.T) {
 		{flow("service", "server-n2", "svc", o(2000, 2700)), false, false, time.Time{}, 0},
 		{flow("no-resume-seen", "server-n3", "pod", o(2000, 2300)), true, false, time.Time{}, 0},
 		{flow("stuck", "server-n4", "pod", o(2000, 2350)), true, true, stuckAt.Add(bucket), 0},
+		// A burst of late answers to requests sent after the wire's last
+		// return is not the hole's; failures that start then still are.
+		{flow("slow-burst-after", "server-n2", "pod", o(2000, 2700), slow(2720, 2950)), true, true, last.Add(bucket), 0},
+		{flow("failing-after", "server-n2", "pod", o(2000, 2700), o(2720, 2950)), false, true, last.Add(bucket), 0.25},
+		{flow("slow-inside", "server-n2", "pod", o(2000, 2300), slow(2450, 2700)), true, true, last.Add(bucket), 0},
 	} {
 		got := precision([]results.FaultRecord{hole}, []measure.FlowSummary{tc.flow}, bucket)
 		if len(got) != 1 {
