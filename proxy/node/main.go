@@ -114,16 +114,7 @@ func (f *mainFlags) validate() error {
 			return fmt.Errorf("--pod-ip %q is not an IP", f.podIP)
 		}
 	}
-	if f.handoff != HandoffMigrate && f.handoff != HandoffNone {
-		return fmt.Errorf("--handoff %q unknown (migrate, none)", f.handoff)
-	}
-	if f.mark == 0 || f.mark > 0xffffffff {
-		return fmt.Errorf("--mark %d out of range", f.mark)
-	}
-	if f.drain < 0 || f.connectTimeout <= 0 || f.configWait <= 0 {
-		return errors.New("durations must be positive")
-	}
-	return nil
+	return checkRuntimeFlags(f.handoff, f.mark, f.drain, f.connectTimeout, f.configWait)
 }
 
 // inpodHandler adapts the node agent protocol to the proxy.
@@ -363,4 +354,19 @@ func (p *Proxy) adminMux(f mainFlags, client discoveryState, ready func() (bool,
 		_ = enc.Encode(dump)
 	})
 	return mux
+}
+
+// checkRuntimeFlags checks the flags every mode of the node proxy shares
+// (the reference modes and the ztunnel mode).
+func checkRuntimeFlags(handoff string, mark uint64, drain, connectTimeout, configWait time.Duration) error {
+	if handoff != HandoffMigrate && handoff != HandoffNone {
+		return fmt.Errorf("--handoff %q unknown (migrate, none)", handoff)
+	}
+	if mark == 0 || mark > 0xffffffff {
+		return fmt.Errorf("--mark %d out of range", mark)
+	}
+	if drain < 0 || connectTimeout <= 0 || configWait <= 0 {
+		return errors.New("durations must be positive")
+	}
+	return nil
 }

@@ -156,16 +156,7 @@ func (z *ztunnelConfig) validate() error {
 	if p := listenPort(z.readyAddr); p != "0" && p == listenPort(z.statsAddr) {
 		return fmt.Errorf("--ready-addr %s and --stats-addr %s share a port", z.readyAddr, z.statsAddr)
 	}
-	if z.handoff != HandoffMigrate && z.handoff != HandoffNone {
-		return fmt.Errorf("--handoff %q unknown (migrate, none)", z.handoff)
-	}
-	if z.mark == 0 || z.mark > 0xffffffff {
-		return fmt.Errorf("--mark %d out of range", z.mark)
-	}
-	if z.drain < 0 || z.connectTimeout <= 0 || z.configWait <= 0 {
-		return errors.New("durations must be positive")
-	}
-	return nil
+	return checkRuntimeFlags(z.handoff, z.mark, z.drain, z.connectTimeout, z.configWait)
 }
 
 // checkHostPort checks that v is host:port with a numeric port; listen
