@@ -3,13 +3,22 @@
 # (istio-cni and install-cni) and the echo server and client of its tests from
 # the istio.io/istio version pinned in this folder's go.mod, which must be the
 # one the main module takes its message types (zdsapi) from. Called by
-# `make istio-bins`; everything lands in $1. Nothing is downloaded but Go
-# modules.
+# `make istio-bins` (all) and `make istio-test-bins` (test: istiod and the
+# echo apps, what `make test` runs); everything lands in $1. Nothing is
+# downloaded but Go modules.
 #
-# Usage: tools/istio/build.sh DIR
+# Usage: tools/istio/build.sh DIR [test|all]
 set -euo pipefail
 
-out=${1:?usage: build.sh DIR}
+out=${1:?usage: build.sh DIR [test|all]}
+set_=${2:-all}
+case $set_ in
+test | all) ;;
+*)
+	echo "build.sh: unknown set $set_ (want test or all)" >&2
+	exit 2
+	;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 go=${GO:-go}
@@ -33,11 +42,15 @@ gov=$("$go" env GOVERSION)
 # code; the node agent's set drops what it never runs).
 bins=(
 	pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery=vtprotobuf,disable_pgv
-	istio-cni=istio.io/istio/cni/cmd/istio-cni=agent,disable_pgv,grpcnotrace,retrynotrace
-	install-cni=istio.io/istio/cni/cmd/install-cni=agent,disable_pgv,grpcnotrace,retrynotrace
 	echo-server=istio.io/istio/pkg/test/echo/cmd/server=vtprotobuf,disable_pgv
 	echo-client=istio.io/istio/pkg/test/echo/cmd/client=vtprotobuf,disable_pgv
 )
+if [[ $set_ == all ]]; then
+	bins+=(
+		istio-cni=istio.io/istio/cni/cmd/istio-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+		install-cni=istio.io/istio/cni/cmd/install-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+	)
+fi
 
 stamp="istio $istio
 go $gov"
@@ -45,17 +58,17 @@ complete=true
 for b in "${bins[@]}"; do
 	[[ -x $out/${b%%=*} ]] || complete=false
 done
-if $complete && [[ -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" ]]; then
-	say "up to date in $out (istio $istio)"
+if $complete && [[ -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" && -d $out/charts ]]; then
+	say "up to date in $out (istio $istio, $set_)"
 	exit 0
 fi
 if [[ ! -f $out/.stamp || $(cat "$out/.stamp") != "$stamp" ]]; then
-	for b in "${bins[@]}"; do rm -f "$out/${b%%=*}"; done
-	rm -f "$out/.stamp"
+	# Another version's binaries: none of them may be taken for this one's.
+	rm -f "$out"/{pilot-discovery,echo-server,echo-client,istio-cni,install-cni} "$out/.stamp"
 fi
 
 t0=$(date +%s)
-say "building istio $istio with $gov into $out"
+say "building istio $istio ($set_) with $gov into $out"
 t=$(date +%s)
 say "downloading modules"
 (cd "$here" && "$go" mod download)

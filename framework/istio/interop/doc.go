@@ -1,4 +1,4 @@
-// Package interop holds the tests (build tag istio) that run the node
+// Package interop holds the tests that run the node
 // proxy's HBONE against Istio's own Go HBONE, through the echo server and
 // client built from the pinned istio.io/istio by `make istio-bins`.
 package interop

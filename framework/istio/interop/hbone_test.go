@@ -1,5 +1,3 @@
-//go:build istio
-
 package interop
 
 import (

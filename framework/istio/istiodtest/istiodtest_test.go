@@ -1,8 +1,3 @@
-//go:build istio
-
-// Built with -tags istio (`make test-istio`): the tests need the binaries of
-// `make istio-bins`, which `make test` does not build.
-
 package istiodtest
 
 import (
@@ -25,11 +20,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/framework/cluster/kube/kubetest"
+	"blastradius.dev/blastradius/proxy/node"
 )
 
 var apiServer kubetest.Shared
 
-func TestMain(m *testing.M) { os.Exit(apiServer.Run(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(envProxy) == "1" {
+		os.Exit(node.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(apiServer.Run(m))
+}
 
 const addressType = "type.googleapis.com/istio.workload.Address"
 

@@ -1,5 +1,3 @@
-//go:build istio
-
 package istiodtest
 
 import (
@@ -204,6 +202,30 @@ func TestProxyClientsFollowIstiod(t *testing.T) {
 	s = waitSnapshot(t, client, "cart-1 deleted", func(s xds.Snapshot) bool {
 		_, still := workload(s, "10.244.1.5")
 		return !still && slices.Equal(endpoints(s), []string{"cart-2"})
+	})
+
+	// A pod that stops being ready leaves the service's endpoints (istiod
+	// marks its workload unhealthy) but stays a workload: it still has an
+	// identity and takes direct connections. Ready again, it is back.
+	setReady := func(name string, ready corev1.ConditionStatus) {
+		t.Helper()
+		p, err := cs.CoreV1().Pods("shop").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}
+		if _, err := cs.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setReady("cart-2", corev1.ConditionFalse)
+	waitSnapshot(t, client, "cart-2 not ready", func(s xds.Snapshot) bool {
+		_, still := workload(s, "10.244.1.6")
+		return still && len(endpoints(s)) == 0
+	})
+	setReady("cart-2", corev1.ConditionTrue)
+	waitSnapshot(t, client, "cart-2 ready again", func(s xds.Snapshot) bool {
+		return slices.Equal(endpoints(s), []string{"cart-2"})
 	})
 
 	// The CA: a certificate for cart's identity, whose pod cart-2 runs on
