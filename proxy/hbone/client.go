@@ -112,9 +112,12 @@ func (d *Dialer) init() {
 // deadlines, and CloseWrite half-closes (the server reads EOF). Close ends
 // the stream, not the pooled connection. Every error is a *ConnectError; a
 // refusal by the server unwraps to a *StatusError.
-func (d *Dialer) Connect(ctx context.Context, srcIdentity, hboneAddr, authority, wantServerIdentity string) (net.Conn, error) {
+//
+// header is sent with the CONNECT after :method and :authority, as ztunnel
+// sends forwarded, baggage and traceparent; names must be lower case.
+func (d *Dialer) Connect(ctx context.Context, srcIdentity, hboneAddr, authority, wantServerIdentity string, header ...Header) (net.Conn, error) {
 	d.init()
-	c, reason, err := d.connect(ctx, poolKey{srcIdentity, hboneAddr}, authority, wantServerIdentity)
+	c, reason, err := d.connect(ctx, poolKey{srcIdentity, hboneAddr}, authority, wantServerIdentity, header)
 	if err != nil {
 		if ctxReason := contextReason(ctx); ctxReason != "" {
 			reason = ctxReason
@@ -143,7 +146,7 @@ func (d *Dialer) Close() error {
 	return nil
 }
 
-func (d *Dialer) connect(ctx context.Context, key poolKey, authority, want string) (net.Conn, string, error) {
+func (d *Dialer) connect(ctx context.Context, key poolKey, authority, want string, header []Header) (net.Conn, string, error) {
 	if _, _, err := net.SplitHostPort(authority); err != nil {
 		return nil, FailBadAuthority, fmt.Errorf("invalid authority: %w", err)
 	}
@@ -152,7 +155,7 @@ func (d *Dialer) connect(ctx context.Context, key poolKey, authority, want strin
 		if err != nil {
 			return nil, reason, err
 		}
-		st, reason, err := d.open(ctx, c, authority)
+		st, reason, err := d.open(ctx, c, authority, header)
 		if err == nil {
 			return st, "", nil
 		}
@@ -394,9 +397,9 @@ func (d *Dialer) dial(ctx context.Context, key poolKey, want string) (*clientCon
 
 // open sends the CONNECT on c (which has a stream reserved) and waits for
 // the answer.
-func (d *Dialer) open(ctx context.Context, c *clientConn, authority string) (net.Conn, string, error) {
+func (d *Dialer) open(ctx context.Context, c *clientConn, authority string, header []Header) (net.Conn, string, error) {
 	d.Metrics.streamOpened()
-	st, err := c.c.open(ctx, authority)
+	st, err := c.c.open(ctx, authority, header)
 	if err != nil {
 		d.Metrics.streamClosed()
 		reason := FailStream
@@ -435,7 +438,7 @@ func (c *conn) setDoNotReuse() {
 
 // open turns a reservation into a CONNECT stream and waits for the response
 // headers.
-func (c *conn) open(ctx context.Context, authority string) (*stream, error) {
+func (c *conn) open(ctx context.Context, authority string, header []Header) (*stream, error) {
 	st := newStream(c, 0)
 	st.respReady = make(chan struct{})
 	// The id is taken and the HEADERS written under the write lock, so ids
@@ -458,9 +461,14 @@ func (c *conn) open(ctx context.Context, authority string) (*stream, error) {
 	st.sendWin = c.peerInitWin
 	c.streams[st.id] = st
 	c.mu.Unlock()
-	c.writeHeadersLocked(st.id, false,
+	fields := make([]hpack.HeaderField, 0, 2+len(header))
+	fields = append(fields,
 		hpack.HeaderField{Name: ":method", Value: http.MethodConnect},
 		hpack.HeaderField{Name: ":authority", Value: authority})
+	for _, h := range header {
+		fields = append(fields, hpack.HeaderField{Name: h.Name, Value: h.Value})
+	}
+	c.writeHeadersLocked(st.id, false, fields...)
 	if err := c.unlockWrite(); err != nil {
 		c.endStream(st, err, false, 0)
 		return nil, err

@@ -607,6 +607,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		authority := f.PseudoValue("authority")
 		// A CONNECT has only :method and :authority (RFC 9113 8.5).
 		ok := method != "" && (method != "CONNECT" || (f.PseudoValue("path") == "" && f.PseudoValue("scheme") == "" && f.PseudoValue("protocol") == ""))
+		st.header = f.RegularFields()
 		c.onRequest(st, method, authority, ok)
 		return nil
 	}

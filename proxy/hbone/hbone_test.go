@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -251,6 +252,49 @@ func TestRoundTripBothWays(t *testing.T) {
 	}
 	if f := e.srvM.FailureCounts(); len(f) != 0 {
 		t.Errorf("server failures: %v", f)
+	}
+}
+
+// The header fields ztunnel sends with a CONNECT (forwarded, baggage,
+// traceparent) go out with it, reach whoever serves the stream, and an
+// unknown or odd one changes nothing: the stream is served.
+func TestConnectHeadersSentAndTolerated(t *testing.T) {
+	got := make(chan map[string]string, 4)
+	e := newEnv(t, withForward(func(ctx context.Context, st net.Conn, peer, authority string) error {
+		h := st.(interface{ RequestHeader(string) string })
+		got <- map[string]string{"forwarded": h.RequestHeader("forwarded"), "baggage": h.RequestHeader("baggage"),
+			"traceparent": h.RequestHeader("traceparent"), "x-unknown": h.RequestHeader("x-unknown")}
+		return echo(ctx, st, peer, authority)
+	}))
+	d, _ := e.dialer(nil)
+	want := map[string]string{
+		"forwarded":   `for="10.0.0.2:41000";host=cart.shop.svc.cluster.local`,
+		"baggage":     "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,k8s.pod.name=web-1",
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"x-unknown":   `;;=="`,
+	}
+	var hdr []Header
+	for _, k := range []string{"forwarded", "baggage", "traceparent", "x-unknown"} {
+		hdr = append(hdr, Header{Name: k, Value: want[k]})
+	}
+	c, err := d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:8080", serverID, hdr...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoOnce(t, c, "with headers")
+	if h := <-got; !maps.Equal(h, want) {
+		t.Errorf("server read %q, want %q", h, want)
+	}
+	// None sent: none read, and the stream is served as before.
+	c2, err := d.Connect(ctxT(t), clientID, e.addr, "10.0.0.1:8080", serverID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	echoOnce(t, c2, "without")
+	if h := <-got; h["forwarded"] != "" || h["baggage"] != "" {
+		t.Errorf("headers of an earlier CONNECT leaked into another: %q", h)
 	}
 }
 

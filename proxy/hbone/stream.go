@@ -23,6 +23,9 @@ type stream struct {
 	id   uint32
 	in   *pipe
 	wake chan struct{} // signalled (cap 1) when the send window grows or the stream dies
+	// header is a CONNECT's regular header fields (server side), set
+	// before the stream is handed to the server and not changed after.
+	header []hpack.HeaderField
 
 	// Guarded by c.mu.
 	sendWin     int64
@@ -441,3 +444,19 @@ func (st *stream) SetWriteDeadline(t time.Time) error {
 // signalDeadline wakes a writer waiting for window, so that it picks up the
 // new deadline channel.
 func (st *stream) signalDeadline() { signal(st.wake) }
+
+// Header is a regular header field of a CONNECT (lower-case name).
+type Header struct{ Name, Value string }
+
+// RequestHeader returns the value of the CONNECT's header field name (lower
+// case), "" when absent; on a client's stream always "". ztunnel sends
+// forwarded, baggage and traceparent; the server carries them for whoever
+// serves the stream and never refuses a CONNECT over them.
+func (s *stream) RequestHeader(name string) string {
+	for _, f := range s.header {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}

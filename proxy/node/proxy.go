@@ -85,6 +85,9 @@ type Options struct {
 	// <cluster>//Pod/<namespace>/<name>); the reference control plane and
 	// node agent share UIDs, so they leave it false.
 	MatchByIP bool
+	// ClusterID names the cluster in the baggage header of the proxy's
+	// CONNECTs (k8s.cluster.name), as ztunnel's; empty leaves it out.
+	ClusterID string
 }
 
 // Proxy serves pods on one node (or, as a sidecar, one pod).
@@ -462,6 +465,7 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 			resetClose(c)
 			return
 		}
+		hdr := connectHeaders(src, c.RemoteAddr(), ix.svcByVIP[dst.Addr().Unmap()], p.opt.ClusterID)
 		cctx, ccancel := context.WithTimeout(ctx, p.opt.ConnectTimeout)
 		// Retries (up to 4 attempts) when the tunnel could not be set up at all (not when the
 		// peer answered with a status): a destination proxy that is handing
@@ -469,7 +473,7 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		// connection lands on the successor. The application's connection is
 		// still untouched, so a retry is invisible to it.
 		for attempt := 1; ; attempt++ {
-			up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity)
+			up, err = pd.dialer.Connect(cctx, srcID, rt.Dial, rt.Authority, rt.DstIdentity, hdr...)
 			var se *hbone.StatusError
 			if err == nil || errors.As(err, &se) || cctx.Err() != nil || attempt == 4 {
 				break

@@ -271,7 +271,7 @@ func runZtunnel(ctx context.Context, z ztunnelConfig, logf func(string, ...any),
 		disc.Close()
 	}()
 	px = New(Options{Node: z.node, Mark: uint32(z.mark), ConnectTimeout: z.connectTimeout, ConfigWait: z.configWait,
-		Handoff: z.handoff, Logf: logf, MatchByIP: true}, cac.Sign, meshRoots(disc.RootPEM, cac.RootPEM))
+		Handoff: z.handoff, Logf: logf, MatchByIP: true, ClusterID: z.clusterID}, cac.Sign, meshRoots(disc.RootPEM, cac.RootPEM))
 	h := &inpodHandler{p: px, logf: logf}
 	ready := readyFunc(px, h)
 

@@ -258,7 +258,11 @@ func TestProxyHBONEClientToIstioServer(t *testing.T) {
 		defer d.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		conn, err := d.Connect(ctx, webID, fmt.Sprintf("127.0.0.1:%d", hb), fmt.Sprintf("127.0.0.1:%d", tcp), want)
+		// With the header fields ztunnel sends: Istio's server tolerates them.
+		conn, err := d.Connect(ctx, webID, fmt.Sprintf("127.0.0.1:%d", hb), fmt.Sprintf("127.0.0.1:%d", tcp), want,
+			hbone.Header{Name: "forwarded", Value: `for="127.0.0.1:40000"`},
+			hbone.Header{Name: "baggage", Value: "k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.pod.name=web"},
+			hbone.Header{Name: "traceparent", Value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
 		if err != nil {
 			return "", err
 		}
