@@ -66,6 +66,11 @@ type handed struct {
 	ip   netip.Addr
 	fd   int // the agent's own descriptor of the pod's namespace
 	path string
+	// zdsUID names the pod on ZDS: its Kubernetes UID, as istio-cni sends
+	// it (the agent's own key, namespace/name, when the API gave none).
+	// Kept here because a deleted pod's object is gone by the time its
+	// del is sent.
+	zdsUID string
 }
 
 type nsLabels struct {
@@ -132,7 +137,7 @@ func (a *NodeAgent) Run(ctx context.Context) error {
 	}
 	pods := make([]Pod, 0, len(st.added))
 	for uid, h := range st.added {
-		pods = append(pods, Pod{UID: uid, NetNSFD: h.fd, Workload: workloadInfo(st.pods[uid], uid)})
+		pods = append(pods, Pod{UID: h.zdsUID, NetNSFD: h.fd, Workload: workloadInfo(st.pods[uid], uid)})
 	}
 	srv, err := NewServer(a.Socket, WithPods(pods...), WithLogf(a.Logf))
 	if err != nil {
@@ -442,17 +447,28 @@ func (a *NodeAgent) resolvePending(st *agentState) {
 			a.say(st, uid, "%s: %v (retrying)", uid, err)
 			continue
 		}
+		zuid := uid
+		if p := st.pods[uid]; p != nil && p.Metadata.UID != "" {
+			zuid = p.Metadata.UID
+		}
 		if old := st.added[uid]; old != nil {
 			unix.Close(old.fd)
+			// A pod recreated under the same name is another pod to the
+			// proxy: the old one goes.
+			if old.zdsUID != zuid && st.server != nil {
+				if err := st.server.Del(old.zdsUID); err != nil {
+					a.Logf("%s: replaced pod %s: node proxy: %v", uid, old.zdsUID, err)
+				}
+			}
 		}
-		st.added[uid] = &handed{ip: ip, fd: ns.FD, path: ns.Path}
+		st.added[uid] = &handed{ip: ip, fd: ns.FD, path: ns.Path, zdsUID: zuid}
 		delete(st.pending, uid)
 		delete(st.said, uid)
 		if st.server == nil {
 			a.Logf("%s: redirected (%v, netns %s)", uid, ip, ns.Path)
 			continue
 		}
-		if err := st.server.Add(uid, ns.FD, workloadInfo(st.pods[uid], uid)); err != nil {
+		if err := st.server.Add(zuid, ns.FD, workloadInfo(st.pods[uid], uid)); err != nil {
 			// The server remembers the pod anyway and sends it again to
 			// every proxy that connects, as the embedded agent does.
 			a.Logf("%s: redirected (%v, netns %s); node proxy: %v", uid, ip, ns.Path, err)
@@ -479,7 +495,7 @@ func (a *NodeAgent) release(st *agentState, uid string, h *handed, stillRuns boo
 		}
 	}
 	if st.server != nil {
-		if err := st.server.Del(uid); err != nil {
+		if err := st.server.Del(h.zdsUID); err != nil {
 			msg += fmt.Sprintf("; node proxy: %v", err)
 		}
 	}

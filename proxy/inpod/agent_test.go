@@ -91,6 +91,13 @@ func (r *agentRig) pod(t *testing.T, name, ip string) (int, uint64) {
 	return fd, ino
 }
 
+// zuid is the uid the agent sends on ZDS for the pod namespace/name: its
+// Kubernetes UID, as the fake API server gives it (mkPod).
+func zuid(key string) string {
+	ns, name, _ := strings.Cut(key, "/")
+	return "uid-" + ns + "-" + name
+}
+
 // wl is the workload info the agent sends for the pod uid (namespace/name):
 // its namespace, name and service account (mkPod's "sa-" + name), as
 // infoString prints it.
@@ -144,8 +151,8 @@ func TestNodeAgentFollowsTheAPI(t *testing.T) {
 	})
 	p := r.proxy
 	p.expect(t,
-		event{kind: "add", uid: "amb/a", ino: inos["a"], workload: wl("amb/a")},
-		event{kind: "add", uid: "plain/c", ino: inos["c"], workload: wl("plain/c")},
+		event{kind: "add", uid: zuid("amb/a"), ino: inos["a"], workload: wl("amb/a")},
+		event{kind: "add", uid: zuid("plain/c"), ino: inos["c"], workload: wl("plain/c")},
 		event{kind: "snapshot"})
 	p.quiet(t)
 	for name, want := range map[string]bool{"a": true, "c": true, "b": false, "d": false, "e": false, "hostnet": false} {
@@ -160,7 +167,7 @@ func TestNodeAgentFollowsTheAPI(t *testing.T) {
 	// g gets its IP (its sandbox is up): added.
 	_, inoG := r.pod(t, "g", "10.20.0.8")
 	r.api.setPod(mkPod("amb", "g", "w1", "10.20.0.8", nil))
-	p.expect(t, event{kind: "add", uid: "amb/g", ino: inoG, workload: wl("amb/g")})
+	p.expect(t, event{kind: "add", uid: zuid("amb/g"), ino: inoG, workload: wl("amb/g")})
 
 	// A pod whose namespace shows up only after its IP is in the API (the
 	// agent looks again every resync).
@@ -168,22 +175,22 @@ func TestNodeAgentFollowsTheAPI(t *testing.T) {
 	time.Sleep(250 * time.Millisecond)
 	p.quiet(t)
 	_, inoLate := r.pod(t, "late", "10.20.0.9")
-	p.expect(t, event{kind: "add", uid: "amb/late", ino: inoLate, workload: wl("amb/late")})
+	p.expect(t, event{kind: "add", uid: zuid("amb/late"), ino: inoLate, workload: wl("amb/late")})
 
 	// a is deleted: the proxy is told.
 	r.api.deletePod("amb/a")
-	p.expect(t, event{kind: "del", uid: "amb/a"})
+	p.expect(t, event{kind: "del", uid: zuid("amb/a")})
 
 	// c opts out: taken back, and its rules removed from the running pod.
 	r.api.setPod(mkPod("plain", "c", "w1", "10.20.0.4", map[string]string{AmbientLabel: "none"}))
-	p.expect(t, event{kind: "del", uid: "plain/c"})
+	p.expect(t, event{kind: "del", uid: zuid("plain/c")})
 	if hasRedirect(t, fds["c"]) {
 		t.Error("pod c left ambient mode but keeps its redirect rules")
 	}
 
 	// The namespace of b joins ambient mode: b is added within a resync.
 	r.api.setNamespace("plain", map[string]string{AmbientLabel: "ambient"})
-	p.expect(t, event{kind: "add", uid: "plain/b", ino: inos["b"], workload: wl("plain/b")})
+	p.expect(t, event{kind: "add", uid: zuid("plain/b"), ino: inos["b"], workload: wl("plain/b")})
 	if !hasRedirect(t, fds["b"]) {
 		t.Error("pod b added without redirect rules")
 	}
@@ -192,7 +199,7 @@ func TestNodeAgentFollowsTheAPI(t *testing.T) {
 	done := mkPod("amb", "g", "w1", "10.20.0.8", nil)
 	done.Status.Phase = "Succeeded"
 	r.api.setPod(done)
-	p.expect(t, event{kind: "del", uid: "amb/g"})
+	p.expect(t, event{kind: "del", uid: zuid("amb/g")})
 	p.quiet(t)
 }
 
@@ -210,7 +217,7 @@ func TestNodeAgentResyncsAfterWatchErrors(t *testing.T) {
 	_, ino1 := r.pod(t, "p1", "10.21.0.2")
 	r.api.compact()
 	r.api.setPod(mkPod("amb", "p1", "w1", "10.21.0.2", nil))
-	p.expect(t, event{kind: "add", uid: "amb/p1", ino: ino1, workload: wl("amb/p1")})
+	p.expect(t, event{kind: "add", uid: zuid("amb/p1"), ino: ino1, workload: wl("amb/p1")})
 
 	// A malformed event: logged, then a list.
 	r.api.mu.Lock()
@@ -242,10 +249,10 @@ func TestNodeAgentResyncsAfterWatchErrors(t *testing.T) {
 		e := p.next(t)
 		got[e.uid] = e
 	}
-	if e := got["amb/p1"]; e.kind != "del" {
+	if e := got[zuid("amb/p1")]; e.kind != "del" {
 		t.Errorf("p1: %+v, want del", e)
 	}
-	if e := got["amb/p2"]; e.kind != "add" || e.ino != ino2 {
+	if e := got[zuid("amb/p2")]; e.kind != "add" || e.ino != ino2 {
 		t.Errorf("p2: %+v, want add of inode %d", e, ino2)
 	}
 	p.quiet(t)
@@ -297,7 +304,7 @@ func TestNodeAgentRestartSnapshot(t *testing.T) {
 		_, ino = r.pod(t, "p", "10.22.0.2")
 		r.api.setPod(mkPod("amb", "p", "w1", "10.22.0.2", nil))
 	})
-	r.proxy.expect(t, event{kind: "add", uid: "amb/p", ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
+	r.proxy.expect(t, event{kind: "add", uid: zuid("amb/p"), ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
 	r.stop()
 	if err := <-r.done; err != nil {
 		t.Fatal(err)
@@ -319,5 +326,5 @@ func TestNodeAgentRestartSnapshot(t *testing.T) {
 	}
 	h := newRec(t)
 	runClient(t, r.sock, h)
-	h.expect(t, event{kind: "add", uid: "amb/p", ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
+	h.expect(t, event{kind: "add", uid: zuid("amb/p"), ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
 }

@@ -157,7 +157,7 @@ func TestNodeAgentMainRuns(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go Run(ctx, sock, h)
-	h.expect(t, event{kind: "add", uid: "amb/p", ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
+	h.expect(t, event{kind: "add", uid: zuid("amb/p"), ino: ino, workload: wl("amb/p")}, event{kind: "snapshot"})
 	if !hasRedirect(t, fd) {
 		t.Error("no redirect rules in the pod")
 	}

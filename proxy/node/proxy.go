@@ -230,6 +230,12 @@ type podMeta struct {
 func (p *Proxy) workloadOf(ix *Index, pd *pod) (*xds.Workload, error) {
 	if !p.opt.MatchByIP {
 		w, ok := ix.Workload(pd.uid)
+		if !ok && pd.meta.namespace != "" && pd.meta.name != "" {
+			// On Kubernetes the node agent names the pod by its Kubernetes
+			// UID, as istio-cni does; the reference control plane names
+			// workloads namespace/name.
+			w, ok = ix.Workload(pd.meta.namespace + "/" + pd.meta.name)
+		}
 		if !ok {
 			return nil, fmt.Errorf("workload %s unknown to the control plane", pd.uid)
 		}

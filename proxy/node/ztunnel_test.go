@@ -293,6 +293,20 @@ func TestMatchByIP(t *testing.T) {
 			}
 		})
 	}
+
+	// The reference control plane names workloads namespace/name; on
+	// Kubernetes the node agent names the pod by its Kubernetes UID, and
+	// the pod is found by the name and namespace the agent sent with it.
+	ref := NewIndex(snap())
+	if id, _, err := byUID.identityOf(ref, &pod{uid: k8sUID, ip: ip, meta: podMeta{"b", "default", "b"}}); err != nil || id != bID {
+		t.Errorf("reference mode, Kubernetes UID with workload info default/b: %q, %v; want %s", id, err, bID)
+	}
+	if id, _, err := byUID.identityOf(ref, &pod{uid: k8sUID, ip: ip, meta: podMeta{"gone", "default", "b"}}); err == nil {
+		t.Errorf("reference mode, workload info of a pod the control plane does not know: identity %q, want an error", id)
+	}
+	if id, _, err := byUID.identityOf(ref, &pod{uid: "default/a", ip: ip, meta: podMeta{"b", "default", "b"}}); err != nil || id != aID {
+		t.Errorf("reference mode, a known UID goes first: %q, %v; want %s", id, err, aID)
+	}
 }
 
 // --- a fake istiod: delta xDS and CA on one TLS port, as on 15012 ---------

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/node"
@@ -74,6 +75,30 @@ func (c *cluster) ztunnelToken(ctx context.Context, pod *corev1.Pod) string {
 		c.t.Fatal(err)
 	}
 	return f
+}
+
+// denyPrincipal applies a security.istio.io/v1 AuthorizationPolicy that
+// denies principal to the pods labelled app=app in ns.
+func (c *cluster) denyPrincipal(ctx context.Context, cfg *rest.Config, ns, name, app, principal string) {
+	c.t.Helper()
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ap := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": app}},
+			"action":   "DENY",
+			"rules": []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{
+				"principals": []any{principal}}}}}},
+		},
+	}}
+	gvr := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}
+	if _, err := dyn.Resource(gvr).Namespace(ns).Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+		c.t.Fatalf("AuthorizationPolicy %s/%s: %v", ns, name, err)
+	}
 }
 
 // waitSnapshot waits for a snapshot that satisfies ok, or fails with the
@@ -274,24 +299,7 @@ func TestIstioAuthorizationPolicyReachesTheProxy(t *testing.T) {
 	}
 	c.pod(ctx, "bank", "ledger-1", "ledger", "node-2", "10.244.2.7", map[string]string{"app": "ledger"})
 
-	dyn, err := dynamic.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-		"metadata": map[string]any{"name": "no-teller", "namespace": "bank"},
-		"spec": map[string]any{
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "ledger"}},
-			"action":   "DENY",
-			"rules": []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{
-				"principals": []any{"cluster.local/ns/bank/sa/teller"}}}}}},
-		},
-	}}
-	gvr := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}
-	if _, err := dyn.Resource(gvr).Namespace("bank").Create(ctx, ap, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.denyPrincipal(ctx, kube.Config, "bank", "no-teller", "ledger", "cluster.local/ns/bank/sa/teller")
 
 	client, err := xds.NewDeltaClient(xds.DeltaConfig{
 		Address: d.SecureXDS, RootPEM: d.RootPEM, ServerName: istiodName, TokenFile: token, ClusterID: ClusterID,

@@ -23,9 +23,6 @@ import (
 	"istio.io/istio/pkg/zdsapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/proxy/inpod"
@@ -356,24 +353,7 @@ func TestZtunnelModeWithIstiod(t *testing.T) {
 	}
 
 	// DENY teller's identity to the safe, through the API server and istiod.
-	dyn, err := dynamic.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ap := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-		"metadata": map[string]any{"name": "no-teller", "namespace": "vault"},
-		"spec": map[string]any{
-			"selector": map[string]any{"matchLabels": map[string]any{"app": "safe"}},
-			"action":   "DENY",
-			"rules": []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{
-				"principals": []any{"cluster.local/ns/vault/sa/teller"}}}}}},
-		},
-	}}
-	gvr := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}
-	if _, err := dyn.Resource(gvr).Namespace("vault").Create(ctx, ap, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.denyPrincipal(ctx, kube.Config, "vault", "no-teller", "safe", "cluster.local/ns/vault/sa/teller")
 	denials := `proxy_policy_denials_total{node="` + nodeName + `",mode="ztunnel"}`
 	status401 := `proxy_failures_total{node="` + nodeName + `",mode="ztunnel",reason="hbone_status_401"}`
 	deadline := time.Now().Add(30 * time.Second)
