@@ -45,7 +45,7 @@ import (
 	"blastradius.dev/blastradius/proxy/xds"
 )
 
-// Categories of TestBadInputs (issue 8, "Bad inputs"). Every one must have
+// Categories of TestBadInputs. Every one must have
 // at least two rows: a category that lost its rows would otherwise pass
 // unnoticed.
 const (

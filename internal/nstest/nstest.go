@@ -31,9 +31,16 @@ func env(pkg string) string { return "BLASTRADIUS_NSTEST_" + strings.ToUpper(pkg
 // namespace of its own, where loopback is up).
 func Inside(pkg string) bool { return os.Getenv(env(pkg)) == "1" }
 
+// EnvNoNamespaces, set to 1, says this machine cannot create the namespaces
+// (a kernel that forbids unprivileged user namespaces, a container without
+// CAP_SYS_ADMIN): the packages that need them then skip, saying so. Unset,
+// a package that cannot create them fails: a test binary that ran nothing
+// must not report ok. `make test` never sets it.
+const EnvNoNamespaces = "BLASTRADIUS_NO_NAMESPACES"
+
 // Main is the TestMain of package pkg: it runs m in place or re-executes the
 // test binary and exits with its status. Where namespaces cannot be created
-// it says so loudly and exits 0: machines that forbid them still build.
+// it fails, unless $BLASTRADIUS_NO_NAMESPACES=1 says so of this machine.
 func Main(m *testing.M, pkg string, o Options) {
 	if Inside(pkg) {
 		if os.Geteuid() != 0 {
@@ -55,16 +62,16 @@ func Main(m *testing.M, pkg string, o Options) {
 	if os.Geteuid() == 0 && !o.OwnNetwork {
 		os.Exit(m.Run())
 	}
-	os.Exit(reexec(pkg))
-}
-
-func reexec(pkg string) int {
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s tests: find own executable: %v\n", pkg, err)
-		return 1
+		os.Exit(1)
 	}
-	cmd := exec.Command(self, os.Args[1:]...)
+	os.Exit(reexec(pkg, self, os.Args[1:]))
+}
+
+func reexec(pkg, self string, args []string) int {
+	cmd := exec.Command(self, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), env(pkg)+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -77,10 +84,14 @@ func reexec(pkg string) int {
 		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 	}
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "SKIP %s tests: cannot create network namespaces: %v\n", pkg, err)
-		return 0
+		if os.Getenv(EnvNoNamespaces) == "1" {
+			fmt.Fprintf(os.Stderr, "SKIP %s tests: cannot create network namespaces (%v), and $%s=1 says this machine cannot\n", pkg, err, EnvNoNamespaces)
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "FAIL %s tests: cannot create network namespaces: %v (set %s=1 on a machine that cannot, to skip them)\n", pkg, err, EnvNoNamespaces)
+		return 1
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode()
