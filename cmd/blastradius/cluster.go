@@ -16,6 +16,7 @@ import (
 	"blastradius.dev/blastradius/framework/cluster"
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/cluster/localk8s"
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Defaults of `blastradius cluster`: the paths `make k8s-bins` and
@@ -92,11 +93,11 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	case *provider == "kind" && sub == "down":
 		cfg, err := cluster.LoadKindConfig(*kindConfig)
 		if err != nil {
-			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneline.Fold(err.Error(), 0))
 			return 2
 		}
 		if err := kube.DeleteKind(kube.KindName(cfg), logf); err != nil {
-			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "blastradius cluster down: %v\n", oneline.Fold(err.Error(), 0))
 			return 1
 		}
 		return 0

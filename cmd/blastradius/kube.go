@@ -28,6 +28,7 @@ import (
 	"blastradius.dev/blastradius/framework/cluster/localk8s"
 	"blastradius.dev/blastradius/framework/kubetrial"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/manifests"
 )
 
@@ -75,7 +76,7 @@ func checkKubeFlags(f *runFlags, scs []scenario.Scenario) error {
 func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int {
 	if f.dryRun {
 		if err := dryRun(stdout, f, scs); err != nil {
-			fmt.Fprintf(stderr, "blastradius run: %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "blastradius run: %v\n", oneline.Fold(err.Error(), 0))
 			return 2
 		}
 		return 0
@@ -85,7 +86,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		err = os.MkdirAll(out, 0o755)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "blastradius run: results folder: %v\n", oneLine(err))
+		fmt.Fprintf(stderr, "blastradius run: results folder: %v\n", oneline.Fold(err.Error(), 0))
 		return 1
 	}
 	maxNodes := 0

@@ -9,9 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/reports"
 )
 
@@ -57,7 +57,7 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("%s: no run.json (not a results folder?)", dir)
 		}
-		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneline.Fold(err.Error(), 0))
 		return 1
 	}
 	path := *out
@@ -66,7 +66,7 @@ func reportCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	size, err := writeReport(path, dir, run)
 	if err != nil {
-		fmt.Fprintf(stderr, "blastradius report: %s\n", oneLine(err))
+		fmt.Fprintf(stderr, "blastradius report: %s\n", oneline.Fold(err.Error(), 0))
 		return 1
 	}
 	fmt.Fprintf(stdout, "report: %s (%d KB)\n", path, (size+1023)/1024)
@@ -110,9 +110,4 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return nil
-}
-
-// oneLine keeps an error to the one line the command promises.
-func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", " ")
 }

@@ -18,6 +18,7 @@ import (
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/framework/sandbox"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/reports"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
@@ -223,7 +224,7 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	if prepare != nil {
 		b, cleanup, err := prepare(ctx, logf)
 		if err != nil {
-			fmt.Fprintf(stderr, "blastradius run: %v\n", oneLine(err))
+			fmt.Fprintf(stderr, "blastradius run: %v\n", oneline.Fold(err.Error(), 0))
 			return 1
 		}
 		defer cleanup()
@@ -291,7 +292,7 @@ run:
 	// report shows what was measured and marks what is missing.
 	report := filepath.Join(out, "report.html")
 	if _, err := writeReport(report, out, r.Run()); err != nil {
-		fmt.Fprintf(stderr, "blastradius run: report: %s\n", oneLine(err))
+		fmt.Fprintf(stderr, "blastradius run: report: %s\n", oneline.Fold(err.Error(), 0))
 		report = "(not written)"
 	}
 	fmt.Fprintf(stdout, "\nrun %s: %s\nresults: %s\nreport: %s\n", r.Run().ID, status, out, report)

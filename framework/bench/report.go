@@ -3,11 +3,11 @@ package bench
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"blastradius.dev/blastradius/framework/load"
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // SchemaVersion is bumped on any incompatible change to bench.json.
@@ -293,7 +293,7 @@ func PrintTable(w io.Writer, r *Report) {
 	for _, m := range r.Modes {
 		noisy = noisy || (m.LatencyCPU != nil && m.LatencyCPU.Noisy) || (m.ThroughputCPU != nil && m.ThroughputCPU.Noisy)
 		if m.Error != "" {
-			fmt.Fprintf(w, "%s: ERROR: %s\n", m.Mode, oneLine(m.Error, 300))
+			fmt.Fprintf(w, "%s: ERROR: %s\n", m.Mode, oneline.Fold(m.Error, 300))
 		}
 		if t := m.Throughput; t != nil && !t.Acked {
 			fmt.Fprintf(w, "* %s: the sink did not confirm the byte count (%s); rate from bytes written\n", m.Mode, t.AckError)
@@ -354,12 +354,4 @@ func busyPct(p *PhaseCPU) string {
 		return fmt.Sprintf("%.0f%%!", p.MachineBusy*100)
 	}
 	return fmt.Sprintf("%.0f%%", p.MachineBusy*100)
-}
-
-func oneLine(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

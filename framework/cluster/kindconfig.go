@@ -9,6 +9,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // LoadKindConfig reads and checks a kind cluster configuration the way kind
@@ -35,7 +37,7 @@ func ParseKindConfig(raw []byte) (*v1alpha4.Cluster, error) {
 		APIVersion string `yaml:"apiVersion"`
 	}
 	if err := yaml.Unmarshal(raw, &tm); err != nil {
-		return nil, fmt.Errorf("not YAML: %v", oneLine(err))
+		return nil, fmt.Errorf("not YAML: %v", oneline.Lines(err.Error()))
 	}
 	if tm.APIVersion != "kind.x-k8s.io/v1alpha4" || tm.Kind != "Cluster" {
 		return nil, fmt.Errorf("want kind: Cluster, apiVersion: kind.x-k8s.io/v1alpha4; got kind %q apiVersion %q", tm.Kind, tm.APIVersion)
@@ -44,7 +46,7 @@ func ParseKindConfig(raw []byte) (*v1alpha4.Cluster, error) {
 	d := yaml.NewDecoder(bytes.NewReader(raw))
 	d.KnownFields(true)
 	if err := d.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("invalid: %v", oneLine(err))
+		return nil, fmt.Errorf("invalid: %v", oneline.Lines(err.Error()))
 	}
 	v1alpha4.SetDefaultsCluster(cfg)
 	cp, workers := 0, 0
@@ -65,8 +67,4 @@ func ParseKindConfig(raw []byte) (*v1alpha4.Cluster, error) {
 		return nil, fmt.Errorf("needs at least 2 workers to measure a node failure between others, has %d", workers)
 	}
 	return cfg, nil
-}
-
-func oneLine(err error) string {
-	return string(bytes.ReplaceAll([]byte(err.Error()), []byte("\n"), []byte("; ")))
 }

@@ -21,6 +21,7 @@ import (
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/manifests"
 )
 
@@ -456,15 +457,15 @@ func (b *Backend) podProblems(ctx context.Context, ns string) string {
 		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
 			switch {
 			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing" && cs.State.Waiting.Reason != "ContainerCreating":
-				out = append(out, fmt.Sprintf("pod %s container %s: %s: %s", p.Name, cs.Name, cs.State.Waiting.Reason, oneLine(cs.State.Waiting.Message)))
+				out = append(out, fmt.Sprintf("pod %s container %s: %s: %s", p.Name, cs.Name, cs.State.Waiting.Reason, oneline.Fold(cs.State.Waiting.Message, 240)))
 			case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
-				out = append(out, fmt.Sprintf("pod %s container %s: exited %d: %s", p.Name, cs.Name, cs.State.Terminated.ExitCode, oneLine(cs.State.Terminated.Message)))
+				out = append(out, fmt.Sprintf("pod %s container %s: exited %d: %s", p.Name, cs.Name, cs.State.Terminated.ExitCode, oneline.Fold(cs.State.Terminated.Message, 240)))
 			}
 		}
 		if len(p.Status.ContainerStatuses) == 0 {
 			for _, c := range p.Status.Conditions {
 				if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
-					out = append(out, fmt.Sprintf("pod %s: not scheduled: %s", p.Name, oneLine(c.Message)))
+					out = append(out, fmt.Sprintf("pod %s: not scheduled: %s", p.Name, oneline.Fold(c.Message, 240)))
 				}
 			}
 		}
@@ -473,14 +474,4 @@ func (b *Backend) podProblems(ctx context.Context, ns string) string {
 		out = append(out[:3], fmt.Sprintf("and %d more", len(out)-3))
 	}
 	return strings.Join(out, "; ")
-}
-
-// oneLine flattens a kubelet message and keeps it short: several go on one
-// line.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 240 {
-		s = s[:240] + "..."
-	}
-	return s
 }

@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Scenario files: one YAML document per file, the format documented in
@@ -123,20 +125,14 @@ func (d *fileDecoder) errorf(n *yaml.Node, path, format string, args ...any) err
 		b.WriteString(path + ": ")
 	}
 	b.WriteString(fmt.Sprintf(format, args...))
-	return errors.New(oneLine(b.String()))
-}
-
-// oneLine keeps an error on one line whatever went into it: callers print
-// errors one per line and tools parse them that way.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r\n", `\n`, "\n", `\n`, "\r", `\r`).Replace(s)
+	return errors.New(oneline.Escape(b.String()))
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError rewrites a YAML parser error into the file's error format.
 func (d *fileDecoder) syntaxError(err error) error {
-	msg := oneLine(err.Error())
+	msg := oneline.Escape(err.Error())
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		return fmt.Errorf("%s:%s: syntax error: %s", d.file, m[1], m[2])
 	}

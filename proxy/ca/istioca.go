@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	securityv1alpha1 "istio.io/api/security/v1alpha1"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // DefaultIstioClusterID is the ClusterID istiod assumes for its own cluster
@@ -263,14 +265,14 @@ func (c *IstioCAClient) create(ctx context.Context, csrDER []byte, pub crypto.Pu
 		st := status.Convert(err)
 		switch st.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-			return nil, nil, &istioCAError{fmt.Sprintf("ca: istiod CA %s unreachable, cannot sign %s: %s: %s", c.addr, id, st.Code(), oneLine(st.Message())), err}
+			return nil, nil, &istioCAError{fmt.Sprintf("ca: istiod CA %s unreachable, cannot sign %s: %s: %s", c.addr, id, st.Code(), oneline.Fold(st.Message(), 300)), err}
 		default:
-			return nil, nil, &istioCAError{fmt.Sprintf("ca: istiod CA %s refused to sign %s: %s: %s", c.addr, id, st.Code(), oneLine(st.Message())), err}
+			return nil, nil, &istioCAError{fmt.Sprintf("ca: istiod CA %s refused to sign %s: %s: %s", c.addr, id, st.Code(), oneline.Fold(st.Message(), 300)), err}
 		}
 	}
 	chain, root, err := checkIstioChain(resp.GetCertChain(), pub, id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ca: istiod CA %s sent an unusable certificate for %s: %s", c.addr, id, oneLine(err.Error()))
+		return nil, nil, fmt.Errorf("ca: istiod CA %s sent an unusable certificate for %s: %s", c.addr, id, oneline.Fold(err.Error(), 300))
 	}
 	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})
 	c.mu.Lock()
@@ -420,14 +422,3 @@ type istioCAError struct {
 
 func (e *istioCAError) Error() string { return e.msg }
 func (e *istioCAError) Unwrap() error { return e.err }
-
-// oneLine folds whitespace runs (newlines included) into single spaces and
-// caps the length, so a remote message cannot spread over a log.
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	const limit = 300
-	if len(s) > limit {
-		s = strings.ToValidUTF8(s[:limit], "") + "..."
-	}
-	return s
-}

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/zdsapi"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Fuzzers of what crosses the node agent ↔ node proxy socket: dispatch is
@@ -140,7 +142,7 @@ func checkAck(t *testing.T, reason string) {
 	if !utf8.ValidString(got) || strings.ContainsAny(got, "\r\n") {
 		t.Fatalf("ack reason %q is not one line of valid UTF-8", got)
 	}
-	want := oneLine(strings.ToValidUTF8(reason, "\uFFFD"))
+	want := oneline.Escape(strings.ToValidUTF8(reason, "\uFFFD"))
 	if got != want && !(strings.HasSuffix(got, "…") && strings.HasPrefix(want, strings.TrimSuffix(got, "…"))) {
 		t.Fatalf("ack reason %.80q for %.80q: neither the reason nor its start", got, want)
 	}

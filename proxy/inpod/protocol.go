@@ -35,6 +35,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/zdsapi"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // maxMessage bounds one agent packet. A packet that does not fit is
@@ -85,7 +87,7 @@ func decodeHello(pkt []byte, flags int) error {
 	}
 	var h zdsapi.ZdsHello
 	if err := proto.Unmarshal(pkt, &h); err != nil {
-		return fmt.Errorf("not a hello: %s", oneLine(err.Error()))
+		return fmt.Errorf("not a hello: %s", oneline.Escape(err.Error()))
 	}
 	if h.Version != zdsapi.Version_V1 {
 		return fmt.Errorf("hello with version %v, want V1", h.Version)
@@ -100,7 +102,7 @@ func ackPacket(reason string) []byte {
 	// Protobuf strings must be UTF-8: the agent refuses an ack that is not
 	// (and drops the proxy), so a handler error quoting raw bytes is
 	// mended here.
-	reason = oneLine(strings.ToValidUTF8(reason, "\uFFFD"))
+	reason = oneline.Escape(strings.ToValidUTF8(reason, "\uFFFD"))
 	for {
 		b, _ := proto.Marshal(&zdsapi.WorkloadResponse{Payload: &zdsapi.WorkloadResponse_Ack{Ack: &zdsapi.Ack{Error: reason}}})
 		if len(b) <= maxAck {
@@ -127,13 +129,13 @@ func decodeAck(pkt []byte, flags int) (reason string, err error) {
 	}
 	var r zdsapi.WorkloadResponse
 	if err := proto.Unmarshal(pkt, &r); err != nil {
-		return "", fmt.Errorf("not an ack: %s", oneLine(err.Error()))
+		return "", fmt.Errorf("not an ack: %s", oneline.Escape(err.Error()))
 	}
 	a := r.GetAck()
 	if a == nil {
 		return "", errors.New("not an ack: empty response")
 	}
-	return oneLine(a.GetError()), nil
+	return oneline.Escape(a.GetError()), nil
 }
 
 // requestPacket encodes an agent message. Only invalid UTF-8 in a string
@@ -157,9 +159,4 @@ func delRequest(uid string) *zdsapi.WorkloadRequest {
 
 func snapshotSentRequest() *zdsapi.WorkloadRequest {
 	return &zdsapi.WorkloadRequest{Payload: &zdsapi.WorkloadRequest_SnapshotSent{SnapshotSent: &zdsapi.SnapshotSent{}}}
-}
-
-// oneLine escapes line breaks so that s prints as one line.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(s)
 }

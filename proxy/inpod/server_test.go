@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/zdsapi"
 
+	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/proxy/netnsx"
 )
 
@@ -376,7 +377,7 @@ func TestLongNackReasonIsTruncated(t *testing.T) {
 	if !utf8.ValidString(r) || strings.ContainsAny(r, "\r\n") {
 		t.Errorf("NACK reason is not one line of valid UTF-8: %q", r)
 	}
-	if !strings.HasSuffix(r, "…") || !strings.HasPrefix(oneLine(long), strings.TrimSuffix(r, "…")) {
+	if !strings.HasSuffix(r, "…") || !strings.HasPrefix(oneline.Escape(long), strings.TrimSuffix(r, "…")) {
 		t.Errorf("NACK reason %q is not the start of the handler's error and an ellipsis", r)
 	}
 	// The proxy is still connected and in step.

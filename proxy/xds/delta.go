@@ -32,6 +32,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"istio.io/istio/pkg/workloadapi"
 	"istio.io/istio/pkg/workloadapi/security"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // DeltaMethod is the only discovery RPC istiod serves ztunnel's types on.
@@ -436,7 +438,7 @@ func (c *DeltaClient) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discover
 		snap, warnings, err = c.translate(resp.GetTypeUrl(), next)
 	}
 	if err != nil {
-		reason := oneLineReason(fmt.Sprintf("%s nonce %q rejected: %v", shortType(resp.GetTypeUrl()), resp.GetNonce(), err))
+		reason := oneline.Fold(fmt.Sprintf("%s nonce %q rejected: %v", shortType(resp.GetTypeUrl()), resp.GetNonce(), err), 500)
 		c.mu.Lock()
 		c.lastNack = reason
 		c.mu.Unlock()
@@ -558,15 +560,4 @@ func shortType(t string) string {
 		return t[i+1:]
 	}
 	return t
-}
-
-// oneLineReason folds whitespace (newlines included) and caps the length:
-// istiod logs NACK reasons one per line.
-func oneLineReason(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	const max = 500
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return s
 }

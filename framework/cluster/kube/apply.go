@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // FieldManager owns every field blastradius applies.
@@ -62,7 +64,7 @@ func ApplyWith(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMappe
 			opt.Progress(ApplyEvent{Index: i + 1, Total: len(objs), Object: obj, Took: time.Since(t0), Err: err})
 		}
 		if err != nil {
-			return fmt.Errorf("apply %s: %v", Ref(obj), oneLine(err))
+			return fmt.Errorf("apply %s: %v", Ref(obj), oneline.Lines(err.Error()))
 		}
 	}
 	return nil

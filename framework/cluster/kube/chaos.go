@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Chaos Mesh as users install it for these objects (docs/chaos-mesh.md):
@@ -347,7 +348,7 @@ func chaosKind(obj Chaos) string {
 func ValidateChaos(obj Chaos) error {
 	var problems []string
 	if _, err := obj.Validate(); err != nil {
-		problems = append(problems, oneLineText(err.Error()))
+		problems = append(problems, oneline.Fold(err.Error(), 0))
 	}
 	if obj.GetName() == "" || len(obj.GetName()) > 63 {
 		problems = append(problems, "name must be 1 to 63 characters")
@@ -432,7 +433,7 @@ func NewChaosClient(cfg *rest.Config) (*ChaosClient, error) {
 	}
 	c, err := client.New(cfg, client.Options{Scheme: s})
 	if err != nil {
-		return nil, fmt.Errorf("chaos client: %s", oneLineText(err.Error()))
+		return nil, fmt.Errorf("chaos client: %s", oneline.Fold(err.Error(), 0))
 	}
 	return NewChaosClientFor(c), nil
 }
@@ -464,7 +465,7 @@ func (k *ChaosClient) Inject(ctx context.Context, obj Chaos) (time.Time, error) 
 		if apierrors.IsAlreadyExists(err) {
 			return time.Time{}, fmt.Errorf("inject %s: already exists (left by an earlier run? CleanUp removes it)", ChaosRef(obj))
 		}
-		return time.Time{}, fmt.Errorf("inject %s: create: %s", ChaosRef(obj), oneLineText(err.Error()))
+		return time.Time{}, fmt.Errorf("inject %s: create: %s", ChaosRef(obj), oneline.Fold(err.Error(), 0))
 	}
 	var at time.Time
 	err := k.waitStatus(ctx, obj, k.timeout, func(st *v1alpha1.ChaosStatus) bool {
@@ -494,7 +495,7 @@ func (k *ChaosClient) Recover(ctx context.Context, obj Chaos) (time.Time, error)
 	}
 	cur, err := k.get(ctx, obj)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("recover %s: %s", ChaosRef(obj), oneLineText(err.Error()))
+		return time.Time{}, fmt.Errorf("recover %s: %s", ChaosRef(obj), oneline.Fold(err.Error(), 0))
 	}
 	if _, done := recoveredAt(cur.GetStatus()); !done {
 		patch := client.MergeFrom(cur.DeepCopyObject().(Chaos))
@@ -505,7 +506,7 @@ func (k *ChaosClient) Recover(ctx context.Context, obj Chaos) (time.Time, error)
 		ann[v1alpha1.PauseAnnotationKey] = "true"
 		cur.SetAnnotations(ann)
 		if err := k.c.Patch(ctx, cur, patch); err != nil {
-			return time.Time{}, fmt.Errorf("recover %s: pause: %s", ChaosRef(obj), oneLineText(err.Error()))
+			return time.Time{}, fmt.Errorf("recover %s: pause: %s", ChaosRef(obj), oneline.Fold(err.Error(), 0))
 		}
 	}
 	return k.finish(ctx, obj, "recover", k.timeout)
@@ -518,7 +519,7 @@ func (k *ChaosClient) Recover(ctx context.Context, obj Chaos) (time.Time, error)
 func (k *ChaosClient) AwaitRecovery(ctx context.Context, obj Chaos) (time.Time, error) {
 	cur, err := k.get(ctx, obj)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("await recovery of %s: %s", ChaosRef(obj), oneLineText(err.Error()))
+		return time.Time{}, fmt.Errorf("await recovery of %s: %s", ChaosRef(obj), oneline.Fold(err.Error(), 0))
 	}
 	var d *string
 	switch o := cur.(type) {
@@ -563,7 +564,7 @@ func (k *ChaosClient) finish(ctx context.Context, obj Chaos, verb string, limit 
 // injected".
 func (k *ChaosClient) remove(ctx context.Context, obj Chaos) error {
 	if err := k.c.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete %s: %s", ChaosRef(obj), oneLineText(err.Error()))
+		return fmt.Errorf("delete %s: %s", ChaosRef(obj), oneline.Fold(err.Error(), 0))
 	}
 	wctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
@@ -622,10 +623,10 @@ func (k *ChaosClient) waitStatus(ctx context.Context, obj Chaos, limit time.Dura
 	if last != nil {
 		why = describeStatus(last.GetStatus())
 	} else if lastErr != nil {
-		why = oneLineText(lastErr.Error())
+		why = oneline.Fold(lastErr.Error(), 0)
 	}
 	if !wait.Interrupted(err) {
-		return fmt.Errorf("(%s; %s)", oneLineText(err.Error()), why)
+		return fmt.Errorf("(%s; %s)", oneline.Fold(err.Error(), 0), why)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("before the context ended after %s (%s)", time.Since(start).Round(time.Millisecond), why)
@@ -732,7 +733,7 @@ func describeStatus(st *v1alpha1.ChaosStatus) string {
 		out += "; records say Injected but carry no timestamped events (Chaos Mesh too old?)"
 	}
 	if failure != "" {
-		out += "; last failure: " + oneLineText(failure)
+		out += "; last failure: " + oneline.Fold(failure, 0)
 	}
 	return out
 }
@@ -770,12 +771,12 @@ func (k *ChaosClient) CleanUp(ctx context.Context, namespace string) error {
 	}
 	objs, err := list(ctx)
 	if err != nil {
-		return fmt.Errorf("chaos clean-up in %s: list: %s", where, oneLineText(err.Error()))
+		return fmt.Errorf("chaos clean-up in %s: list: %s", where, oneline.Fold(err.Error(), 0))
 	}
 	var errs []string
 	for _, o := range objs {
 		if err := k.c.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Sprintf("%s: %s", ChaosRef(o), oneLineText(err.Error())))
+			errs = append(errs, fmt.Sprintf("%s: %s", ChaosRef(o), oneline.Fold(err.Error(), 0)))
 		}
 	}
 	if len(errs) > 0 {
@@ -843,10 +844,4 @@ func chaosDetail(obj Chaos) string {
 	}
 	parts = append(parts, obj.GetName(), "times from its status records (1 s resolution)")
 	return strings.Join(parts, ", ")
-}
-
-// oneLineText keeps error text on one line: API and Chaos Mesh messages
-// may span several.
-func oneLineText(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	kindcluster "sigs.k8s.io/kind/pkg/cluster"
 	kindlog "sigs.k8s.io/kind/pkg/log"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Deadlines of the kind provider. Creating pulls the node image the first
@@ -123,14 +125,14 @@ func KindProvider(logf func(string, ...any)) (*kindcluster.Provider, string, err
 	}
 	opt, runtime, err := detectNodeProvider()
 	if err != nil {
-		return nil, "", fmt.Errorf("kind needs docker, podman or nerdctl: %s (none found on PATH, or none answers)", oneLine(err))
+		return nil, "", fmt.Errorf("kind needs docker, podman or nerdctl: %s (none found on PATH, or none answers)", oneline.Lines(err.Error()))
 	}
 	p := kindcluster.NewProvider(opt, kindcluster.ProviderWithLogger(kindLogger{logf}))
 	// The CLI can be installed while its daemon is not running; listing
 	// clusters asks the runtime, so it fails here, on one line, instead of
 	// half-way through a create.
 	if _, err := p.List(); err != nil {
-		return nil, "", fmt.Errorf("kind needs docker, podman or nerdctl: %s is installed but does not answer: %s", runtime, oneLine(err))
+		return nil, "", fmt.Errorf("kind needs docker, podman or nerdctl: %s is installed but does not answer: %s", runtime, oneline.Lines(err.Error()))
 	}
 	return p, runtime, nil
 }
@@ -160,7 +162,7 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 	k := &KindCluster{Name: name, Kubeconfig: o.Kubeconfig, Workers: workers, Retain: o.Retain, p: p, logf: logf}
 	existing, err := p.List()
 	if err != nil {
-		return nil, fmt.Errorf("kind: list clusters: %s", oneLine(err))
+		return nil, fmt.Errorf("kind: list clusters: %s", oneline.Lines(err.Error()))
 	}
 	exists := contains(existing, name)
 	if exists && !o.Reuse {
@@ -177,7 +179,7 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 		// clean-up, as the killed run would have done.
 		logf("kind: cluster %q was left behind by a run that was killed (pid %d, %s); deleting it", name, owner.Pid, owner.Created.Local().Format(time.DateTime))
 		if err := deleteKind(p, name, owner.Kubeconfig); err != nil {
-			return nil, fmt.Errorf("kind: delete leftover cluster %q: %s", name, oneLine(err))
+			return nil, fmt.Errorf("kind: delete leftover cluster %q: %s", name, oneline.Lines(err.Error()))
 		}
 		removeKindOwner(name)
 		exists = false
@@ -189,7 +191,7 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 			return nil, err
 		}
 		if err := p.ExportKubeConfig(name, o.Kubeconfig, false); err != nil {
-			return nil, fmt.Errorf("kind: export kubeconfig of %q: %s", name, oneLine(err))
+			return nil, fmt.Errorf("kind: export kubeconfig of %q: %s", name, oneline.Lines(err.Error()))
 		}
 	default:
 		timeout := o.CreateTimeout
@@ -223,7 +225,7 @@ func CreateKind(ctx context.Context, o KindOptions) (*KindCluster, error) {
 					// kind removed the nodes of its failed create.
 					removeKindOwner(name)
 				}
-				return nil, fmt.Errorf("kind: create cluster %q: %s", name, oneLine(err))
+				return nil, fmt.Errorf("kind: create cluster %q: %s", name, oneline.Lines(err.Error()))
 			}
 		case <-time.After(timeout):
 			return nil, fmt.Errorf("kind: create cluster %q did not finish within %s (remove what is left: kind delete cluster --name %s)", name, timeout, name)
@@ -286,7 +288,7 @@ func (k *KindCluster) Close() error {
 	}
 	k.logf("kind: deleting cluster %q", k.Name)
 	if err := k.p.Delete(k.Name, k.Kubeconfig); err != nil {
-		return fmt.Errorf("kind: delete cluster %q: %s", k.Name, oneLine(err))
+		return fmt.Errorf("kind: delete cluster %q: %s", k.Name, oneline.Lines(err.Error()))
 	}
 	removeKindOwner(k.Name)
 	return nil
@@ -313,7 +315,7 @@ func DeleteKind(name string, logf func(string, ...any)) error {
 	}
 	existing, err := p.List()
 	if err != nil {
-		return fmt.Errorf("kind: list clusters: %s", oneLine(err))
+		return fmt.Errorf("kind: list clusters: %s", oneline.Lines(err.Error()))
 	}
 	if !contains(existing, name) {
 		removeKindOwner(name)
@@ -326,7 +328,7 @@ func DeleteKind(name string, logf func(string, ...any)) error {
 	}
 	logf("kind: deleting cluster %q", name)
 	if err := deleteKind(p, name, kc); err != nil {
-		return fmt.Errorf("kind: delete cluster %q: %s", name, oneLine(err))
+		return fmt.Errorf("kind: delete cluster %q: %s", name, oneline.Lines(err.Error()))
 	}
 	removeKindOwner(name)
 	return nil

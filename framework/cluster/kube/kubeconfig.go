@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
@@ -13,6 +12,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Kubeconfig is a loaded kubeconfig: where it came from and its context.
@@ -49,18 +50,18 @@ func LoadKubeconfig(explicit string) (*Kubeconfig, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if explicit != "" {
 		if _, err := os.Stat(explicit); err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %v", explicit, oneLine(err))
+			return nil, fmt.Errorf("kubeconfig %s: %v", explicit, oneline.Lines(err.Error()))
 		}
 		rules.ExplicitPath = explicit
 	}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
 	raw, err := cc.RawConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %v", src, oneLine(err))
+		return nil, fmt.Errorf("kubeconfig %s: %v", src, oneline.Lines(err.Error()))
 	}
 	cfg, err := cc.ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %s: %v", src, oneLine(err))
+		return nil, fmt.Errorf("kubeconfig %s: %v", src, oneline.Lines(err.Error()))
 	}
 	// Faults and waits are measured in seconds; client-go's default
 	// throttle (5 qps) would make the runner itself the bottleneck.
@@ -73,15 +74,11 @@ func LoadKubeconfig(explicit string) (*Kubeconfig, error) {
 func Clients(cfg *rest.Config) (dynamic.Interface, meta.RESTMapper, error) {
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dynamic client: %v", oneLine(err))
+		return nil, nil, fmt.Errorf("dynamic client: %v", oneline.Lines(err.Error()))
 	}
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("discovery client: %v", oneLine(err))
+		return nil, nil, fmt.Errorf("discovery client: %v", oneline.Lines(err.Error()))
 	}
 	return dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)), nil
-}
-
-func oneLine(err error) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }

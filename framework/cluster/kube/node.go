@@ -24,6 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Cordon marks node unschedulable (spec.unschedulable), as `kubectl cordon`:
@@ -48,7 +50,7 @@ func setUnschedulable(ctx context.Context, cs kubernetes.Interface, node string,
 		patch = []byte(`{"spec":{"unschedulable":null}}`)
 	}
 	if _, err := cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager}); err != nil {
-		return fmt.Errorf("%s node %s: %s", verb, node, oneLine(err))
+		return fmt.Errorf("%s node %s: %s", verb, node, oneline.Lines(err.Error()))
 	}
 	return nil
 }
@@ -96,7 +98,7 @@ func Drain(ctx context.Context, cs kubernetes.Interface, node string, opts Drain
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
 	})
 	if err != nil {
-		return fmt.Errorf("drain node %s: list pods: %s", node, oneLine(err))
+		return fmt.Errorf("drain node %s: list pods: %s", node, oneline.Lines(err.Error()))
 	}
 	// Each pod to go, and why it has not gone yet ("" once gone).
 	type target struct {
@@ -137,12 +139,12 @@ func Drain(ctx context.Context, cs kubernetes.Interface, node string, opts Drain
 					tg.why = ""
 					continue
 				case apierrors.IsTooManyRequests(err):
-					tg.why = "eviction refused: " + oneLine(err)
+					tg.why = "eviction refused: " + oneline.Lines(err.Error())
 				default:
 					if dctx.Err() != nil {
 						break
 					}
-					return fmt.Errorf("drain node %s: evict %s/%s: %s", node, tg.pod.Namespace, tg.pod.Name, oneLine(err))
+					return fmt.Errorf("drain node %s: evict %s/%s: %s", node, tg.pod.Namespace, tg.pod.Name, oneline.Lines(err.Error()))
 				}
 			}
 			if tg.evicted {
@@ -242,7 +244,7 @@ func WaitNodeCondition(ctx context.Context, cs kubernetes.Interface, node string
 	if wctx.Err() != nil {
 		return time.Time{}, fmt.Errorf("node %s not Ready=%s after %s (%s)", node, want, timeout, last)
 	}
-	return time.Time{}, fmt.Errorf("wait for node %s Ready=%s: %s", node, want, oneLine(err))
+	return time.Time{}, fmt.Errorf("wait for node %s Ready=%s: %s", node, want, oneline.Lines(err.Error()))
 }
 
 func readyCondition(n *corev1.Node) *corev1.NodeCondition {

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Resources the waits read.
@@ -75,11 +77,11 @@ func poll(ctx context.Context, o WaitOptions, what string, check func(ctx contex
 				return ctx.Err()
 			}
 			if !completed {
-				return fmt.Errorf("%s not ready after %s: %v", what, o.Timeout, oneLine(lastErr))
+				return fmt.Errorf("%s not ready after %s: %v", what, o.Timeout, oneline.Lines(lastErr.Error()))
 			}
 			msg := fmt.Sprintf("%s not ready after %s: %s", what, o.Timeout, strings.Join(pending, ", "))
 			if errAfter {
-				msg += fmt.Sprintf(" (then: %v)", oneLine(lastErr))
+				msg += fmt.Sprintf(" (then: %v)", oneline.Lines(lastErr.Error()))
 			}
 			return errors.New(msg)
 		case <-time.After(o.interval()):
@@ -171,7 +173,7 @@ func WaitWorkloadsReady(ctx context.Context, dyn dynamic.Interface, objs []*unst
 			}
 			cur, err := dyn.Resource(gvr).Namespace(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
 			if err != nil {
-				pending = append(pending, Ref(obj)+" ("+oneLine(err)+")")
+				pending = append(pending, Ref(obj)+" ("+oneline.Lines(err.Error())+")")
 				continue
 			}
 			if why := workloadPending(cur); why != "" {

@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Cluster is a running local-k8s cluster, from Up or Open.
@@ -222,7 +224,7 @@ func (c *Cluster) waitControllers(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("local-k8s: no default ServiceAccount after %s (%s; kube-controller-manager log: %s)", controllersTimeout, oneLine(err.Error()), lastLogLine(c.l.log("kube-controller-manager")))
+			return fmt.Errorf("local-k8s: no default ServiceAccount after %s (%s; kube-controller-manager log: %s)", controllersTimeout, oneline.Fold(err.Error(), 300), lastLogLine(c.l.log("kube-controller-manager")))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -439,7 +441,7 @@ func (c *Cluster) waitCondition(ctx context.Context, names []string, want string
 				}
 			}
 		} else {
-			pending = []string{"list nodes: " + oneLine(err.Error())}
+			pending = []string{"list nodes: " + oneline.Fold(err.Error(), 300)}
 		}
 		if len(pending) == 0 {
 			return nil
@@ -475,7 +477,7 @@ func (c *Cluster) describeNode(name string, n *corev1.Node) string {
 		s := fmt.Sprintf("%s=%s", cd.Type, cd.Status)
 		if cd.Status != corev1.ConditionFalse || cd.Type == corev1.NodeReady {
 			if cd.Reason != "" {
-				s += " (" + cd.Reason + ": " + oneLine(cd.Message) + ")"
+				s += " (" + cd.Reason + ": " + oneline.Fold(cd.Message, 300) + ")"
 			}
 		}
 		conds = append(conds, s)
@@ -521,7 +523,7 @@ func (c *Cluster) LoadImage(ctx context.Context, archive string) error {
 		out, err := exec.CommandContext(ictx, ctr, "--address", sock, "--namespace", "k8s.io", "images", "import", archive).CombinedOutput()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("local-k8s: load image %s on %s: %v: %s", archive, name, err, oneLine(string(out)))
+			return fmt.Errorf("local-k8s: load image %s on %s: %v: %s", archive, name, err, oneline.Fold(string(out), 300))
 		}
 		c.logf("%s: imported %s (%s)", name, archive, time.Since(t0).Round(100*time.Millisecond))
 	}

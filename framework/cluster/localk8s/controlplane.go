@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // Control plane deadlines: every component is local, so minutes mean
@@ -181,11 +183,11 @@ func waitHTTP(ctx context.Context, c *http.Client, url, want string, timeout tim
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (%s; last log line: %s)", what, timeout, oneLine(last), lastLogLine(logPath))
+			return fmt.Errorf("%s not ready after %s (%s; last log line: %s)", what, timeout, oneline.Fold(last, 300), lastLogLine(logPath))
 		}
 		if time.Since(lastNote) >= progressEvery {
 			lastNote = time.Now()
-			logf("waiting for %s (%s of %s): %s", what, time.Since(deadline.Add(-timeout)).Round(time.Second), timeout, oneLine(last))
+			logf("waiting for %s (%s of %s): %s", what, time.Since(deadline.Add(-timeout)).Round(time.Second), timeout, oneline.Fold(last, 300))
 		}
 		select {
 		case <-ctx.Done():
@@ -210,12 +212,4 @@ func lastLogLine(path string) string {
 		return "(empty) " + path
 	}
 	return s + " [" + path + "]"
-}
-
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
-	return s
 }

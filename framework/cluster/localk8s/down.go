@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 const (
@@ -132,7 +134,7 @@ func down(dir string, logf func(string, ...any), keepLogs bool) error {
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, e := range errs {
-			msgs[i] = oneLine(e.Error())
+			msgs[i] = oneline.Fold(e.Error(), 300)
 		}
 		return fmt.Errorf("local-k8s down: %s", strings.Join(msgs, "; "))
 	}
