@@ -10,22 +10,19 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	securityv1alpha1 "istio.io/api/security/v1alpha1"
 
 	"blastradius.dev/blastradius/internal/oneline"
+	"blastradius.dev/blastradius/proxy/istiod"
 )
 
 // DefaultIstioClusterID is the ClusterID istiod assumes for its own cluster
@@ -85,8 +82,6 @@ type IstioCAConfig struct {
 type IstioCAClient struct {
 	addr        string
 	serverName  string
-	rootPEM     []byte
-	rootFile    string
 	tokenFile   string
 	clusterID   string
 	validity    int64
@@ -121,8 +116,6 @@ func NewIstioCAClient(cfg IstioCAConfig) (*IstioCAClient, error) {
 	c := &IstioCAClient{
 		addr:        cfg.Address,
 		serverName:  cfg.ServerName,
-		rootPEM:     append([]byte(nil), cfg.RootPEM...),
-		rootFile:    cfg.RootFile,
 		tokenFile:   cfg.TokenFile,
 		clusterID:   cfg.ClusterID,
 		validity:    int64(cfg.Validity / time.Second),
@@ -135,33 +128,10 @@ func NewIstioCAClient(cfg IstioCAConfig) (*IstioCAClient, error) {
 	if c.clusterID == "" {
 		c.clusterID = DefaultIstioClusterID
 	}
-	var creds credentials.TransportCredentials
-	switch {
-	case cfg.Plaintext:
-		if len(cfg.RootPEM) > 0 || cfg.RootFile != "" {
-			return nil, errors.New("ca: istiod CA client: a root was given but Plaintext is set")
-		}
-		creds = insecure.NewCredentials()
-	case len(cfg.RootPEM) > 0 && cfg.RootFile != "":
-		return nil, errors.New("ca: istiod CA client: give RootPEM or RootFile, not both")
-	case len(cfg.RootPEM) == 0 && cfg.RootFile == "":
-		return nil, errors.New("ca: istiod CA client: no root to verify istiod with (RootPEM or RootFile)")
-	default:
-		// Check the roots now so a wrong path or an empty ConfigMap is
-		// reported at start, not as a handshake failure at the first
-		// certificate.
-		if _, err := c.serverRoots(); err != nil {
-			return nil, err
-		}
-		creds = credentials.NewTLS(&tls.Config{
-			MinVersion: tls.VersionTLS12,
-			ServerName: c.serverName,
-			// crypto/tls would fix the roots when the config is built;
-			// VerifyConnection does the same verification with roots read
-			// at each handshake.
-			InsecureSkipVerify: true,
-			VerifyConnection:   c.verifyServer,
-		})
+	creds, err := istiod.Link{ServerName: c.serverName, RootPEM: cfg.RootPEM, RootFile: cfg.RootFile,
+		Plaintext: cfg.Plaintext, Prefix: "ca"}.Credentials()
+	if err != nil {
+		return nil, err
 	}
 	conn, err := grpc.NewClient(cfg.Address,
 		grpc.WithTransportCredentials(creds),
@@ -244,7 +214,7 @@ func (c *IstioCAClient) create(ctx context.Context, csrDER []byte, pub crypto.Pu
 	if _, _, _, err := ParseSpiffeID(id); err != nil {
 		return nil, nil, err
 	}
-	token, err := c.token()
+	token, err := istiod.Token("ca", c.tokenFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -348,68 +318,6 @@ func checkIstioChain(chain []string, pub crypto.PublicKey, id string) ([]*x509.C
 		return nil, nil, fmt.Errorf("leaf does not verify to the last certificate of cert_chain: %w", err)
 	}
 	return certs[:len(certs)-1], root, nil
-}
-
-// token reads the bearer token afresh: a projected token is replaced in
-// place well before it expires, and a cached copy would start failing
-// authentication some hours into a run.
-func (c *IstioCAClient) token() (string, error) {
-	b, err := os.ReadFile(c.tokenFile)
-	if err != nil {
-		return "", fmt.Errorf("ca: service-account token: %w", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("ca: service-account token file %s is empty", c.tokenFile)
-	}
-	if strings.ContainsAny(t, "\r\n") {
-		return "", fmt.Errorf("ca: service-account token file %s holds more than one line", c.tokenFile)
-	}
-	return t, nil
-}
-
-func (c *IstioCAClient) serverRoots() (*x509.CertPool, error) {
-	b := c.rootPEM
-	if c.rootFile != "" {
-		var err error
-		if b, err = os.ReadFile(c.rootFile); err != nil {
-			return nil, fmt.Errorf("ca: istiod root: %w", err)
-		}
-	}
-	pool, err := PoolFromPEM(b)
-	if err != nil {
-		return nil, fmt.Errorf("ca: istiod root %s holds no PEM certificate", c.rootSource())
-	}
-	return pool, nil
-}
-
-func (c *IstioCAClient) rootSource() string {
-	if c.rootFile != "" {
-		return c.rootFile
-	}
-	return "RootPEM"
-}
-
-// verifyServer is the standard server certificate check (chain to the
-// roots, name = serverName, server-auth usage) against roots read now.
-func (c *IstioCAClient) verifyServer(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("ca: istiod presented no certificate")
-	}
-	roots, err := c.serverRoots()
-	if err != nil {
-		return err
-	}
-	inter := x509.NewCertPool()
-	for _, x := range cs.PeerCertificates[1:] {
-		inter.AddCert(x)
-	}
-	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-		DNSName: c.serverName, Roots: roots, Intermediates: inter,
-	}); err != nil {
-		return fmt.Errorf("ca: istiod certificate not trusted by %s: %w", c.rootSource(), err)
-	}
-	return nil
 }
 
 // istioCAError keeps the gRPC status reachable (status.Code works on it)

@@ -3,8 +3,6 @@ package xds
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -24,8 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +30,7 @@ import (
 	"istio.io/istio/pkg/workloadapi/security"
 
 	"blastradius.dev/blastradius/internal/oneline"
+	"blastradius.dev/blastradius/proxy/istiod"
 )
 
 // DeltaMethod is the only discovery RPC istiod serves ztunnel's types on.
@@ -152,32 +149,10 @@ func NewDeltaClient(cfg DeltaConfig, opts ...ClientOption) (*DeltaClient, error)
 	for _, t := range deltaTypes {
 		c.held[t] = map[string]heldResource{}
 	}
-	var creds credentials.TransportCredentials
-	switch {
-	case cfg.Plaintext:
-		if len(cfg.RootPEM) > 0 || cfg.RootFile != "" {
-			return nil, errors.New("xds: istiod client: a root was given but Plaintext is set")
-		}
-		creds = insecure.NewCredentials()
-	case len(cfg.RootPEM) > 0 && cfg.RootFile != "":
-		return nil, errors.New("xds: istiod client: give RootPEM or RootFile, not both")
-	case len(cfg.RootPEM) == 0 && cfg.RootFile == "":
-		return nil, errors.New("xds: istiod client: no root to verify istiod with (RootPEM or RootFile)")
-	default:
-		// A wrong path or an empty ConfigMap is reported at start, not as
-		// a handshake failure much later.
-		if _, err := c.roots(); err != nil {
-			return nil, err
-		}
-		creds = credentials.NewTLS(&tls.Config{
-			MinVersion: tls.VersionTLS12,
-			ServerName: cfg.ServerName,
-			// crypto/tls would fix the roots when the config is built;
-			// VerifyConnection does the same checks with roots read at
-			// each handshake.
-			InsecureSkipVerify: true,
-			VerifyConnection:   c.verifyServer,
-		})
+	creds, err := istiod.Link{ServerName: cfg.ServerName, RootPEM: cfg.RootPEM, RootFile: cfg.RootFile,
+		Plaintext: cfg.Plaintext, Prefix: "xds"}.Credentials()
+	if err != nil {
+		return nil, err
 	}
 	c.node = c.nodeProto()
 	dial := []grpc.DialOption{
@@ -289,56 +264,6 @@ func (c *DeltaClient) RootPEM() []byte {
 	return slices.Clone(c.cfg.RootPEM)
 }
 
-func (c *DeltaClient) roots() (*x509.CertPool, error) {
-	b := c.cfg.RootPEM
-	src := "(RootPEM)"
-	if c.cfg.RootFile != "" {
-		src = c.cfg.RootFile
-		var err error
-		if b, err = os.ReadFile(c.cfg.RootFile); err != nil {
-			return nil, fmt.Errorf("xds: istiod root: %w", err)
-		}
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("xds: istiod root %s holds no PEM certificate", src)
-	}
-	return pool, nil
-}
-
-// verifyServer is the standard server check (chain to the roots, name =
-// ServerName) with roots read now.
-func (c *DeltaClient) verifyServer(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("xds: istiod presented no certificate")
-	}
-	roots, err := c.roots()
-	if err != nil {
-		return err
-	}
-	inter := x509.NewCertPool()
-	for _, x := range cs.PeerCertificates[1:] {
-		inter.AddCert(x)
-	}
-	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: c.cfg.ServerName, Roots: roots, Intermediates: inter}); err != nil {
-		return fmt.Errorf("xds: istiod certificate not trusted: %w", err)
-	}
-	return nil
-}
-
-// token reads the bearer token afresh (see DeltaConfig.TokenFile).
-func (c *DeltaClient) token() (string, error) {
-	b, err := os.ReadFile(c.cfg.TokenFile)
-	if err != nil {
-		return "", fmt.Errorf("xds: service-account token: %w", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" || strings.ContainsAny(t, "\r\n") {
-		return "", fmt.Errorf("xds: service-account token file %s is empty or holds several lines", c.cfg.TokenFile)
-	}
-	return t, nil
-}
-
 func (c *DeltaClient) setConnected(v bool) {
 	c.mu.Lock()
 	c.connected = v
@@ -382,7 +307,7 @@ func (c *DeltaClient) runStream(ctx context.Context) (progressed bool, err error
 	defer cancel()
 	md := []string{"ClusterID", c.cfg.ClusterID}
 	if c.cfg.TokenFile != "" {
-		tok, err := c.token()
+		tok, err := istiod.Token("xds", c.cfg.TokenFile)
 		if err != nil {
 			return false, err
 		}
