@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,13 +75,9 @@ type Client struct {
 	opts clientOptions
 	conn *grpc.ClientConn
 
-	updates chan Snapshot
 	running atomic.Bool
 
-	mu        sync.Mutex
-	cur       *Snapshot
-	connected bool
-	lastNack  string
+	published // mu also guards rootPEM
 	rootPEM   []byte
 }
 
@@ -132,7 +127,7 @@ func NewClient(addr, node string, opts ...ClientOption) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds: control plane address %q: %w", addr, err)
 	}
-	return &Client{addr: addr, node: node, opts: o, conn: conn, updates: make(chan Snapshot, 1)}, nil
+	return &Client{addr: addr, node: node, opts: o, conn: conn, published: newPublished()}, nil
 }
 
 func (c *Client) logf(format string, args ...any) {
@@ -143,38 +138,6 @@ func (c *Client) logf(format string, args ...any) {
 
 // Close releases the connection. Run must have returned (or never run).
 func (c *Client) Close() error { return c.conn.Close() }
-
-// Current returns the last accepted snapshot. Treat it as read-only.
-func (c *Client) Current() (*Snapshot, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cur, c.cur != nil
-}
-
-// Updates delivers accepted snapshots whose content changed. It holds only
-// the latest: a slow reader skips intermediate versions, which is fine
-// because each snapshot is the whole state.
-func (c *Client) Updates() <-chan Snapshot { return c.updates }
-
-// Connected reports whether a discovery stream is currently open.
-func (c *Client) Connected() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.connected
-}
-
-// LastNack returns the reason of the most recent NACK sent, "" if none.
-func (c *Client) LastNack() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lastNack
-}
-
-func (c *Client) setConnected(v bool) {
-	c.mu.Lock()
-	c.connected = v
-	c.mu.Unlock()
-}
 
 func (c *Client) currentVersion() string {
 	c.mu.Lock()
@@ -275,18 +238,7 @@ func (c *Client) handle(resp *DiscoveryResponse) *DiscoveryRequest {
 		if c.opts.onUpdate != nil {
 			c.opts.onUpdate(snap)
 		}
-		select {
-		case c.updates <- snap:
-		default:
-			select { // drop the stale unread one, keep the latest
-			case <-c.updates:
-			default:
-			}
-			select {
-			case c.updates <- snap:
-			default:
-			}
-		}
+		c.push(snap)
 	}
 	return &DiscoveryRequest{Node: c.node, VersionInfo: snap.Version, ResponseNonce: resp.Nonce}
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,17 +92,13 @@ type DeltaClient struct {
 	conn *grpc.ClientConn
 	node *corev3.Node
 
-	updates chan Snapshot
 	running atomic.Bool
 
-	// Only the Run goroutine writes these, under mu.
-	mu        sync.Mutex
-	held      map[string]map[string]heldResource // type URL -> resource name -> resource
-	synced    map[string]bool                    // type URLs that answered at least once
-	cur       *Snapshot
-	warnings  []string
-	connected bool
-	lastNack  string
+	// Only the Run goroutine writes these, under published.mu.
+	published
+	held     map[string]map[string]heldResource // type URL -> resource name -> resource
+	synced   map[string]bool                    // type URLs that answered at least once
+	warnings []string
 }
 
 type heldResource struct {
@@ -144,7 +139,7 @@ func NewDeltaClient(cfg DeltaConfig, opts ...ClientOption) (*DeltaClient, error)
 	if o.backoffInitial <= 0 || o.backoffMax < o.backoffInitial {
 		return nil, fmt.Errorf("xds: bad back-off %s..%s", o.backoffInitial, o.backoffMax)
 	}
-	c := &DeltaClient{cfg: cfg, opts: o, updates: make(chan Snapshot, 1),
+	c := &DeltaClient{cfg: cfg, opts: o, published: newPublished(),
 		held: map[string]map[string]heldResource{}, synced: map[string]bool{}}
 	for _, t := range deltaTypes {
 		c.held[t] = map[string]heldResource{}
@@ -210,34 +205,6 @@ func (c *DeltaClient) logf(format string, args ...any) {
 // Close releases the connection. Run must have returned (or never run).
 func (c *DeltaClient) Close() error { return c.conn.Close() }
 
-// Current returns the last accepted snapshot, none until istiod has
-// answered for both types once: before that, a snapshot with workloads but
-// no policies yet would let through what policies deny. Treat it as
-// read-only.
-func (c *DeltaClient) Current() (*Snapshot, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cur, c.cur != nil
-}
-
-// Updates delivers accepted snapshots whose content changed, holding only
-// the latest (as Client.Updates).
-func (c *DeltaClient) Updates() <-chan Snapshot { return c.updates }
-
-// Connected reports whether a discovery stream is currently open.
-func (c *DeltaClient) Connected() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.connected
-}
-
-// LastNack returns the reason of the most recent NACK sent, "" if none.
-func (c *DeltaClient) LastNack() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lastNack
-}
-
 // Warnings returns what the last accepted translation left out or decided
 // (FromIstio).
 func (c *DeltaClient) Warnings() []string {
@@ -262,12 +229,6 @@ func (c *DeltaClient) RootPEM() []byte {
 		return b
 	}
 	return slices.Clone(c.cfg.RootPEM)
-}
-
-func (c *DeltaClient) setConnected(v bool) {
-	c.mu.Lock()
-	c.connected = v
-	c.mu.Unlock()
 }
 
 // Run keeps a stream to istiod open until ctx ends, reconnecting with
@@ -395,18 +356,7 @@ func (c *DeltaClient) handle(resp *discoveryv3.DeltaDiscoveryResponse) *discover
 		if c.opts.onUpdate != nil {
 			c.opts.onUpdate(snap)
 		}
-		select {
-		case c.updates <- snap:
-		default:
-			select { // drop the stale unread one, keep the latest
-			case <-c.updates:
-			default:
-			}
-			select {
-			case c.updates <- snap:
-			default:
-			}
-		}
+		c.push(snap)
 	}
 	return ans
 }

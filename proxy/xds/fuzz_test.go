@@ -151,7 +151,8 @@ func FuzzClientHandle(f *testing.F) {
 		}
 
 		// A client that already runs base: a NACK must leave it running.
-		c := &Client{node: "n1", updates: make(chan Snapshot, 1), cur: &base}
+		c := &Client{node: "n1", published: newPublished()}
+		c.cur = &base
 		ans := c.handle(&resp)
 		if ans.Node != "n1" || ans.ResponseNonce != resp.Nonce {
 			t.Fatalf("answer %+v does not name the node and the nonce %q", ans, resp.Nonce)
