@@ -53,11 +53,12 @@ endif
 # tests against a real API server and a real istiod need the binaries of
 # `make k8s-test-bins` and `make istio-test-bins` (.ci/run builds them), and
 # fail without them rather than skip; the node proxy's run against istiod
-# needs root.
+# needs root. Test binaries are linked without DWARF: -p 1 links them one at
+# a time, and a quarter of each link is debug information nothing reads.
 test: vet
 	KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) BLASTRADIUS_REQUIRE_K8S=1 \
 		BLASTRADIUS_ISTIO_BINS=$(ISTIO_BIN_DIR) BLASTRADIUS_REQUIRE_ISTIO=1 \
-		$(GO) test -count=1 -p 1 -timeout 25m ./...
+		$(GO) test -count=1 -p 1 -timeout 25m -ldflags='-s -w' ./...
 
 # The real etcd and kube-apiserver (and the node-side binaries) the
 # Kubernetes provider's tests run, built from source by tools/k8s (modules of

@@ -4,5 +4,8 @@
 // disruption figures attached as report entries and so as JUnit
 // properties. The provider is $PROVIDER (netns, the default; kind;
 // kubeconfig; local-k8s): the specs do not change, and a fault the
-// provider cannot inject is skipped with the reason the binary gives.
+// provider cannot inject is skipped with the reason the binary gives. In
+// ambient mode the node proxy's restart, crash, certificate expiry and
+// restart during a control-plane outage also check what the reference data
+// plane does in them, from the measured flows (checks_test.go).
 package faults

@@ -110,6 +110,9 @@ var _ = Describe("fault matrix", func() {
 				for _, e := range tr.Expectations {
 					Expect(e.Pass).To(BeTrue(), "%s: %s\n%s", e.Name, e.Detail, log)
 				}
+				if check := ambientChecks[name]; check != nil && mode == "ambient" {
+					check(tr, log)
+				}
 				Expect(tr.Status).To(Equal(results.StatusDone), log)
 				Expect(code).To(Equal(0), log)
 			})
