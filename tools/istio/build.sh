@@ -40,16 +40,20 @@ gov=$("$go" env GOVERSION)
 # name=package=build tags, the tags Istio's own release builds use for each
 # (vtprotobuf: the generated fast marshalers; disable_pgv: no protoc-gen-validate
 # code; the node agent's set drops what it never runs).
-bins=(
+test_bins=(
 	pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery=vtprotobuf,disable_pgv
 	echo-server=istio.io/istio/pkg/test/echo/cmd/server=vtprotobuf,disable_pgv
 	echo-client=istio.io/istio/pkg/test/echo/cmd/client=vtprotobuf,disable_pgv
 )
+all_bins=(
+	"${test_bins[@]}"
+	istio-cni=istio.io/istio/cni/cmd/istio-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+	install-cni=istio.io/istio/cni/cmd/install-cni=agent,disable_pgv,grpcnotrace,retrynotrace
+)
 if [[ $set_ == all ]]; then
-	bins+=(
-		istio-cni=istio.io/istio/cni/cmd/istio-cni=agent,disable_pgv,grpcnotrace,retrynotrace
-		install-cni=istio.io/istio/cni/cmd/install-cni=agent,disable_pgv,grpcnotrace,retrynotrace
-	)
+	bins=("${all_bins[@]}")
+else
+	bins=("${test_bins[@]}")
 fi
 
 stamp="istio $istio
@@ -64,7 +68,8 @@ if $complete && [[ -f $out/.stamp && $(cat "$out/.stamp") == "$stamp" && -d $out
 fi
 if [[ ! -f $out/.stamp || $(cat "$out/.stamp") != "$stamp" ]]; then
 	# Another version's binaries: none of them may be taken for this one's.
-	rm -f "$out"/{pilot-discovery,echo-server,echo-client,istio-cni,install-cni} "$out/.stamp"
+	for b in "${all_bins[@]}"; do rm -f "$out/${b%%=*}"; done
+	rm -f "$out/.stamp"
 fi
 
 t0=$(date +%s)

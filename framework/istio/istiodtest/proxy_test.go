@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"blastradius.dev/blastradius/framework/cluster/kube/kubetest"
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/node"
 	"blastradius.dev/blastradius/proxy/xds"
@@ -57,6 +58,27 @@ func (c *cluster) pod(ctx context.Context, ns, name, sa, node, ip string, labels
 		c.t.Fatal(err)
 	}
 	return p
+}
+
+// startEnv is where each proxy test starts: istiod on the shared API
+// server, a ztunnel pod on node with ip and a token bound to it, and the
+// workload namespace ns enrolled in ambient mode.
+func startEnv(t *testing.T, ctx context.Context, node, ip, ns string) (*kubetest.Server, *Istiod, *cluster, *corev1.Pod, string) {
+	t.Helper()
+	kube := apiServer.Get(t)
+	d := Start(t, kube)
+	cs, err := kubernetes.NewForConfig(kube.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, cs: cs}
+	zt := c.pod(ctx, Namespace, "ztunnel-n"+strings.TrimPrefix(node, "node-"), "ztunnel", node, ip, map[string]string{"app": "ztunnel"})
+	token := c.ztunnelToken(ctx, zt)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
+		Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return kube, d, c, zt, token
 }
 
 // ztunnelToken is what the kubelet projects into a ztunnel pod: a token of
@@ -145,22 +167,11 @@ func service(s xds.Snapshot, ns, name string) (xds.Service, bool) {
 // certificate for a pod's identity on the proxy's node (impersonation) and
 // refuses one for an identity with no pod there.
 func TestProxyClientsFollowIstiod(t *testing.T) {
-	kube := apiServer.Get(t)
-	d := Start(t, kube)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cs, err := kubernetes.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, cs: cs}
-	zt := c.pod(ctx, Namespace, "ztunnel-n1", "ztunnel", "node-1", "10.244.1.2", map[string]string{"app": "ztunnel"})
-	token := c.ztunnelToken(ctx, zt)
+	_, d, c, zt, token := startEnv(t, ctx, "node-1", "10.244.1.2", "shop")
+	cs := c.cs
 
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
-		Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	svc, err := cs.CoreV1().Services("shop").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "cart"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "cart"},
@@ -282,21 +293,9 @@ func TestProxyClientsFollowIstiod(t *testing.T) {
 // through istiod with Istio's semantics, and the proxy's own evaluation
 // denies what it names and only that.
 func TestIstioAuthorizationPolicyReachesTheProxy(t *testing.T) {
-	kube := apiServer.Get(t)
-	d := Start(t, kube)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cs, err := kubernetes.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, cs: cs}
-	zt := c.pod(ctx, Namespace, "ztunnel-n2", "ztunnel", "node-2", "10.244.2.2", map[string]string{"app": "ztunnel"})
-	token := c.ztunnelToken(ctx, zt)
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bank",
-		Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kube, d, c, zt, token := startEnv(t, ctx, "node-2", "10.244.2.2", "bank")
 	c.pod(ctx, "bank", "ledger-1", "ledger", "node-2", "10.244.2.7", map[string]string{"app": "ledger"})
 
 	c.denyPrincipal(ctx, kube.Config, "bank", "no-teller", "ledger", "cluster.local/ns/bank/sa/teller")

@@ -21,9 +21,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"istio.io/istio/pkg/zdsapi"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/proxy/inpod"
 	"blastradius.dev/blastradius/proxy/netnsx"
@@ -269,22 +266,10 @@ func TestZtunnelModeWithIstiod(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	kube := apiServer.Get(t)
-	d := Start(t, kube)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cs, err := kubernetes.NewForConfig(kube.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, cs: cs}
 	const nodeName = "node-3"
-	zt := c.pod(ctx, Namespace, "ztunnel-n3", "ztunnel", nodeName, "10.244.3.2", map[string]string{"app": "ztunnel"})
-	token := c.ztunnelToken(ctx, zt)
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "vault",
-		Labels: map[string]string{"istio.io/dataplane-mode": "ambient"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kube, d, c, zt, token := startEnv(t, ctx, nodeName, "10.244.3.2", "vault")
 	safeIP, tellerIP := netip.MustParseAddr("10.244.3.7"), netip.MustParseAddr("10.244.3.8")
 	safe := c.pod(ctx, "vault", "safe-1", "safe", nodeName, safeIP.String(), map[string]string{"app": "safe"})
 	teller := c.pod(ctx, "vault", "teller-1", "teller", nodeName, tellerIP.String(), map[string]string{"app": "teller"})
