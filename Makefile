@@ -66,7 +66,7 @@ test: vet
 # Mesh CRDs generated from the api types in go.mod. A no-op when the stamp in
 # the folder names the same versions. `make test` points envtest at the folder
 # and fails, rather than skips, the tests that need it. docs/kubernetes.md.
-K8S_VERSION ?= v1.37.2
+K8S_VERSION ?= $(shell sed -n 's|^require k8s.io/kubernetes \(v[^ ]*\).*|\1|p' tools/k8s/go.mod)
 K8S_BIN_DIR ?= $(CURDIR)/.cache/k8s/$(K8S_VERSION)
 .PHONY: k8s-test-bins k8s-bins
 k8s-test-bins:

@@ -47,6 +47,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	env := bench.Environment{Version: version, Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(),
 		GoVersion: runtime.Version(), Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0"}
 	logf("results: %s", cfg.Out)
+	cfg.Cluster = embeddedBackend(0)
 	r, err := bench.Run(ctx, cfg, env, os.Args[1:], logf)
 	if r != nil {
 		bench.PrintTable(stdout, r)

@@ -19,13 +19,7 @@ import (
 	"blastradius.dev/blastradius/internal/oneline"
 )
 
-// Defaults of `blastradius cluster`: the paths `make k8s-bins` and
-// `make local-k8s-up` use, relative to the repository.
-const (
-	defaultLocalK8sDir    = ".cache/local-k8s"
-	defaultLocalK8sBinDir = ".cache/k8s/v1.37.2"
-	clusterStatusTimeout  = 10 * time.Second
-)
+const clusterStatusTimeout = 10 * time.Second
 
 const clusterUsage = `Usage: blastradius cluster up|down|status|load-image --provider local-k8s [flags]
        blastradius cluster down --provider kind [--kind-config kind-config.yaml]

@@ -97,6 +97,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		var cfg *rest.Config
 		var workers []string
 		var crasher kubetrial.NodeCrasher
+		var partitioner func(b *kubetrial.Backend) kubetrial.NodePartitioner
 		cleanup := func() {}
 		switch f.provider {
 		case "kind":
@@ -113,9 +114,9 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 					logf("kind: %v", err)
 				}
 			}
-			archive, err := imageArchive()
+			archive, err := imageArchive(f.image)
 			if err == nil {
-				logf("loading %s (%s) into the kind nodes", image(), archive)
+				logf("loading %s (%s) into the kind nodes", f.image, archive)
 				err = k.LoadImage(ctx, archive)
 			}
 			if err != nil {
@@ -130,6 +131,9 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			cfg, workers = loaded.Config, k.Workers
 			_, rt, _ := kube.KindProvider(logf)
 			crasher = &kubetrial.ContainerCrasher{Runtime: rt}
+			partitioner = func(b *kubetrial.Backend) kubetrial.NodePartitioner {
+				return &kubetrial.ContainerPartitioner{Runtime: rt, Client: b.Client}
+			}
 		case "kubeconfig":
 			loaded, err := kube.LoadKubeconfig(f.kubeconfig)
 			if err != nil {
@@ -138,6 +142,9 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			logf("cluster: %s (context %q, %s)", loaded.Server, loaded.Context, loaded.Source)
 			cfg = loaded.Config
 			crasher = nodeCrasherFor(f.kubeconfig, logf)
+			if l, ok := crasher.(localNodes); ok {
+				partitioner = func(*kubetrial.Backend) kubetrial.NodePartitioner { return l }
+			}
 		case "local-k8s":
 			c, done, err := localCluster(ctx, f, maxNodes, logf)
 			if err != nil {
@@ -150,14 +157,18 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 				return nil, nil, err
 			}
 			cfg, workers = loaded.Config, c.Nodes[:maxNodes]
-			crasher = localCrasher{c}
+			crasher = localNodes{c}
+			partitioner = func(*kubetrial.Backend) kubetrial.NodePartitioner { return localNodes{c} }
 		}
-		b, err := kubeBackend(ctx, cfg, workers, maxNodes, logf)
+		b, err := kubeBackend(ctx, cfg, workers, maxNodes, f.image, logf)
 		if err != nil {
 			cleanup()
 			return nil, nil, err
 		}
 		b.Crasher = crasher
+		if partitioner != nil {
+			b.Partitioner = partitioner(b)
+		}
 		logf("nodes: %s", nodeMap(b.Nodes))
 		return b, cleanup, nil
 	}
@@ -166,7 +177,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 
 // imageArchive is the image `make images` wrote next to this binary
 // (bin/blastradius-image.tar), or $BLASTRADIUS_IMAGE_ARCHIVE.
-func imageArchive() (string, error) {
+func imageArchive(image string) (string, error) {
 	p := os.Getenv("BLASTRADIUS_IMAGE_ARCHIVE")
 	if p == "" {
 		exe, err := os.Executable()
@@ -182,8 +193,8 @@ func imageArchive() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("image archive %s: %v", p, err)
 	}
-	if !slices.Contains(tags, image()) {
-		return "", fmt.Errorf("image archive %s holds %s, this binary's pods run %s: run `make build images` so both come from the same source", p, strings.Join(tags, ", "), image())
+	if !slices.Contains(tags, image) {
+		return "", fmt.Errorf("image archive %s holds %s, this binary's pods run %s: run `make build images` so both come from the same source", p, strings.Join(tags, ", "), image)
 	}
 	return p, nil
 }
@@ -221,7 +232,7 @@ func archiveTags(path string) ([]string, error) {
 // kubeBackend connects to the cluster and picks its nodes: the given
 // workers (kind), or the first Ready, schedulable nodes by name that are
 // not control-plane nodes.
-func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need int, logf func(string, ...any)) (*kubetrial.Backend, error) {
+func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need int, image string, logf func(string, ...any)) (*kubetrial.Backend, error) {
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -249,7 +260,7 @@ func kubeBackend(ctx context.Context, cfg *rest.Config, workers []string, need i
 		return nil, fmt.Errorf("the scenarios need %d Ready, schedulable worker nodes; the cluster has %d (%s)", need, len(workers), strings.Join(workers, ", "))
 	}
 	return &kubetrial.Backend{Client: cs, Dynamic: dyn, Mapper: mapper, Exec: &kubetrial.PodExec{Config: cfg, Client: cs},
-		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image(), ReadyTimeout: workloadsReadyTimeout, Logf: logf,
+		Admin: kubetrial.PodAdmin(cs), Nodes: workers, Image: image, ReadyTimeout: workloadsReadyTimeout, Logf: logf,
 		KeepNamespace: os.Getenv("BLASTRADIUS_KEEP_NAMESPACE") == "1"}, nil
 }
 
@@ -259,10 +270,14 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 	switch f.provider {
 	case "kind":
 		b.Crasher = &kubetrial.ContainerCrasher{}
+		b.Partitioner = &kubetrial.ContainerPartitioner{}
 	case "local-k8s":
-		b.Crasher = localCrasher{}
+		b.Crasher, b.Partitioner = localNodes{}, localNodes{}
 	default:
 		b.Crasher = nodeCrasherFor(f.kubeconfig, nil)
+		if l, ok := b.Crasher.(localNodes); ok {
+			b.Partitioner = l
+		}
 	}
 	return b
 }
@@ -271,7 +286,7 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 // running one), loads the image into its nodes, and returns the clean-up
 // that takes it down again unless --retain or --reuse.
 func localCluster(ctx context.Context, f *runFlags, nodes int, logf func(string, ...any)) (*localk8s.Cluster, func(), error) {
-	archive, err := imageArchive()
+	archive, err := imageArchive(f.image)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -298,7 +313,7 @@ func localCluster(ctx context.Context, f *runFlags, nodes int, logf func(string,
 		done()
 		return nil, nil, fmt.Errorf("the local cluster in %s has %d nodes, the scenarios need %d", f.localDir, len(c.Nodes), nodes)
 	}
-	logf("loading %s (%s) into the local nodes", image(), archive)
+	logf("loading %s (%s) into the local nodes", f.image, archive)
 	if err := c.LoadImage(ctx, archive); err != nil {
 		done()
 		return nil, nil, err
@@ -306,20 +321,29 @@ func localCluster(ctx context.Context, f *runFlags, nodes int, logf func(string,
 	return c, done, nil
 }
 
-// localCrasher crashes a local cluster's node: SIGKILL of every process of
-// the node (kubelet, containerd, shims, containers), and a restart.
-type localCrasher struct{ c *localk8s.Cluster }
+// localNodes crashes a local cluster's node (SIGKILL of every process of
+// the node: kubelet, containerd, shims, containers; and a restart) and cuts
+// nodes apart (nftables in the nodes' network namespaces).
+type localNodes struct{ c *localk8s.Cluster }
 
-func (l localCrasher) How() string {
+func (l localNodes) How() string {
 	return "SIGKILL of every process of the node (kubelet, containerd, shims, containers); with recoverAfter they start again: a reboot"
 }
 
-func (l localCrasher) CrashNode(node string) (time.Time, error) {
+func (l localNodes) CrashNode(node string) (time.Time, error) {
 	at := time.Now()
 	return at, l.c.Crash(node)
 }
 
-func (l localCrasher) RecoverNode(node string) (time.Time, error) {
+func (l localNodes) PartitionHow() string {
+	return "nftables in each node's network namespace (prerouting, raw priority) drops every packet from the other nodes' IP and pod CIDR; the API server stays reachable"
+}
+
+func (l localNodes) PartitionNodes(names ...string) (time.Time, func() (time.Time, error), error) {
+	return l.c.PartitionNodes(names...)
+}
+
+func (l localNodes) RecoverNode(node string) (time.Time, error) {
 	if err := l.c.Restart(node); err != nil {
 		return time.Time{}, err
 	}
@@ -340,7 +364,7 @@ func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.Node
 		return nil
 	}
 	if logf == nil { // the dry run: say what a run would do, open nothing
-		return localCrasher{}
+		return localNodes{}
 	}
 	c, err := localk8s.Open(dir, logf)
 	if err != nil {
@@ -348,14 +372,7 @@ func nodeCrasherFor(kubeconfig string, logf func(string, ...any)) kubetrial.Node
 		return nil
 	}
 	logf("local-k8s cluster in %s: node crashes kill the node's processes", dir)
-	return localCrasher{c}
-}
-
-func image() string {
-	if imageFlag != "" {
-		return imageFlag
-	}
-	return "blastradius:" + version
+	return localNodes{c}
 }
 
 // dryRun prints the plan: the cluster, then per scenario and mode the
@@ -423,20 +440,24 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 		}
 		p("  nodes        node-1..node-%d = the first %d Ready, schedulable nodes by name, read when the run starts (names below are placeholders)", maxNodes, maxNodes)
 	}
-	p("  image        %s, command %s (built by `make images`; kind and local-k8s: loaded into every node; other clusters: the nodes must have it)", image(), manifests.Binary)
+	p("  image        %s, command %s (built by `make images`; kind and local-k8s: loaded into every node; other clusters: the nodes must have it)", f.image, manifests.Binary)
 	p("  apply        server-side apply, field manager %s, force, strict field validation, at most %s per object; then at most %s for workloads to be ready", kube.FieldManager, kube.DefaultPerObject, workloadsReadyTimeout)
 	p("  per trial    a fresh namespace (a leftover one is deleted first, and this one after the trial); the control plane's registry ConfigMap gets the pods' IPs once they run")
 	p("  load         each client agent's flows start through pods/exec; its events are pulled back with `%s events %s` after the window", manifests.Binary, kubetrial.EventsDir)
 	p("")
 	p("faults on this provider (any other is a skipped trial, with the reason)")
-	faults := dryRunBackend(f).Faults()
-	var names []string
-	for n := range faults {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p("  %-20s %s", n, faults[n])
+	b := dryRunBackend(f)
+	for _, mode := range f.modes {
+		p("  in %s:", mode)
+		faults := scenario.FaultsOffered(b, mode)
+		var names []string
+		for n := range faults {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			p("    %-20s %s", n, faults[n])
+		}
 	}
 	p("")
 	p("not built yet")
@@ -459,11 +480,9 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 				p("  skipped      %s", pl.Skip)
 				continue
 			}
-			if k := sc.Fault.Kind; k != "" {
-				if _, ok := faults[k]; !ok {
-					p("  skipped      fault %s is not available on this provider", k)
-					continue
-				}
+			if why := scenario.FaultSkip(b, sc, mode); why != "" {
+				p("  skipped      %s", why)
+				continue
 			}
 			if t := pl.FaultTiming(); t != "" {
 				p("  fault        %s", t)
@@ -478,7 +497,7 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 			if pl.NoControl != "" {
 				p("  control      none: %s", pl.NoControl)
 			}
-			objs, err := renderPlan(pl, nodes)
+			objs, err := renderPlan(pl, nodes, f.image)
 			if err != nil {
 				return fmt.Errorf("scenario %s in %s: %w", sc.Name, mode, err)
 			}
@@ -514,8 +533,8 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 }
 
 // renderPlan renders a trial plan's objects on the given nodes.
-func renderPlan(pl scenario.Plan, nodes []string) ([]*unstructured.Unstructured, error) {
-	return kubetrial.Render(pl, nodes, image())
+func renderPlan(pl scenario.Plan, nodes []string, image string) ([]*unstructured.Unstructured, error) {
+	return kubetrial.Render(pl, nodes, image)
 }
 
 func objectsKey(objs []*unstructured.Unstructured) string {

@@ -167,7 +167,7 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	for _, s := range sections {
 		body := s[3]
 		if strings.HasPrefix(body, "  skipped ") {
-			if strings.Contains(body, "is not available on this provider") {
+			if strings.Contains(body, "which this provider does not offer") {
 				unavailable++
 			} else {
 				skipped++
@@ -187,12 +187,14 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	if skipped != 20 {
 		t.Errorf("%d skipped cells, want 20 (as make e2e reports n/a)", skipped)
 	}
-	// What kind can inject: its node containers, and pod deletions
-	// through the API; the rest of the matrix is skipped with the reason.
+	// What kind can inject: its node containers (crash, nftables
+	// partitions), and pod deletions through the API; the rest of the
+	// matrix is skipped with the reason.
 	wantCells := "node-crash/none node-crash/sidecar node-crash/ambient node-drain/none node-drain/sidecar node-drain/ambient " +
+		"node-partition/none node-partition/sidecar node-partition/ambient segment-partition/none segment-partition/sidecar segment-partition/ambient " +
 		"node-proxy-crash/ambient controlplane-crash/sidecar controlplane-crash/ambient"
-	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-9 {
-		t.Errorf("planned cells %q (%d unavailable on kind), want %q (16)", planned, unavailable, wantCells)
+	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-15 {
+		t.Errorf("planned cells %q (%d unavailable on kind), want %q (%d)", planned, unavailable, wantCells, 45-20-15)
 	}
 	if strings.Contains(got, "---\n") {
 		t.Errorf("YAML printed without --yaml")
@@ -220,7 +222,7 @@ func TestDryRunKubeconfigWithoutCluster(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	got := dryRunOutput(t, "--provider", "kubeconfig", "--mode", "none,ambient", "--scenario", "node-crash,node-proxy-crash")
 	for _, s := range []string{"provider     kubeconfig: an existing cluster", "no kubeconfig: give --kubeconfig", "a run would stop here",
-		"node-1..node-3 = the first 3 Ready", "scenario node-crash in none\n  skipped      fault node-crash is not available on this provider",
+		"node-1..node-3 = the first 3 Ready", "scenario node-crash in none\n  skipped      fault node-crash needs crash-node, which this provider does not offer in mode none",
 		"scenario node-proxy-crash in ambient", "Deployment/blastradius-ambient/server-n3  on node-3"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("plan lacks %q:\n%s", s, got)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 
-	_ "blastradius.dev/blastradius/framework/dataplane" // registers the reference data plane
 	"blastradius.dev/blastradius/framework/load"
 	"blastradius.dev/blastradius/proxy/controlplane"
 	"blastradius.dev/blastradius/proxy/node"

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"blastradius.dev/blastradius/framework/dataplane"
+	"blastradius.dev/blastradius/framework/netnstrial"
+	"blastradius.dev/blastradius/internal/k8sversion"
 	"context"
 	"errors"
 	"flag"
@@ -23,17 +26,22 @@ import (
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 )
 
-// imageFlag is --image; empty: the image `make images` builds for this
-// binary's version.
-var imageFlag string
+// Defaults of the local-k8s provider: the paths `make k8s-bins` and
+// `make local-k8s-up` use, relative to the repository.
+const (
+	defaultLocalK8sDir    = ".cache/local-k8s"
+	defaultLocalK8sBinDir = ".cache/k8s/" + k8sversion.Version
+)
 
 type runFlags struct {
 	provider, mode, scenarios, out string
-	modes                          []string
-	bucket, grace, timeout         time.Duration
-	budget                         float64
-	trials                         int
-	flows                          bool
+	// image is the image pods run on Kubernetes (--image).
+	image                  string
+	modes                  []string
+	bucket, grace, timeout time.Duration
+	budget                 float64
+	trials                 int
+	flows                  bool
 	// Kubernetes providers (kind, kubeconfig).
 	kubeconfig, kindConfigPath string
 	retain, reuse, dryRun      bool
@@ -60,9 +68,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.StringVar(&f.kindConfigPath, "kind-config", "kind-config.yaml", "--provider kind: the kind cluster configuration (kind.x-k8s.io/v1alpha4, 1 control plane and at least 2 workers)")
 	fs.BoolVar(&f.retain, "retain", false, "--provider kind or local-k8s: keep the cluster when the run ends (default: delete it)")
 	fs.BoolVar(&f.reuse, "reuse", false, "--provider kind or local-k8s: use an existing cluster (kind: of the same name; local-k8s: the one in --local-k8s-dir) instead of creating one; a reused cluster is never deleted")
-	fs.StringVar(&imageFlag, "image", "", "--provider kind, local-k8s or kubeconfig: the image the pods run (default blastradius:<this binary's version>, what `make images` builds; with kind and local-k8s it must be the archive's tag)")
-	fs.StringVar(&f.localDir, "local-k8s-dir", ".cache/local-k8s", "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
-	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", ".cache/k8s/v1.37.2", "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
+	fs.StringVar(&f.image, "image", "blastradius:"+version, "--provider kind, local-k8s or kubeconfig: the image the pods run (default blastradius:<this binary's version>, what `make images` builds; with kind and local-k8s it must be the archive's tag)")
+	fs.StringVar(&f.localDir, "local-k8s-dir", defaultLocalK8sDir, "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
+	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", defaultLocalK8sBinDir, "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
 	fs.BoolVar(&f.yaml, "yaml", false, "with --dry-run: print every object's YAML as well")
 	// flag calls Usage on every parse error too; print the full text only on
@@ -199,7 +207,20 @@ func runInside(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) i
 	if !ok {
 		return 1
 	}
-	return runTrials(f, scs, out, nil, stdout, stderr)
+	embedded := func(context.Context, func(string, ...any)) (scenario.Backend, func(), error) {
+		return embeddedBackend(f.grace), func() {}, nil
+	}
+	return runTrials(f, scs, out, embedded, stdout, stderr)
+}
+
+// embeddedBackend runs trials on the embedded cluster with the reference
+// data plane in its meshed modes: the one place the two are put together.
+func embeddedBackend(grace time.Duration) *netnstrial.Backend {
+	ref := func(mode, dir string, logf func(string, ...any)) (netnstrial.DataPlane, error) {
+		return dataplane.New(mode, dir, logf)
+	}
+	return &netnstrial.Backend{NotReadyGrace: grace,
+		DataPlanes: map[string]netnstrial.NewDataPlane{"ambient": ref, "sidecar": ref}}
 }
 
 // timedLog prints a progress line with the time of day.
@@ -210,8 +231,8 @@ func timedLog(w io.Writer) func(string, ...any) {
 }
 
 // runTrials runs every scenario × mode × trial into out and prints the
-// tables. prepare, for providers other than the embedded cluster, sets up
-// the cluster and returns the backend trials run on and its clean-up.
+// tables. prepare sets up the cluster and returns the backend trials run on
+// and its clean-up.
 func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	prepare func(ctx context.Context, logf func(string, ...any)) (scenario.Backend, func(), error), stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -220,16 +241,12 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	defer context.AfterFunc(ctx, func() {
 		logf("interrupted: stopping the trial, saving what was measured and writing the report (interrupt again to stop at once)")
 	})()
-	var backend scenario.Backend
-	if prepare != nil {
-		b, cleanup, err := prepare(ctx, logf)
-		if err != nil {
-			fmt.Fprintf(stderr, "blastradius run: %v\n", oneline.Fold(err.Error(), 0))
-			return 1
-		}
-		defer cleanup()
-		backend = b
+	backend, cleanup, err := prepare(ctx, logf)
+	if err != nil {
+		fmt.Fprintf(stderr, "blastradius run: %v\n", oneline.Fold(err.Error(), 0))
+		return 1
 	}
+	defer cleanup()
 	env := results.Environment{
 		Provider: f.provider, Mode: strings.Join(f.modes, ","), DataPlane: dataPlaneName(f.modes), Version: version,
 		Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
@@ -237,7 +254,7 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget,
 	}
 	r, err := scenario.NewRunner(scenario.Options{
-		Dir: out, Mode: f.modes[0], Bucket: f.bucket, BudgetRPS: f.budget, NotReadyGrace: f.grace, Timeout: f.timeout, Logf: logf,
+		Dir: out, Mode: f.modes[0], Bucket: f.bucket, BudgetRPS: f.budget, Timeout: f.timeout, Logf: logf,
 		Backend: backend,
 	}, env, os.Args[1:])
 	if err != nil {

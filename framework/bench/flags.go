@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"blastradius.dev/blastradius/framework/netnstrial"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,8 @@ type Config struct {
 	ThroughputDuration time.Duration `json:"-"`
 	Timeout            time.Duration `json:"-"` // per-request timeout of the latency load
 	Out                string        `json:"-"` // results folder
+	// Cluster brings each mode's embedded cluster and data plane up.
+	Cluster *netnstrial.Backend `json:"-"`
 
 	WarmupS             float64 `json:"warmupSeconds"`
 	DurationS           float64 `json:"durationSeconds"`

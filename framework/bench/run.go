@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"blastradius.dev/blastradius/framework/dataplane"
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/load"
+	"blastradius.dev/blastradius/framework/netnstrial"
 	"blastradius.dev/blastradius/framework/scenario"
 )
 
@@ -106,27 +106,23 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
-	dp, err := scenario.NewDataPlane(m.Mode, dir, logf)
+	if cfg.Cluster == nil {
+		return errors.New("no embedded cluster backend to measure on")
+	}
+	dp, err := cfg.Cluster.DataPlane(m.Mode, dir, logf)
 	if err != nil {
 		return err
 	}
 	apps := []netns.PodSpec{{Name: ClientPod, Node: 1}, {Name: ServerPod, Node: 2}}
-	pods := slices.Clone(apps)
-	var onEndpoints func(netns.EndpointChange)
 	if dp != nil {
 		defer dp.Close()
-		pods = append(pods, dp.InfraPods(2)...)
-		onEndpoints = dp.EndpointsChanged
 		m.DataPlane = dp.Describe()
 	}
-	logf("bringing up 2 nodes, %d pods", len(pods))
 	t0 := time.Now()
-	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cl, err := netns.Up(upCtx, netns.Config{Nodes: 2, Pods: pods, LogDir: filepath.Join(dir, "logs"), Logf: logf,
-		EndpointsChanged: onEndpoints})
-	cancel()
+	cl, _, err := netnstrial.Up(ctx, netnstrial.Spec{Nodes: 2, Apps: apps, DataPlane: dp, Binary: cfg.Cluster.Binary,
+		LogDir: filepath.Join(dir, "logs"), Logf: logf})
 	if err != nil {
-		return fmt.Errorf("bring up cluster: %w", err)
+		return err
 	}
 	strays := newStrayWatch(cl)
 	defer func() {
@@ -140,22 +136,15 @@ func measureMode(ctx context.Context, cfg *Config, m *ModeResult, logf func(stri
 			logf("killed %d stray process(es) the cluster did not track", n)
 		}
 	}()
-	if dp != nil {
-		logf("deploying %s", dp.Describe())
-		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err := dp.Deploy(dctx, cl, apps)
-		cancel()
-		if err != nil {
-			if serr := strays.check(); serr != nil {
-				return fmt.Errorf("deploy %s: %w (%w)", dp.Describe(), serr, err)
-			}
-			return fmt.Errorf("deploy %s: %w", dp.Describe(), err)
+	if err := netnstrial.Deploy(ctx, cl, dp, apps, logf); err != nil {
+		if serr := strays.check(); serr != nil {
+			return fmt.Errorf("%w (%w)", serr, err)
 		}
+		return err
 	}
 	// The server pod runs the same echo agent the scenarios use, plus the
 	// throughput sink.
-	if _, err := cl.Start(ServerPod, netns.ProcSpec{Name: "server", Args: []string{"agent",
-		"--http-listen", fmt.Sprintf(":%d", HTTPPort), "--tcp-listen", fmt.Sprintf(":%d", TCPPort)}, ProbePort: HTTPPort}); err != nil {
+	if _, err := cl.Start(ServerPod, netnstrial.ServerSpec()); err != nil {
 		return err
 	}
 	if _, err := cl.Start(ServerPod, netns.ProcSpec{Name: "sink", Args: []string{"bench-agent",
@@ -410,7 +399,7 @@ type accounting struct {
 	strays  *strayWatch
 }
 
-func newAccounting(cl *netns.Cluster, dp scenario.DataPlane) *accounting {
+func newAccounting(cl *netns.Cluster, dp netnstrial.DataPlane) *accounting {
 	a := &accounting{cl: cl, procs: map[string]*netns.Process{}, proxies: map[string]bool{},
 		usage: map[string]*ProcUsage{}, last: map[string]procSample{}}
 	if ref, ok := dp.(*dataplane.Reference); ok {

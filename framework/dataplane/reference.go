@@ -41,16 +41,14 @@ func ZtunnelPod(i int) string { return fmt.Sprintf("ztunnel-n%d", i) }
 // UID of an application pod.
 func UID(pod string) string { return Namespace + "/" + pod }
 
-func init() {
-	scenario.NewDataPlane = func(mode, dir string, logf func(string, ...any)) (scenario.DataPlane, error) {
-		switch mode {
-		case "", "none":
-			return nil, nil
-		case "ambient", "sidecar":
-			return &Reference{Mode: mode, Dir: dir, CertTTL: time.Hour, Drain: 5 * time.Second, Logf: logf}, nil
-		}
-		return nil, fmt.Errorf("data plane mode %q unknown (none, sidecar, ambient)", mode)
+// New builds the reference data plane for a meshed mode (ambient or
+// sidecar); dir is where it keeps its files.
+func New(mode, dir string, logf func(string, ...any)) (*Reference, error) {
+	switch mode {
+	case "ambient", "sidecar":
+		return &Reference{Mode: mode, Dir: dir, CertTTL: time.Hour, Drain: 5 * time.Second, Logf: logf}, nil
 	}
+	return nil, fmt.Errorf("the reference data plane has no mode %q (sidecar, ambient)", mode)
 }
 
 // Reference is the reference data plane in one mode.
@@ -93,7 +91,7 @@ func (r *Reference) Configure(certTTL, drain time.Duration) {
 // (their --handoff).
 func (r *Reference) ConfigureHandoff(h string) { r.Handoff = h }
 
-// Describe implements scenario.DataPlane.
+// Describe implements netnstrial.DataPlane.
 func (r *Reference) Describe() string { return "reference " + r.Mode + " data plane" }
 
 // InfraPods: the control plane on node 1 and, in ambient mode, a node proxy
@@ -154,7 +152,7 @@ func (r *Reference) SetPolicies(ps []xds.Policy) error {
 	return r.writeRegistry()
 }
 
-// EndpointsChanged implements scenario.DataPlane.
+// EndpointsChanged implements netnstrial.DataPlane.
 func (r *Reference) EndpointsChanged(ch netns.EndpointChange) {
 	r.mu.Lock()
 	if r.eps == nil {
@@ -192,7 +190,7 @@ func (r *Reference) syncServices() {
 	}
 }
 
-// Deploy implements scenario.DataPlane.
+// Deploy implements netnstrial.DataPlane.
 func (r *Reference) Deploy(ctx context.Context, cl *netns.Cluster, apps []netns.PodSpec) error {
 	r.cl = cl
 	r.Proxies = map[string]*netns.Process{}
@@ -350,7 +348,7 @@ func agentWorkload(p *netns.Pod) *zdsapi.WorkloadInfo {
 	return &zdsapi.WorkloadInfo{Name: p.Name, Namespace: Namespace, ServiceAccount: p.Name}
 }
 
-// Close implements scenario.DataPlane: it closes every node agent that runs
+// Close implements netnstrial.DataPlane: it closes every node agent that runs
 // (a crashed one is already closed).
 func (r *Reference) Close() {
 	r.mu.Lock()
@@ -387,7 +385,7 @@ func (r *Reference) MetricsTargets() []scenario.MetricsTarget {
 	return out
 }
 
-// Collect implements scenario.DataPlane: every proxy's /metrics and
+// Collect implements netnstrial.DataPlane: every proxy's /metrics and
 // /config_dump, and the control plane's status, as files.
 func (r *Reference) Collect(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {

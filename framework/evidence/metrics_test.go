@@ -1,10 +1,10 @@
 package evidence
 
 import (
+	"blastradius.dev/blastradius/internal/promtext"
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -47,12 +47,13 @@ func (p *fakeProxy) restart() {
 func (p *fakeProxy) write(w io.Writer) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	labels := `node="node-1",mode="node"`
-	p.own.WritePrometheus(w, labels)
-	_ = hbone.WritePrometheusAll(w,
-		hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: p.in},
-		hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: p.out})
-	fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines 42\n")
+	labels := promtext.L("node", "node-1", "mode", "node")
+	dir := func(d string) []promtext.Label {
+		return promtext.With(labels, promtext.Label{Name: "direction", Value: d})
+	}
+	fams := append(p.own.Families(labels), hbone.Families(hbone.LabeledMetrics{Labels: dir("inbound"), Metrics: p.in},
+		hbone.LabeledMetrics{Labels: dir("outbound"), Metrics: p.out})...)
+	_ = promtext.Write(w, append(fams, promtext.Gauge("go_goroutines", "Number of goroutines that currently exist.").Add(42))...)
 }
 
 func (p *fakeProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -2,13 +2,16 @@ package kubetrial
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -101,4 +104,111 @@ func (c *ContainerCrasher) RecoverNode(node string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.Now(), nil
+}
+
+// ContainerPartitioner cuts kind nodes apart with nftables inside their
+// containers (the kind node image ships nft): the drop on arrival the
+// embedded cluster and local-k8s use (internal/nftpart), written as an nft
+// script because the rules go into another machine's container.
+type ContainerPartitioner struct {
+	Runtime string
+	// Client reads the nodes' InternalIP and pod CIDRs.
+	Client kubernetes.Interface
+	// run executes the runtime; tests replace it.
+	run func(ctx context.Context, name string, args ...string) ([]byte, error)
+}
+
+// partitionTable names the nftables table of a partition in a node.
+const partitionTable = "blastradius-partition"
+
+// PartitionHow says what a partition is, for the dry run.
+func (c *ContainerPartitioner) PartitionHow() string {
+	return "nftables in each node container (table ip " + partitionTable + ", prerouting at raw priority) drops every packet from the other nodes' InternalIP and pod CIDRs"
+}
+
+func (c *ContainerPartitioner) exec(args ...string) error {
+	cc := &ContainerCrasher{Runtime: c.Runtime, run: c.run}
+	return cc.exec(args...)
+}
+
+// nodeNets is a node's addresses: its InternalIP and pod CIDRs (IPv4).
+func nodeNets(ctx context.Context, cs kubernetes.Interface, name string) ([]string, error) {
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP && !strings.Contains(a.Address, ":") {
+			out = append(out, a.Address)
+		}
+	}
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		if !strings.Contains(c, ":") {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("node %s has no IPv4 InternalIP or pod CIDR", name)
+	}
+	return out, nil
+}
+
+// PartitionScript is the nft script that makes a node drop every packet
+// from the addresses in from to its own (self).
+func PartitionScript(self, from []string) string {
+	return fmt.Sprintf("add table ip %[1]s; add chain ip %[1]s cut { type filter hook prerouting priority raw; policy accept; }; "+
+		"add rule ip %[1]s cut ip saddr { %[2]s } ip daddr { %[3]s } drop", partitionTable, strings.Join(from, ", "), strings.Join(self, ", "))
+}
+
+// PartitionNodes implements NodePartitioner.
+func (c *ContainerPartitioner) PartitionNodes(names ...string) (time.Time, func() (time.Time, error), error) {
+	if len(names) < 2 {
+		return time.Time{}, nil, fmt.Errorf("a partition needs two nodes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nets := map[string][]string{}
+	for _, n := range names {
+		ns, err := nodeNets(ctx, c.Client, n)
+		if err != nil {
+			return time.Time{}, nil, err
+		}
+		nets[n] = ns
+	}
+	var done []string
+	undo := func() error {
+		var errs []error
+		for _, n := range done {
+			if err := c.exec("exec", n, "nft", "delete table ip "+partitionTable); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		done = nil
+		return errors.Join(errs...)
+	}
+	for _, n := range names {
+		var from []string
+		for _, o := range names {
+			if o != n {
+				from = append(from, nets[o]...)
+			}
+		}
+		if err := c.exec("exec", n, "nft", PartitionScript(nets[n], from)); err != nil {
+			return time.Time{}, nil, errors.Join(err, undo())
+		}
+		done = append(done, n)
+	}
+	at := time.Now()
+	var once sync.Once
+	var began time.Time
+	var herr error
+	return at, func() (time.Time, error) {
+		once.Do(func() { began = time.Now(); herr = undo() })
+		return began, herr
+	}, nil
 }

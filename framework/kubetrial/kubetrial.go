@@ -48,6 +48,13 @@ type NodeCrasher interface {
 	RecoverNode(node string) (time.Time, error)
 }
 
+// NodePartitioner cuts the network between nodes (by their Kubernetes
+// names): every two of them are cut off from each other, both ways, while
+// each keeps the API server and every node outside the set.
+type NodePartitioner interface {
+	PartitionNodes(names ...string) (at time.Time, heal func() (time.Time, error), err error)
+}
+
 // Backend is the scenario.Backend for Kubernetes.
 type Backend struct {
 	Client  kubernetes.Interface
@@ -59,6 +66,8 @@ type Backend struct {
 	Image string
 	// Crasher is nil when the provider cannot crash a node.
 	Crasher NodeCrasher
+	// Partitioner is nil when the provider cannot cut nodes apart.
+	Partitioner NodePartitioner
 	// Admin reaches a pod's admin port (the API server's pods/proxy); nil
 	// skips the checks that read the data plane's own state.
 	Admin func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
@@ -69,23 +78,46 @@ type Backend struct {
 	Logf         func(string, ...any)
 }
 
-// Faults implements scenario.Backend: what can be injected through the API
-// or the provider. The rest (partitions, blackholes, waypoints, sidecar
-// container kills) needs Chaos Mesh or the embedded cluster.
-func (b *Backend) Faults() map[string]string {
-	m := map[string]string{
-		scenario.FaultNodeProxyCrash:    "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one",
-		scenario.FaultControlPlaneCrash: "delete of the control plane pod with grace period 0; its Deployment makes a new one",
-		scenario.FaultNodeDrain:         "the servers' replacements scaled up and waited for as ready endpoints, then cordon and evictions (kubectl drain --ignore-daemonsets); uncordoned after the trial",
+// CheckMode implements scenario.Backend: the reference data plane's modes
+// and none.
+func (b *Backend) CheckMode(mode string) error {
+	switch mode {
+	case "none", "sidecar", "ambient":
+		return nil
+	}
+	return fmt.Errorf("mode %s is not one the Kubernetes provider deploys (none, sidecar, ambient)", mode)
+}
+
+// Capabilities implements scenario.Backend: what can be done through the
+// API (pod deletion, scaling, cordon and eviction) or the provider (a node
+// crash, a partition). The rest (black holes, waypoints, sidecar container
+// kills, a control plane held down) is not offered here.
+func (b *Backend) Capabilities(mode string) scenario.Capabilities {
+	caps := scenario.Capabilities{
+		scenario.CapDrainNode: "the servers' replacements scaled up and waited for as ready endpoints, then cordon and evictions (kubectl drain --ignore-daemonsets); uncordoned after the trial",
+	}
+	if mode != "none" {
+		caps[scenario.CapCrashControlPlane] = "delete of the control plane pod with grace period 0; its Deployment makes a new one"
+	}
+	if mode == "ambient" {
+		caps[scenario.CapCrashNodeProxy] = "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one"
 	}
 	if b.Crasher != nil {
 		how := "every process of the node killed; with recoverAfter started again"
 		if d, ok := b.Crasher.(interface{ How() string }); ok {
 			how = d.How()
 		}
-		m[scenario.FaultNodeCrash] = how
+		caps[scenario.CapCrashNode] = how
 	}
-	return m
+	if b.Partitioner != nil {
+		how := "nftables in each node drops every packet from the other nodes' addresses (node IP, pod CIDR)"
+		if d, ok := b.Partitioner.(interface{ PartitionHow() string }); ok {
+			how = d.PartitionHow()
+		}
+		caps[scenario.CapPartitionNodes] = how + ": the two nodes"
+		caps[scenario.CapPartitionSegment] = how + ": every node of the trial"
+	}
+	return caps
 }
 
 func (b *Backend) logf(format string, a ...any) {

@@ -96,7 +96,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	bringUp := time.Since(t0)
 	t.Logf("trial objects ready in %.1fs", bringUp.Seconds())
 
-	start, byClient, err := t.Begin(ctx, topo, bringUp, func(id string) string { return EventsDir + "/" + id + ".jsonl" })
+	start, byClient, err := t.Begin(ctx, topo, bringUp, 2*time.Second, func(id string) string { return EventsDir + "/" + id + ".jsonl" })
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,6 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 			}
 		}()
 	}
-	t.Logf("load: %d client agents, %s, starting", len(clients), t.Scenario.Duration)
 	go kp.run(loadCtx, topo)
 
 	dp := &dataPlane{b: b, ns: ns, mode: t.Mode, logf: t.Logf}
@@ -138,13 +137,13 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	for name, p := range pl.pods {
 		podNodes[name] = pl.planned[p.Spec.NodeName]
 	}
-	infra := &nodes{b: b, ns: ns, kp: kp}
+	infra := &nodes{b: b, ns: ns, kp: kp, podNodes: podNodes, planned: t.Plan.Nodes}
 	defer infra.uncordon(t.Logf)
 	var target scenario.FaultTarget
 	if t.Mode != "none" {
 		target = dp
 	}
-	kind, fe, faultErr := t.RunFault(ctx, target, infra, podNodes)
+	kind, fe, faultErr := t.RunFault(ctx, target, infra)
 	select {
 	case <-ctx.Done():
 	case <-time.After(time.Until(win.End) + t.Timeout + 500*time.Millisecond):
@@ -267,11 +266,54 @@ func (d *dataPlane) CrashControlPlane() (time.Time, error) { return d.deletePod(
 // nodes offers the provider's node crash and the API's drain to faults,
 // in planned names.
 type nodes struct {
-	b        *Backend
-	ns       string
-	kp       *keeper
+	b  *Backend
+	ns string
+	kp *keeper
+	// podNodes places every pod of the trial (the data plane's too) on a
+	// planned node; planned is how many nodes the trial uses.
+	podNodes map[string]string
+	planned  int
 	mu       sync.Mutex
 	cordoned []string
+}
+
+// PodNode implements scenario.Infra.
+func (n *nodes) PodNode(pod string) (string, bool) {
+	node, ok := n.podNodes[pod]
+	return node, ok
+}
+
+// Partition implements scenario.Partitioner.
+func (n *nodes) Partition(a, b string) (time.Time, func() (time.Time, error), error) {
+	if n.b.Partitioner == nil {
+		return time.Time{}, nil, errors.New("this provider cannot partition nodes")
+	}
+	ra, err := n.real(a)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	rb, err := n.real(b)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	return n.b.Partitioner.PartitionNodes(ra, rb)
+}
+
+// PartitionAll implements scenario.SegmentPartitioner: every node of the
+// trial cut off from every other.
+func (n *nodes) PartitionAll() (time.Time, func() (time.Time, error), error) {
+	if n.b.Partitioner == nil {
+		return time.Time{}, nil, errors.New("this provider cannot partition nodes")
+	}
+	var names []string
+	for i := 1; i <= n.planned; i++ {
+		r, err := n.real(fmt.Sprintf("node-%d", i))
+		if err != nil {
+			return time.Time{}, nil, err
+		}
+		names = append(names, r)
+	}
+	return n.b.Partitioner.PartitionNodes(names...)
 }
 
 // DrainNode drains a node as an operator would: the servers' replacements
@@ -280,7 +322,7 @@ type nodes struct {
 // and its pods evicted through the Eviction API, as kubectl drain
 // --ignore-daemonsets does: DaemonSet pods (client agent, node proxy) stay.
 // The node stays cordoned until the trial ends.
-func (n *nodes) DrainNode(ctx context.Context, node string, replacements []string) (time.Time, time.Time, string, error) {
+func (n *nodes) DrainNode(ctx context.Context, node string, replacements []string, _ time.Duration) (time.Time, time.Time, string, error) {
 	r, err := n.real(node)
 	if err != nil {
 		return time.Time{}, time.Time{}, "", err

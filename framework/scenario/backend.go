@@ -15,15 +15,21 @@ import (
 	"blastradius.dev/blastradius/framework/results"
 )
 
-// Backend carries out the provider-specific part of a trial on a cluster
-// the runner does not own (Kubernetes): bring the trial's objects up, start
-// the load the TrialRun describes, inject the fault through RunFault, pull
-// the events back, then call Measure. The embedded cluster's trial is the
-// runner's own (trial in runner.go); a Backend in Options replaces it.
+// Backend carries out the provider-specific part of a trial: bring the
+// trial's cluster objects and data plane up, start the load the TrialRun
+// describes, inject the fault through RunFault, collect the events, then
+// call Measure. Every trial runs through one (Runner.TrialIn): the
+// embedded cluster (framework/netnstrial) and Kubernetes
+// (framework/kubetrial) alike.
 type Backend interface {
-	// Faults lists the fault kinds the backend can inject; any other is a
-	// skipped trial with the reason, decided before anything is created.
-	Faults() map[string]string
+	// CheckMode says why the backend cannot run trials in a data plane
+	// mode (nil when it can): a meshed mode without a data plane is an
+	// error, never a trial run without the mesh.
+	CheckMode(mode string) error
+	// Capabilities lists what the backend, with its data plane in mode,
+	// can do for faults, each with how. A fault that needs anything else
+	// is a skipped trial with the reason, decided before anything is made.
+	Capabilities(mode string) Capabilities
 	Trial(ctx context.Context, t *TrialRun) error
 }
 
@@ -39,6 +45,10 @@ type TrialRun struct {
 	Logf func(string, ...any)
 	// Timeout is the load agents' per-request timeout.
 	Timeout time.Duration
+	// LiveEvents says the flows' event files under Dir fill during load
+	// (the embedded cluster), so progress lines can count them; elsewhere
+	// they are pulled back after the window.
+	LiveEvents bool
 
 	r     *Runner
 	tr    *results.Trial
@@ -61,9 +71,9 @@ type Flow struct {
 
 // Begin records the topology (pods and services as placed, node names
 // node-1..node-N as planned) and the flows, waits for the machine to settle
-// and returns when load starts and each client's flows. eventsFile says
-// where a client pod writes a flow's events.
-func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp time.Duration, eventsFile func(flowID string) string) (time.Time, map[string][]Flow, error) {
+// and returns when load starts (lead from now) and each client's flows.
+// eventsFile says where a client pod writes a flow's events.
+func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp, lead time.Duration, eventsFile func(flowID string) string) (time.Time, map[string][]Flow, error) {
 	pods := map[string]results.PodInfo{}
 	for _, p := range topo.Pods {
 		pods[p.Name] = p
@@ -103,7 +113,9 @@ func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp tim
 	if waited, busy := settle(ctx, t.Logf); waited > 2*settleQuiet {
 		t.Logf("settled in %.1fs (%.0f%% busy)", waited.Seconds(), busy*100)
 	}
-	start := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	// Clients get an absolute schedule: a client restarted after its node
+	// reboots picks up where the schedule says, not from zero.
+	start := time.Now().Add(lead).Truncate(time.Millisecond)
 	t.win = &results.Window{Start: start, End: start.Add(t.Scenario.Duration)}
 	t.refs = refs
 	t.r.update(func() {
@@ -126,6 +138,10 @@ func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp tim
 	if t.Scenario.Fault.Kind != "" {
 		t.phase.set("warm-up")
 	}
+	t.Logf("load: %d flows at %.0f rps total, %s, starting", len(refs), totalQPS(refs), t.Scenario.Duration)
+	if t.LiveEvents {
+		go progress(runCtx, t.r.opt.Dir, refs, start, t.win.End, t.phase, t.Logf)
+	}
 	return start, byClient, nil
 }
 
@@ -143,15 +159,14 @@ func (t *TrialRun) AgentArgs(start time.Time, flows []Flow) []string {
 func (t *TrialRun) Window() results.Window { return *t.win }
 
 // RunFault injects the scenario's fault on schedule (it returns once the
-// fault and any recovery are done, or at once without a fault). dataPlane
-// and infra offer the capabilities faults ask for; podNodes places the
-// data plane's own pods (control plane, node proxies) on planned nodes.
-func (t *TrialRun) RunFault(ctx context.Context, dataPlane FaultTarget, infra any, podNodes map[string]string) (*FaultKind, *FaultEnv, error) {
+// fault and any recovery are done, or at once without a fault). infra and
+// dataPlane (nil in mode none) offer the capabilities faults ask for.
+func (t *TrialRun) RunFault(ctx context.Context, dataPlane FaultTarget, infra Infra) (*FaultKind, *FaultEnv, error) {
 	if t.Scenario.Fault.Kind == "" {
 		return nil, nil, nil
 	}
 	fe := &FaultEnv{Ctx: ctx, DataPlane: dataPlane, Infra: infra, Scenario: t.Scenario, Fault: t.Scenario.Fault, Mode: t.Mode,
-		Start: t.win.Start, Logf: t.Logf, plan: t.p, r: t.r, tr: t.tr, phase: t.phase, podNodes: podNodes}
+		Start: t.win.Start, Logf: t.Logf, plan: t.p, r: t.r, tr: t.tr, phase: t.phase}
 	if t.p.Target > 0 {
 		fe.Target = nodeName(t.p.Target)
 	}
@@ -199,6 +214,10 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 		tr.CPU = &results.CPU{IntervalMs: 500, Busy: busy, Mean: mean, Max: maxBusy, Saturated: saturated}
 		tr.Summary = &summary
 		tr.Noisy, tr.NoisyReasons = summary.Noisy, summary.NoisyReasons
+		if saturated {
+			tr.Noisy = true
+			tr.NoisyReasons = append(tr.NoisyReasons, fmt.Sprintf("CPU saturated (max %.0f%% busy over 500 ms, mean %.0f%%): disruption may be the harness starving", maxBusy*100, mean*100))
+		}
 		tr.Precision = precision(tr.Faults, sums, t.r.opt.Bucket)
 		explainLateEnds(tr.Precision, tr.Faults, sums, te, t.r.opt.Bucket)
 		tr.Expectations = check(t.Scenario, t.p, tr, sums, t.r.opt.Bucket)
@@ -206,15 +225,20 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 	return nil
 }
 
-// backendTrial runs a trial through the configured Backend.
-func (r *Runner) backendTrial(ctx context.Context, sc Scenario, mode string, tr *results.Trial, logf func(string, ...any)) error {
+// trial runs one trial through the backend: every provider's trials take
+// this path.
+func (r *Runner) trial(ctx context.Context, sc Scenario, mode string, tr *results.Trial, logf func(string, ...any)) error {
+	if r.opt.Backend == nil {
+		return errors.New("no backend to run trials on")
+	}
+	if err := r.opt.Backend.CheckMode(mode); err != nil {
+		return err
+	}
 	if why := skipReason(sc, mode); why != "" {
 		return &SkipError{Reason: why}
 	}
-	if k := sc.Fault.Kind; k != "" {
-		if _, ok := r.opt.Backend.Faults()[k]; !ok {
-			return &SkipError{Reason: fmt.Sprintf("fault %s is not available on this provider (it has: %s)", k, faultList(r.opt.Backend.Faults()))}
-		}
+	if why := FaultSkip(r.opt.Backend, sc, mode); why != "" {
+		return &SkipError{Reason: why}
 	}
 	dir := filepath.Join(r.opt.Dir, tr.Dir)
 	for _, d := range []string{"flows", "logs"} {
@@ -234,15 +258,5 @@ func (r *Runner) backendTrial(ctx context.Context, sc Scenario, mode string, tr 
 	if err != nil {
 		return err
 	}
-	return r.opt.Backend.Trial(ctx, &TrialRun{Scenario: sc, Mode: mode, Plan: pl, Dir: dir, Logf: logf, Timeout: r.opt.Timeout,
-		r: r, tr: tr, p: p})
-}
-
-func faultList(m map[string]string) string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return fmt.Sprint(out)
+	return r.opt.Backend.Trial(ctx, &TrialRun{Scenario: sc, Mode: mode, Plan: pl, Dir: dir, Logf: logf, Timeout: r.opt.Timeout, r: r, tr: tr, p: p})
 }

@@ -1,16 +1,11 @@
 package scenario
 
 import (
-	"context"
-	"net"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"time"
 
-	"blastradius.dev/blastradius/framework/cluster/netns"
 	"blastradius.dev/blastradius/framework/evidence"
-	"blastradius.dev/blastradius/proxy/netnsx"
 )
 
 // Evidence sources of an embedded-cluster trial, in <trial>/evidence/:
@@ -23,9 +18,9 @@ import (
 //
 // sources.json records each source's pod, node and role.
 const (
-	evidenceDir       = "evidence"
-	netnsSourcePrefix = "netns."
-	proxySourcePrefix = "proxy."
+	EvidenceDir       = "evidence"
+	NetnsSourcePrefix = "netns."
+	ProxySourcePrefix = "proxy."
 )
 
 // MetricsTarget is one proxy's metrics endpoint, as a data plane lists it.
@@ -35,76 +30,10 @@ type MetricsTarget struct {
 	URL  string // http://<pod IP>:<admin port>/metrics
 }
 
-// metricsTargets is what a data plane offers to have its proxies sampled
+// MetricsTargets is what a data plane offers to have its proxies sampled
 // during load.
-type metricsTargets interface {
+type MetricsTargets interface {
 	MetricsTargets() []MetricsTarget
-}
-
-// startEvidence starts sampling every pod's TCP counters and, when the data
-// plane lists them, its proxies' metrics into <dir>/evidence, until ctx ends.
-// The returned function stops it and waits for the files to be complete.
-// Evidence explains outages but is not needed to measure them, so a sampler
-// that cannot start is logged and the trial goes on without it.
-func startEvidence(ctx context.Context, dir string, cl *netns.Cluster, dp DataPlane, p plan, logf func(string, ...any)) (stop func()) {
-	roles := map[string]string{}
-	for _, pp := range p.Pods {
-		roles[pp.Name] = pp.Role
-	}
-	var targets []MetricsTarget
-	if mt, ok := dp.(metricsTargets); ok {
-		targets = mt.MetricsTargets()
-	}
-	if cp, ok := dp.(controlPlane); ok {
-		roles[cp.ControlPlanePod()] = "control-plane"
-	}
-	cfg := evidence.Config{Dir: filepath.Join(dir, evidenceDir), Logf: logf}
-	for _, t := range targets {
-		pod, ok := cl.Pod(t.Pod)
-		if !ok {
-			continue
-		}
-		if roles[t.Pod] == "" {
-			roles[t.Pod] = t.Role
-		}
-		cfg.Proxies = append(cfg.Proxies, evidence.Proxy{
-			Source: evidence.Source{Name: proxySourcePrefix + t.Pod, Pod: t.Pod, Node: pod.Node.Name, Role: t.Role},
-			URL:    t.URL, Dial: loopbackDialer(pod, t.URL),
-		})
-	}
-	for _, pod := range cl.Pods() {
-		role := roles[pod.Name]
-		if role == "" {
-			role = "infra"
-		}
-		cfg.Namespaces = append(cfg.Namespaces, evidence.Namespace{
-			Source: evidence.Source{Name: netnsSourcePrefix + pod.Name, Pod: pod.Name, Node: pod.Node.Name, Role: role},
-			FD:     pod.NetNSFD(),
-		})
-	}
-	s, err := evidence.Start(ctx, cfg)
-	if err != nil {
-		logf("evidence sampling off: %v", err)
-		return func() {}
-	}
-	return s.Stop
-}
-
-// loopbackDialer connects to the URL's port on 127.0.0.1 from inside the
-// pod: the admin port listens on every address, loopback is never cut by a
-// fault, and the redirect rules leave 127.0.0.0/8 alone. So a proxy on a
-// partitioned node is still read, and the scrape adds no packets (nor
-// retransmissions) to the pod's network.
-func loopbackDialer(pod *netns.Pod, rawURL string) func(context.Context) (net.Conn, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Port() == "" {
-		return nil // dial the URL as it is
-	}
-	addr := net.JoinHostPort("127.0.0.1", u.Port())
-	fd := pod.NetNSFD()
-	return func(ctx context.Context) (net.Conn, error) {
-		return netnsx.DialTCP(ctx, fd, addr, 0, 0)
-	}
 }
 
 // trialEvidence reads one trial's evidence for many intervals.
@@ -116,7 +45,7 @@ type trialEvidence struct {
 // openTrialEvidence opens <trialDir>/evidence; nil when there is none (the
 // sampler did not run, or a provider without it).
 func openTrialEvidence(trialDir string) *trialEvidence {
-	dir := filepath.Join(trialDir, evidenceDir)
+	dir := filepath.Join(trialDir, EvidenceDir)
 	m, err := evidence.ReadManifest(dir)
 	if err != nil {
 		return nil

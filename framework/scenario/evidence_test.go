@@ -20,7 +20,7 @@ import (
 func writeTrialEvidence(t *testing.T, sources []evidence.Source) string {
 	t.Helper()
 	trial := t.TempDir()
-	dir := filepath.Join(trial, evidenceDir)
+	dir := filepath.Join(trial, EvidenceDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +44,10 @@ func writeTrialEvidence(t *testing.T, sources []evidence.Source) string {
 
 func TestIntervalEvidenceSources(t *testing.T) {
 	ns := func(pod, node, role string) evidence.Source {
-		return evidence.Source{Name: netnsSourcePrefix + pod, Kind: evidence.KindNetns, Pod: pod, Node: node, Role: role}
+		return evidence.Source{Name: NetnsSourcePrefix + pod, Kind: evidence.KindNetns, Pod: pod, Node: node, Role: role}
 	}
 	px := func(pod, node, role string) evidence.Source {
-		return evidence.Source{Name: proxySourcePrefix + pod, Kind: evidence.KindMetrics, Pod: pod, Node: node, Role: role}
+		return evidence.Source{Name: ProxySourcePrefix + pod, Kind: evidence.KindMetrics, Pod: pod, Node: node, Role: role}
 	}
 	trial := writeTrialEvidence(t, []evidence.Source{
 		ns("client-n1", "node-1", "client"), ns("server-n2", "node-2", "server"), ns("server-n1", "node-1", "server"),

@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -33,7 +32,13 @@ var DropKinds = []string{DropFlow, DropClientPod}
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultBlackHole,
+		Name: FaultBlackHole, Fields: []string{"flow", "holes", "gap", "drop"},
+		Needs: func(f Fault) []Capability {
+			if f.Drop == DropClientPod {
+				return []Capability{CapDropPod}
+			}
+			return []Capability{CapDropFlow}
+		},
 		Doc: "one flow's packets (drop: flow, the default) or every packet in and out of its client pod (drop: client-pod) " +
 			"are dropped (nftables) for exactly each of the given hole lengths: ground truth for the measurement",
 		Scope: func(e *FaultEnv) []string {
@@ -55,7 +60,10 @@ func init() {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			drop, target, what := e.blackHoleDrop(flow)
+			drop, target, what, err := e.blackHoleDrop(flow)
+			if err != nil {
+				return err
+			}
 			tap := e.openHoleTap(flow)
 			if tap != nil {
 				defer tap.close()
@@ -109,28 +117,33 @@ func (e *FaultEnv) blackHoleFlow() *plannedFlow {
 }
 
 // openHole opens one hole and returns the instant it went live and what
-// closes it (netns.Cluster.DropFlow and DropPod).
+// closes it (a FlowDropper's DropFlow or a PodDropper's DropPod).
 type openHole func() (time.Time, func() (time.Time, time.Duration, error), error)
 
 // blackHoleDrop returns what opens one hole, the fault records' target
 // (holeTarget) and a description of the drop.
-func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what string) {
+func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what string, err error) {
 	target = holeTarget(e.Fault, *flow)
 	if e.Fault.Drop == DropClientPod {
-		open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
-			return e.Cluster.DropPod(flow.Client)
+		d, err := infraCap[PodDropper](e, "drop a pod's packets")
+		if err != nil {
+			return nil, "", "", err
 		}
-		return open, target, "drop every packet in and out of pod " + flow.Client + " but loopback"
+		open = func() (time.Time, func() (time.Time, time.Duration, error), error) { return d.DropPod(flow.Client) }
+		return open, target, "drop every packet in and out of pod " + flow.Client + " but loopback", nil
 	}
-	cp, _ := e.Cluster.Pod(flow.Client)
+	d, err := infraCap[FlowDropper](e, "drop a flow's packets")
+	if err != nil {
+		return nil, "", "", err
+	}
 	port := HTTPPort
 	if flow.Kind.Profile == ProfileStream {
 		port = TCPPort
 	}
 	open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
-		return e.Cluster.DropFlow(flow.Server, cp.IP, port)
+		return d.DropFlow(flow.Server, flow.Client, port)
 	}
-	return open, target, "drop " + net.JoinHostPort(cp.IP.String(), "*") + " -> " + flow.Server + ":" + strconv.Itoa(port)
+	return open, target, "drop " + flow.Client + " -> " + flow.Server + ":" + strconv.Itoa(port), nil
 }
 
 // holeTap is a packet tap in a black-holed client pod's namespace, naming
@@ -143,28 +156,19 @@ type holeTap struct {
 }
 
 // openHoleTap starts a packet tap in the client pod of a client-pod black
-// hole on the embedded cluster; nil elsewhere, or if it cannot start (the
-// holes' ends are then placed without it, and the log says why).
+// hole where the cluster can tap a pod; nil elsewhere, or if it cannot
+// start (the holes' ends are then placed without it, and the log says why).
 func (e *FaultEnv) openHoleTap(flow *plannedFlow) *holeTap {
-	if e.Fault.Drop != DropClientPod || e.Cluster == nil {
+	tp, ok := e.Infra.(PodTapper)
+	if e.Fault.Drop != DropClientPod || !ok {
 		return nil
 	}
-	pod, ok := e.Cluster.Pod(flow.Client)
-	if !ok {
-		return nil
-	}
-	t, err := evidence.OpenTap(pod.NetNSFD())
+	t, names, err := tp.TapPod(flow.Client)
 	if err != nil {
 		e.Logf("black hole: %v; hole ends are placed without it", err)
 		return nil
 	}
-	ht := &holeTap{tap: t, names: map[netip.Addr]string{}, logf: e.Logf}
-	for _, p := range e.Cluster.Pods() {
-		if a, ok := netip.AddrFromSlice(p.IP.To4()); ok {
-			ht.names[a] = p.Name
-		}
-	}
-	return ht
+	return &holeTap{tap: t, names: names, logf: e.Logf}
 }
 
 // resumed is when the pod's connections with each peer moved again after

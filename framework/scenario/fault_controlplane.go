@@ -22,7 +22,7 @@ const reasonControlPlane = "mode none has no control plane"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultControlPlaneDown, ControlPlane: true, Modes: meshedModes, ModeReason: reasonControlPlane,
+		Name: FaultControlPlaneDown, Fields: []string{"recoverAfter"}, ControlPlane: true, Needs: need(CapStopControlPlane), Modes: meshedModes, ModeReason: reasonControlPlane,
 		Doc:    "the control plane is stopped (not restarted) for recoverAfter, or until the end",
 		Scope:  controlPlaneScope,
 		Inject: controlPlaneOutage,
@@ -34,7 +34,7 @@ func init() {
 		},
 	})
 	registerFault(&FaultKind{
-		Name: FaultNodeProxyCrashCPDown, Target: true, ControlPlane: true, Modes: ambientOnly, ModeReason: reasonNodeProxy,
+		Name: FaultNodeProxyCrashCPDown, Fields: []string{"then", "recoverAfter"}, Target: true, ControlPlane: true, Needs: need(CapStopControlPlane, CapCrashNodeProxy), Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc: "the control plane goes down; `then` later the node's proxy is SIGKILLed and restarts with no configuration; the control plane returns after recoverAfter",
 		Scope: func(e *FaultEnv) []string {
 			return append(controlPlaneScope(e), e.Target)

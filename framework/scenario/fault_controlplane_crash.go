@@ -13,7 +13,7 @@ const FaultControlPlaneCrash = "controlplane-crash"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultControlPlaneCrash, ControlPlane: true, Modes: meshedModes, ModeReason: reasonControlPlane,
+		Name: FaultControlPlaneCrash, ControlPlane: true, Needs: need(CapCrashControlPlane), Modes: meshedModes, ModeReason: reasonControlPlane,
 		Doc:   "SIGKILL of the control plane; its supervisor restarts it and proxies reconnect",
 		Scope: controlPlaneScope,
 		Inject: func(e *FaultEnv) error {

@@ -8,7 +8,7 @@ const FaultNodeAgentCrash = "node-agent-crash"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultNodeAgentCrash, Target: true, Modes: ambientOnly, ModeReason: "only ambient mode has a node agent",
+		Name: FaultNodeAgentCrash, Fields: []string{"recoverAfter"}, Target: true, Needs: need(CapCrashNodeAgent), Modes: ambientOnly, ModeReason: "only ambient mode has a node agent",
 		Doc: "the node agent (CNI-like, hands pod namespaces to the node proxy) crashes; with recoverAfter it restarts and re-sends its pods",
 		Inject: func(e *FaultEnv) error {
 			na, err := capability[nodeAgentCrasher](e, "a node agent")

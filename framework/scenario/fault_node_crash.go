@@ -1,28 +1,8 @@
 package scenario
 
 import (
-	"fmt"
-	"time"
-
 	"blastradius.dev/blastradius/framework/results"
 )
-
-// nodeCrasher is a provider that can crash a node and bring it back: the
-// embedded cluster, or a Kubernetes provider's node containers or processes.
-type nodeCrasher interface {
-	CrashNode(node string) (time.Time, error)
-	RecoverNode(node string) (time.Time, error)
-}
-
-func (e *FaultEnv) nodeCrasher() (nodeCrasher, error) {
-	if e.Cluster != nil {
-		return e.Cluster, nil
-	}
-	if n, ok := e.Infra.(nodeCrasher); ok {
-		return n, nil
-	}
-	return nil, fmt.Errorf("fault %s: this provider cannot crash a node", e.Fault.Kind)
-}
 
 // FaultNodeCrash takes a node's links down and SIGKILLs everything on it;
 // with RecoverAfter it reboots (links up, processes started afresh).
@@ -31,13 +11,15 @@ const FaultNodeCrash = "node-crash"
 func init() {
 	registerFault(&FaultKind{
 		Name:   FaultNodeCrash,
+		Fields: []string{"recoverAfter"},
+		Needs:  need(CapCrashNode),
 		Doc:    "the node's links go down and every process on it is SIGKILLed; with recoverAfter it reboots",
 		Target: true,
 		Inject: func(e *FaultEnv) error {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			nodes, err := e.nodeCrasher()
+			nodes, err := infraCap[NodeCrasher](e, "crash a node")
 			if err != nil {
 				return err
 			}

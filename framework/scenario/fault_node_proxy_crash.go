@@ -12,7 +12,7 @@ const reasonNodeProxy = "only ambient mode has a proxy per node"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultNodeProxyCrash, Target: true, Modes: ambientOnly, ModeReason: reasonNodeProxy,
+		Name: FaultNodeProxyCrash, Target: true, Needs: need(CapCrashNodeProxy), Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc: "SIGKILL of the node's proxy; its supervisor restarts it with back-off",
 		Inject: func(e *FaultEnv) error {
 			np, err := capability[nodeProxyCrasher](e, "a node proxy")

@@ -14,7 +14,7 @@ const FaultNodeProxyRestart = "node-proxy-restart"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultNodeProxyRestart, Target: true, Modes: ambientOnly, ModeReason: reasonNodeProxy,
+		Name: FaultNodeProxyRestart, Target: true, Needs: need(CapRestartNodeProxy), Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc: "graceful restart of the node's proxy: the new one binds the same listeners (SO_REUSEPORT), then the old one drains until the drain deadline",
 		Inject: func(e *FaultEnv) error {
 			if err := e.WaitInject(); err != nil {

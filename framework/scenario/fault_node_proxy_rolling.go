@@ -9,7 +9,7 @@ const FaultNodeProxyRolling = "node-proxy-rolling-upgrade"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultNodeProxyRolling, Modes: ambientOnly, ModeReason: reasonNodeProxy,
+		Name: FaultNodeProxyRolling, Fields: []string{"then"}, Needs: need(CapRestartNodeProxy), Modes: ambientOnly, ModeReason: reasonNodeProxy,
 		Doc:   "rolling upgrade: a graceful restart of every node's proxy, one node at a time",
 		Scope: func(e *FaultEnv) []string { return e.Nodes() },
 		Reach: func(Scenario, string) (Reach, string) {

@@ -19,7 +19,7 @@ const (
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultPartition, Target: true,
+		Name: FaultPartition, Fields: []string{"peer", "recoverAfter"}, Target: true, Needs: need(CapPartitionNodes),
 		Doc:   "every packet between the node and its peer (default the first other node) is dropped, both ways; healed after recoverAfter",
 		Scope: func(e *FaultEnv) []string { return []string{e.Target, e.peer()} },
 		Inject: func(e *FaultEnv) error {
@@ -30,7 +30,11 @@ func init() {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			at, heal, err := e.Cluster.Partition(e.Target, peer)
+			pt, err := infraCap[Partitioner](e, "partition two nodes")
+			if err != nil {
+				return err
+			}
+			at, heal, err := pt.Partition(e.Target, peer)
 			if err != nil {
 				return err
 			}
@@ -38,7 +42,7 @@ func init() {
 		},
 	})
 	registerFault(&FaultKind{
-		Name: FaultSegmentPartition, Target: true,
+		Name: FaultSegmentPartition, Fields: []string{"recoverAfter"}, Target: true, Needs: need(CapPartitionSegment),
 		Doc: "the node's link fault takes the shared segment with it: every node is cut off from every other; healed after recoverAfter",
 		Reach: func(_ Scenario, mode string) (Reach, string) {
 			if mode == "ambient" {
@@ -53,7 +57,11 @@ func init() {
 			if err := e.WaitInject(); err != nil {
 				return err
 			}
-			at, heal, err := e.Cluster.PartitionAll()
+			pt, err := infraCap[SegmentPartitioner](e, "partition the nodes' segment")
+			if err != nil {
+				return err
+			}
+			at, heal, err := pt.PartitionAll()
 			if err != nil {
 				return err
 			}

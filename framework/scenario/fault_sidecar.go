@@ -24,7 +24,7 @@ const reasonSidecar = "only sidecar mode has sidecars"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultSidecarCrash, Target: true, Modes: sidecarOnly, ModeReason: reasonSidecar,
+		Name: FaultSidecarCrash, Fields: []string{"pod"}, Target: true, Needs: need(CapCrashSidecar), Modes: sidecarOnly, ModeReason: reasonSidecar,
 		Doc: "SIGKILL of one pod's sidecar (pod, default the server on the node); its supervisor restarts it",
 		Scope: func(e *FaultEnv) []string {
 			if pod, err := e.sidecarTarget(); err == nil {
@@ -54,7 +54,7 @@ func init() {
 		},
 	})
 	registerFault(&FaultKind{
-		Name: FaultSidecarRolling, Modes: sidecarOnly, ModeReason: reasonSidecar,
+		Name: FaultSidecarRolling, Fields: []string{"then"}, Needs: need(CapRestartAppPod), Modes: sidecarOnly, ModeReason: reasonSidecar,
 		Doc: "a sidecar upgrade: every server pod is restarted in turn (its sidecar drains first); load clients, the instrument, are not",
 		Scope: func(e *FaultEnv) []string {
 			return e.nodesOf(e.podsWithRole("server")...)
@@ -93,7 +93,7 @@ func init() {
 // sidecarTarget is the pod whose sidecar a sidecar crash kills.
 func (e *FaultEnv) sidecarTarget() (string, error) {
 	if e.Fault.Pod != "" {
-		if _, ok := e.Cluster.Pod(e.Fault.Pod); !ok {
+		if _, ok := e.podNode(e.Fault.Pod); !ok {
 			return "", fmt.Errorf("fault %s: no pod %s", e.Fault.Kind, e.Fault.Pod)
 		}
 		return e.Fault.Pod, nil

@@ -24,7 +24,7 @@ const reasonWaypoint = "waypoints are an ambient-mode component"
 
 func init() {
 	registerFault(&FaultKind{
-		Name: FaultWaypointKill, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Name: FaultWaypointKill, Fields: []string{"pod"}, NeedsWaypoint: true, Needs: need(CapWaypoints), Modes: ambientOnly, ModeReason: reasonWaypoint,
 		Doc: "SIGKILL of one waypoint replica (pod, default the last); its supervisor restarts it",
 		Scope: func(e *FaultEnv) []string {
 			pod, err := e.waypointTarget()
@@ -55,7 +55,7 @@ func init() {
 		},
 	})
 	registerFault(&FaultKind{
-		Name: FaultWaypointAllKilled, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Name: FaultWaypointAllKilled, NeedsWaypoint: true, Needs: need(CapWaypoints), Modes: ambientOnly, ModeReason: reasonWaypoint,
 		Doc:   "SIGKILL of every waypoint replica at once; their supervisors restart them",
 		Scope: waypointNodes,
 		Inject: func(e *FaultEnv) error {
@@ -87,7 +87,7 @@ func init() {
 		},
 	})
 	registerFault(&FaultKind{
-		Name: FaultWaypointOutage, Modes: ambientOnly, ModeReason: reasonWaypoint,
+		Name: FaultWaypointOutage, Fields: []string{"recoverAfter"}, NeedsWaypoint: true, Needs: need(CapWaypoints), Modes: ambientOnly, ModeReason: reasonWaypoint,
 		Doc:   "every waypoint replica is stopped; they come back after recoverAfter",
 		Scope: waypointNodes,
 		Inject: func(e *FaultEnv) error {

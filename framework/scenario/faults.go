@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"blastradius.dev/blastradius/framework/cluster/netns"
 	"blastradius.dev/blastradius/framework/results"
 )
 
@@ -24,6 +23,17 @@ type FaultKind struct {
 	// ControlPlane: a control-plane fault, whose good outcome is
 	// no-data-plane-impact.
 	ControlPlane bool
+	// Fields lists the optional fault fields of a scenario file the fault
+	// reads besides kind, at and (with Target) node. The file decoder
+	// refuses any other, so a scenario never silently does less than it
+	// says.
+	Fields []string
+	// NeedsWaypoint: the fault needs a waypoint in the scenario
+	// (mesh.waypoint).
+	NeedsWaypoint bool
+	// Needs lists what the fault needs the cluster or the data plane to do,
+	// for the fault as configured (a black hole needs a flow or a pod drop).
+	Needs func(f Fault) []Capability
 	// Inject carries the fault out on schedule, recording every injection
 	// and recovery the moment it happens.
 	Inject func(e *FaultEnv) error
@@ -61,6 +71,9 @@ func faultReach(sc Scenario, mode string) (Reach, string) {
 var faultKinds = map[string]*FaultKind{}
 
 func registerFault(k *FaultKind) {
+	if k.Needs == nil {
+		panic("fault " + k.Name + " names no capabilities it needs")
+	}
 	if _, dup := faultKinds[k.Name]; dup {
 		panic("fault " + k.Name + " registered twice")
 	}
@@ -107,18 +120,15 @@ func skipReason(sc Scenario, mode string) string {
 // FaultEnv is what a fault works with during a trial.
 type FaultEnv struct {
 	Ctx context.Context
-	// Cluster is the embedded cluster; nil on other providers, whose
-	// Backend offers only faults that do not need it.
-	Cluster *netns.Cluster
+	// Infra is the cluster as faults see it: where pods run, and the
+	// cluster capabilities (NodeCrasher, Partitioner, ...) it implements.
+	Infra Infra
 	// DataPlane is nil in mode none. Faults type-assert the capability they
 	// need, so a data plane without it is a skip, not a crash.
 	DataPlane FaultTarget
-	// Infra offers the cluster's own capabilities (a node crash) where the
-	// provider is not the embedded cluster.
-	Infra    any
-	Scenario Scenario
-	Fault    Fault
-	Mode     string
+	Scenario  Scenario
+	Fault     Fault
+	Mode      string
 	// Target is the node the fault aims at ("node-3"), empty if none.
 	Target string
 	// Start is when load started; Fault.At counts from it.
@@ -129,8 +139,14 @@ type FaultEnv struct {
 	r     *Runner
 	tr    *results.Trial
 	phase *phaseBox
-	// podNodes places pods by name on planned nodes where Cluster is nil.
-	podNodes map[string]string
+}
+
+// Infra is what a fault sees of the cluster. The capabilities it offers
+// are the interfaces of capabilities.go it implements.
+type Infra interface {
+	// PodNode is the planned node ("node-2") a pod runs on: application
+	// pods and the data plane's own alike.
+	PodNode(pod string) (string, bool)
 }
 
 // FaultTarget is what a fault sees of a data plane: its name, and the
@@ -139,14 +155,10 @@ type FaultTarget interface{ Describe() string }
 
 // podNode is the planned node a pod runs on.
 func (e *FaultEnv) podNode(pod string) (string, bool) {
-	if e.Cluster != nil {
-		if p, ok := e.Cluster.Pod(pod); ok {
-			return p.Node.Name, true
-		}
+	if e.Infra == nil {
 		return "", false
 	}
-	n, ok := e.podNodes[pod]
-	return n, ok
+	return e.Infra.PodNode(pod)
 }
 
 // Record appends a fault record to the trial (saved at once) and returns
@@ -197,6 +209,15 @@ func (e *FaultEnv) RecoverAfter(i int, at time.Time, what string, start func(con
 
 // recoverTimeout bounds bringing a fault's target back.
 const recoverTimeout = 20 * time.Second
+
+// infraCap returns the cluster as T, or an error naming what is missing.
+func infraCap[T any](e *FaultEnv, what string) (T, error) {
+	c, ok := e.Infra.(T)
+	if !ok {
+		return c, fmt.Errorf("fault %s: this provider cannot %s", e.Fault.Kind, what)
+	}
+	return c, nil
+}
 
 // Capability returns the data plane as T, or an error naming what is missing.
 func capability[T any](e *FaultEnv, what string) (T, error) {

@@ -46,34 +46,6 @@ const (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
 
-// faultFields lists, per fault kind, the optional fault fields it reads
-// besides kind, at and (for kinds with a target) node. A field the kind
-// would ignore is an error, so that a scenario never silently does less
-// than it says. A kind missing here (a fault added since) accepts every
-// field; TestFileFaultFieldsCoverCatalogue flags the gap.
-var faultFields = map[string][]string{
-	FaultBlackHole:            {"flow", "holes", "gap", "drop"},
-	FaultControlPlaneDown:     {"recoverAfter"},
-	FaultNodeProxyCrashCPDown: {"then", "recoverAfter"},
-	FaultControlPlaneCrash:    {},
-	FaultNodeAgentCrash:       {"recoverAfter"},
-	FaultNodeCrash:            {"recoverAfter"},
-	FaultNodeDrain:            {},
-	FaultNodeProxyCrash:       {},
-	FaultNodeProxyRestart:     {},
-	FaultNodeProxyRolling:     {"then"},
-	FaultPartition:            {"peer", "recoverAfter"},
-	FaultSegmentPartition:     {"recoverAfter"},
-	FaultSidecarCrash:         {"pod"},
-	FaultSidecarRolling:       {"then"},
-	FaultWaypointKill:         {"pod"},
-	FaultWaypointOutage:       {"recoverAfter"},
-	FaultWaypointAllKilled:    {},
-}
-
-// waypointFaults need a waypoint in the scenario (mesh.waypoint).
-var waypointFaults = []string{FaultWaypointKill, FaultWaypointAllKilled, FaultWaypointOutage}
-
 // LoadFile reads a scenario file; see ParseFile.
 func LoadFile(path string) (Scenario, error) {
 	data, err := os.ReadFile(path)
@@ -902,8 +874,7 @@ func reads(k *FaultKind, field string) bool {
 	if field == "node" {
 		return k.Target
 	}
-	used, listed := faultFields[k.Name]
-	return !listed || slices.Contains(used, field)
+	return slices.Contains(k.Fields, field)
 }
 
 // usedBy names the fault kinds that read a field.
@@ -937,7 +908,7 @@ func (d *fileDecoder) crossChecks(sc *Scenario) error {
 		return d.errorf(d.keys["modes"], "modes", "fault %s runs only in %s (%s): the scenario could never run",
 			k.Name, strings.Join(k.Modes, " or "), k.ModeReason)
 	}
-	if contains(waypointFaults, k.Name) && sc.Mesh.Waypoint == nil {
+	if k.NeedsWaypoint && sc.Mesh.Waypoint == nil {
 		return d.errorf(d.keys["fault.kind"], "fault.kind", "%s needs a waypoint: give mesh.waypoint", k.Name)
 	}
 	return nil

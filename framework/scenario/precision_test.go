@@ -36,7 +36,7 @@ func TestExplainLateEnds(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			ev := filepath.Join(dir, evidenceDir)
+			ev := filepath.Join(dir, EvidenceDir)
 			if err := os.MkdirAll(ev, 0o755); err != nil {
 				t.Fatal(err)
 			}

@@ -9,14 +9,15 @@ import (
 	"blastradius.dev/blastradius/framework/scenario"
 )
 
-// Fault names; those the scenario catalogue has use its names.
+// The rotation's faults, named as the scenario catalogue names them: the
+// soak injects each the way the catalogue's fault does, over and over.
 const (
-	FaultNodeProxyCrash      = scenario.FaultNodeProxyCrash
-	FaultNodeAgentCrash      = scenario.FaultNodeAgentCrash
-	FaultNodeProxyRestart    = scenario.FaultNodeProxyRestart
-	FaultControlPlaneCrash   = scenario.FaultControlPlaneCrash
-	FaultWaypointCrash       = "waypoint-crash"
-	FaultControlPlaneRestart = "controlplane-restart"
+	FaultNodeProxyCrash    = scenario.FaultNodeProxyCrash
+	FaultNodeAgentCrash    = scenario.FaultNodeAgentCrash
+	FaultNodeProxyRestart  = scenario.FaultNodeProxyRestart
+	FaultControlPlaneCrash = scenario.FaultControlPlaneCrash
+	FaultWaypointKill      = scenario.FaultWaypointKill
+	FaultControlPlaneDown  = scenario.FaultControlPlaneDown
 )
 
 // A rotFault is one fault of the rotation. inject carries it out and waits
@@ -119,7 +120,7 @@ func (s *soak) rotation() []rotFault {
 	}
 	if wps := s.dp.WaypointPods(); len(wps) > 1 {
 		victim := wps[len(wps)-1]
-		rot = append(rot, rotFault{FaultWaypointCrash, func(ctx context.Context) (string, string, time.Time, time.Time, error) {
+		rot = append(rot, rotFault{FaultWaypointKill, func(ctx context.Context) (string, string, time.Time, time.Time, error) {
 			t := s.find(victim)
 			old := t.pr.Pid()
 			at, err := s.dp.CrashWaypoint(victim)
@@ -130,7 +131,7 @@ func (s *soak) rotation() []rotFault {
 			return victim, "SIGKILL; the supervisor restarts it", at, back, err
 		}})
 	}
-	rot = append(rot, rotFault{FaultControlPlaneRestart, func(ctx context.Context) (string, string, time.Time, time.Time, error) {
+	rot = append(rot, rotFault{FaultControlPlaneDown, func(ctx context.Context) (string, string, time.Time, time.Time, error) {
 		at, err := s.dp.StopControlPlane()
 		if err != nil {
 			return dataplane.ControlPlanePod, "", at, time.Time{}, err

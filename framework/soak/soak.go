@@ -18,6 +18,7 @@ import (
 	"blastradius.dev/blastradius/framework/dataplane"
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/load"
+	"blastradius.dev/blastradius/framework/netnstrial"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/internal/atomicjson"
 )
@@ -238,32 +239,23 @@ func (s *soak) run(ctx context.Context) error {
 	}
 	defer dp.Close()
 	s.dp = dp
-	pods := append(append([]netns.PodSpec(nil), apps...), dp.InfraPods(n)...)
-	s.logf("bringing up %d nodes, %d pods", n, len(pods))
-	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cl, err := netns.Up(upCtx, netns.Config{Nodes: n, Pods: pods, NotReadyGrace: 5 * time.Second,
+	cl, _, err := netnstrial.Up(ctx, netnstrial.Spec{Nodes: n, Apps: apps, DataPlane: dp, NotReadyGrace: 5 * time.Second,
 		Binary: cfg.Binary, LogDir: filepath.Join(cfg.Out, "logs"), Logf: s.logf, EndpointsChanged: s.endpointsChanged})
-	cancel()
 	if err != nil {
-		return fmt.Errorf("bring up cluster: %w", err)
+		return err
 	}
 	s.cl = cl
 	defer func() {
 		s.logf("tearing down")
 		cl.Down()
 	}()
-	s.logf("deploying %s", dp.Describe())
-	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = dp.Deploy(dctx, cl, apps)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("deploy: %w", err)
+	if err := netnstrial.Deploy(ctx, cl, dp, apps, s.logf); err != nil {
+		return err
 	}
 	var servers []string
 	for i := 1; i <= n; i++ {
 		servers = append(servers, serverPod(i))
-		if _, err := cl.Start(serverPod(i), netns.ProcSpec{Name: "server", ProbePort: httpPort,
-			Args: []string{"agent", "--http-listen", fmt.Sprintf(":%d", httpPort), "--tcp-listen", fmt.Sprintf(":%d", tcpPort)}}); err != nil {
+		if _, err := cl.Start(serverPod(i), netnstrial.ServerSpec()); err != nil {
 			return err
 		}
 	}
@@ -376,7 +368,6 @@ func (s *soak) endpointsChanged(ch netns.EndpointChange) {
 	}
 	s.eps[ch.Service] = len(ch.Endpoints)
 	s.mu.Unlock()
-	s.dp.EndpointsChanged(ch)
 }
 
 func (s *soak) endpoints(svc string) int {

@@ -119,6 +119,15 @@ func TestNightlyShape(t *testing.T) {
 		}
 	}
 	all := strings.Join(runs, "\n")
+	// The kind job's pods run an image no registry has: its step must build
+	// it, which make e2e does for PROVIDER=kind (make images); a bare
+	// `blastradius run --provider kind` would stop at the missing archive.
+	if !strings.Contains(all, "make e2e PROVIDER=kind") {
+		t.Error("no run step builds the image for the kind job (make e2e PROVIDER=kind)")
+	}
+	if strings.Contains(all, "run --provider kind") {
+		t.Error("a run step runs the kind matrix without building the image it needs")
+	}
 	for _, want := range []string{"make e2e", "bin/blastradius report", "bin/blastradius compare", "--baseline baselines", "go test"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no run step does %q", want)

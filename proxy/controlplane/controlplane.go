@@ -18,12 +18,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"blastradius.dev/blastradius/internal/promtext"
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/xds"
 )
@@ -235,8 +235,8 @@ func adminHandler(srv *xds.Server) http.Handler {
 	// go_goroutines (client_golang's name) lets the soak (framework/soak)
 	// watch the control plane for goroutine leaks as it does the proxies.
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
+		w.Header().Set("Content-Type", promtext.ContentType)
+		_ = promtext.Write(w, promtext.Goroutines())
 	})
 	mux.HandleFunc("/debug/snapshot", func(w http.ResponseWriter, _ *http.Request) {
 		snap, ok := srv.Snapshot()

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"blastradius.dev/blastradius/internal/promtext"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -860,7 +861,7 @@ func TestMetricsPrometheus(t *testing.T) {
 	in.Fail("custom")
 	out.ConnectionsOpened.Add(2)
 	var b strings.Builder
-	if err := in.WritePrometheus(&b, `direction="inbound"`); err != nil {
+	if err := in.WritePrometheus(&b, promtext.Label{Name: "direction", Value: "inbound"}); err != nil {
 		t.Fatal(err)
 	}
 	text := b.String()
@@ -878,7 +879,9 @@ func TestMetricsPrometheus(t *testing.T) {
 	}
 
 	b.Reset()
-	WritePrometheusAll(&b, LabeledMetrics{`direction="inbound"`, &in}, LabeledMetrics{`direction="outbound"`, &out})
+	if err := promtext.Write(&b, Families(LabeledMetrics{promtext.L("direction", "inbound"), &in}, LabeledMetrics{promtext.L("direction", "outbound"), &out})...); err != nil {
+		t.Fatal(err)
+	}
 	text = b.String()
 	if n := strings.Count(text, "# TYPE hbone_connections_total "); n != 1 {
 		t.Errorf("TYPE line for one family appears %d times", n)
@@ -889,7 +892,7 @@ func TestMetricsPrometheus(t *testing.T) {
 	var nilM *Metrics
 	nilM.Fail("x") // optional Metrics: a nil one is a no-op
 	b.Reset()
-	if err := nilM.WritePrometheus(&b, ""); err != nil || !strings.Contains(b.String(), "hbone_streams_total 0\n") {
+	if err := nilM.WritePrometheus(&b); err != nil || !strings.Contains(b.String(), "hbone_streams_total 0\n") {
 		t.Errorf("nil Metrics: %v\n%s", err, b.String())
 	}
 }

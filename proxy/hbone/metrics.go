@@ -1,14 +1,13 @@
 package hbone
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
+
+	"blastradius.dev/blastradius/internal/promtext"
 )
 
 // Failure reasons, the values of the reason label. They are fixed strings so
@@ -131,30 +130,22 @@ func (m *Metrics) sent(n int)     { m.inc(bytesSent, n) }
 func (m *Metrics) received(n int) { m.inc(bytesReceived, n) }
 
 // LabeledMetrics pairs a Metrics with the labels its series carry, for
-// WritePrometheusAll.
+// Families.
 type LabeledMetrics struct {
-	Labels  string // e.g. `direction="inbound"`; may be empty
+	Labels  []promtext.Label // e.g. direction="inbound"; may be empty
 	Metrics *Metrics
 }
 
-// WritePrometheus writes the counters in the Prometheus text exposition
-// format; labels (e.g. `direction="inbound",node="n1"`, unbraced) are added
-// to every series. To expose several Metrics in one scrape use
-// WritePrometheusAll: writing them one after another would repeat each
-// family's TYPE line, which Prometheus rejects.
-func (m *Metrics) WritePrometheus(w io.Writer, labels string) error {
-	return WritePrometheusAll(w, LabeledMetrics{Labels: labels, Metrics: m})
-}
-
-// WritePrometheusAll writes several Metrics (typically inbound and outbound)
-// with each metric family's samples grouped under one TYPE line.
-func WritePrometheusAll(w io.Writer, sets ...LabeledMetrics) error {
-	bw := bufio.NewWriter(w)
-	family := func(name, typ, help string, value func(*Metrics) int64) {
-		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+// Families are the counters of several Metrics (typically inbound and
+// outbound) as Prometheus families, each family's samples grouped under one
+// TYPE line as the format requires.
+func Families(sets ...LabeledMetrics) []*promtext.Family {
+	var fams []*promtext.Family
+	family := func(f *promtext.Family, value func(*Metrics) int64) {
 		for _, s := range sets {
-			fmt.Fprintf(bw, "%s%s %d\n", name, braces(s.Labels, ""), value(s.Metrics))
+			f.Add(float64(value(s.Metrics)), s.Labels...)
 		}
+		fams = append(fams, f)
 	}
 	load := func(field func(*Metrics) *atomic.Int64) func(*Metrics) int64 {
 		return func(m *Metrics) int64 {
@@ -167,17 +158,16 @@ func WritePrometheusAll(w io.Writer, sets ...LabeledMetrics) error {
 	active := func(opened, closed func(*Metrics) *atomic.Int64) func(*Metrics) int64 {
 		return func(m *Metrics) int64 { return load(opened)(m) - load(closed)(m) }
 	}
-	family("hbone_connections_total", "counter", "HBONE TLS connections established.", load(connsOpened))
-	family("hbone_connections_closed_total", "counter", "HBONE TLS connections closed.", load(connsClosed))
-	family("hbone_connections_active", "gauge", "HBONE TLS connections open now.", active(connsOpened, connsClosed))
-	family("hbone_streams_total", "counter", "HBONE CONNECT streams opened.", load(streamsOpened))
-	family("hbone_streams_closed_total", "counter", "HBONE CONNECT streams closed.", load(streamsClosed))
-	family("hbone_streams_active", "gauge", "HBONE CONNECT streams open now.", active(streamsOpened, streamsClosed))
-	family("hbone_bytes_sent_total", "counter", "Payload bytes sent into HBONE tunnels.", load(bytesSent))
-	family("hbone_bytes_received_total", "counter", "Payload bytes received from HBONE tunnels.", load(bytesReceived))
+	family(promtext.Counter("hbone_connections_total", "HBONE TLS connections established."), load(connsOpened))
+	family(promtext.Counter("hbone_connections_closed_total", "HBONE TLS connections closed."), load(connsClosed))
+	family(promtext.Gauge("hbone_connections_active", "HBONE TLS connections open now."), active(connsOpened, connsClosed))
+	family(promtext.Counter("hbone_streams_total", "HBONE CONNECT streams opened."), load(streamsOpened))
+	family(promtext.Counter("hbone_streams_closed_total", "HBONE CONNECT streams closed."), load(streamsClosed))
+	family(promtext.Gauge("hbone_streams_active", "HBONE CONNECT streams open now."), active(streamsOpened, streamsClosed))
+	family(promtext.Counter("hbone_bytes_sent_total", "Payload bytes sent into HBONE tunnels."), load(bytesSent))
+	family(promtext.Counter("hbone_bytes_received_total", "Payload bytes received from HBONE tunnels."), load(bytesReceived))
 
-	const failures = "hbone_failures_total"
-	fmt.Fprintf(bw, "# HELP %s HBONE failures by reason.\n# TYPE %s counter\n", failures, failures)
+	failures := promtext.Counter("hbone_failures_total", "HBONE failures by reason.")
 	for _, s := range sets {
 		counts := s.Metrics.FailureCounts()
 		reasons := append([]string(nil), knownFailures...)
@@ -188,25 +178,14 @@ func WritePrometheusAll(w io.Writer, sets ...LabeledMetrics) error {
 		}
 		sort.Strings(reasons)
 		for _, r := range reasons {
-			fmt.Fprintf(bw, "%s%s %d\n", failures, braces(s.Labels, `reason="`+escapeLabel(r)+`"`), counts[r])
+			failures.Add(float64(counts[r]), promtext.With(s.Labels, promtext.Label{Name: "reason", Value: r})...)
 		}
 	}
-	return bw.Flush()
+	return append(fams, failures)
 }
 
-func braces(labels, extra string) string {
-	switch {
-	case labels == "" && extra == "":
-		return ""
-	case labels == "":
-		return "{" + extra + "}"
-	case extra == "":
-		return "{" + labels + "}"
-	}
-	return "{" + labels + "," + extra + "}"
-}
-
-// escapeLabel escapes a label value as the text format requires.
-func escapeLabel(v string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
+// WritePrometheus writes one Metrics' counters in the Prometheus text
+// format, labels added to every series.
+func (m *Metrics) WritePrometheus(w io.Writer, labels ...promtext.Label) error {
+	return promtext.Write(w, Families(LabeledMetrics{Labels: labels, Metrics: m})...)
 }

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"istio.io/istio/pkg/zdsapi"
 
-	"blastradius.dev/blastradius/proxy/hbone"
+	"blastradius.dev/blastradius/internal/promtext"
 	"blastradius.dev/blastradius/proxy/inpod"
 	"blastradius.dev/blastradius/proxy/netnsx"
 	"blastradius.dev/blastradius/proxy/xds"
@@ -314,13 +314,7 @@ func readyHandler(ready func() (bool, string)) http.HandlerFunc {
 // metricsHandler serves the proxy's metrics in Prometheus text format.
 func (p *Proxy) metricsHandler(node, mode string) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		labels := `node="` + node + `",mode="` + mode + `"`
-		p.Metrics.WritePrometheus(w, labels)
-		_ = hbone.WritePrometheusAll(w,
-			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &p.HBONEIn},
-			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &p.HBONEOut})
-		writeRuntimeMetrics(w)
+		writeMetrics(w, promtext.L("node", node, "mode", mode), &p.Metrics, &p.HBONEIn, &p.HBONEOut)
 	}
 }
 

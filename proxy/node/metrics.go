@@ -1,16 +1,15 @@
 package node
 
 import (
-	"fmt"
-	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"blastradius.dev/blastradius/internal/promtext"
 )
 
 // Metrics are the proxy's own counters (HBONE keeps its own), exposed in the
-// Prometheus text format without a client library: a handful of counters does
-// not justify the dependency.
+// Prometheus text format through internal/promtext.
 type Metrics struct {
 	OutboundOpened, OutboundClosed atomic.Int64
 	InboundOpened, InboundClosed   atomic.Int64
@@ -61,39 +60,29 @@ func (m *Metrics) RouteCount(kind string) int64 {
 	return 0
 }
 
-// WritePrometheus writes the counters; labels (e.g. `node="node-1"`) are
-// added to every series.
-func (m *Metrics) WritePrometheus(w io.Writer, labels string) {
-	l := func(extra string) string {
-		switch {
-		case labels == "" && extra == "":
-			return ""
-		case labels == "":
-			return "{" + extra + "}"
-		case extra == "":
-			return "{" + labels + "}"
-		}
-		return "{" + labels + "," + extra + "}"
+// Families are the counters as Prometheus families; labels (node and
+// mode) lead every series' own.
+func (m *Metrics) Families(labels []promtext.Label) []*promtext.Family {
+	dir := func(d string) []promtext.Label {
+		return promtext.With(labels, promtext.Label{Name: "direction", Value: d})
 	}
-	fmt.Fprintln(w, "# TYPE proxy_connections_opened_total counter")
-	fmt.Fprintf(w, "proxy_connections_opened_total%s %d\n", l(`direction="outbound"`), m.OutboundOpened.Load())
-	fmt.Fprintf(w, "proxy_connections_opened_total%s %d\n", l(`direction="inbound"`), m.InboundOpened.Load())
-	fmt.Fprintln(w, "# TYPE proxy_connections_closed_total counter")
-	fmt.Fprintf(w, "proxy_connections_closed_total%s %d\n", l(`direction="outbound"`), m.OutboundClosed.Load())
-	fmt.Fprintf(w, "proxy_connections_closed_total%s %d\n", l(`direction="inbound"`), m.InboundClosed.Load())
-	fmt.Fprintln(w, "# TYPE proxy_bytes_total counter")
-	fmt.Fprintf(w, "proxy_bytes_total%s %d\n", l(`direction="outbound"`), m.BytesOut.Load())
-	fmt.Fprintf(w, "proxy_bytes_total%s %d\n", l(`direction="inbound"`), m.BytesIn.Load())
-	fmt.Fprintln(w, "# TYPE proxy_policy_denials_total counter")
-	fmt.Fprintf(w, "proxy_policy_denials_total%s %d\n", l(""), m.PolicyDenials.Load())
-	fmt.Fprintln(w, "# TYPE proxy_routes_total counter")
+	fams := []*promtext.Family{
+		promtext.Counter("proxy_connections_opened_total", "").
+			Add(float64(m.OutboundOpened.Load()), dir("outbound")...).Add(float64(m.InboundOpened.Load()), dir("inbound")...),
+		promtext.Counter("proxy_connections_closed_total", "").
+			Add(float64(m.OutboundClosed.Load()), dir("outbound")...).Add(float64(m.InboundClosed.Load()), dir("inbound")...),
+		promtext.Counter("proxy_bytes_total", "").
+			Add(float64(m.BytesOut.Load()), dir("outbound")...).Add(float64(m.BytesIn.Load()), dir("inbound")...),
+		promtext.Counter("proxy_policy_denials_total", "").Add(float64(m.PolicyDenials.Load()), labels...),
+	}
+	routes := promtext.Counter("proxy_routes_total", "")
 	var kinds []string
 	m.Routes.Range(func(k, _ any) bool { kinds = append(kinds, k.(string)); return true })
 	sort.Strings(kinds)
 	for _, k := range kinds {
-		fmt.Fprintf(w, "proxy_routes_total%s %d\n", l(`route="`+k+`"`), m.RouteCount(k))
+		routes.Add(float64(m.RouteCount(k)), promtext.With(labels, promtext.Label{Name: "route", Value: k})...)
 	}
-	fmt.Fprintln(w, "# TYPE proxy_failures_total counter")
+	failures := promtext.Counter("proxy_failures_total", "")
 	m.mu.Lock()
 	var reasons []string
 	for r := range m.failures {
@@ -101,7 +90,8 @@ func (m *Metrics) WritePrometheus(w io.Writer, labels string) {
 	}
 	sort.Strings(reasons)
 	for _, r := range reasons {
-		fmt.Fprintf(w, "proxy_failures_total%s %d\n", l(`reason="`+r+`"`), m.failures[r].Load())
+		failures.Add(float64(m.failures[r].Load()), promtext.With(labels, promtext.Label{Name: "reason", Value: r})...)
 	}
 	m.mu.Unlock()
+	return append(fams, routes, failures)
 }

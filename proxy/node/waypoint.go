@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"blastradius.dev/blastradius/internal/promtext"
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/hbone"
 	"blastradius.dev/blastradius/proxy/netnsx"
@@ -298,12 +299,7 @@ func runWaypoint(ctx context.Context, f mainFlags, logf func(string, ...any), st
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		labels := `node="` + f.node + `",mode="waypoint"`
-		wp.Metrics.WritePrometheus(w, labels)
-		_ = hbone.WritePrometheusAll(w,
-			hbone.LabeledMetrics{Labels: labels + `,direction="inbound"`, Metrics: &wp.HBONEIn},
-			hbone.LabeledMetrics{Labels: labels + `,direction="outbound"`, Metrics: &wp.HBONEOut})
-		writeRuntimeMetrics(w)
+		writeMetrics(w, promtext.L("node", f.node, "mode", "waypoint"), &wp.Metrics, &wp.HBONEIn, &wp.HBONEOut)
 	})
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = admin.Serve(adminLn) }()

@@ -16,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"blastradius.dev/blastradius/internal/k8sversion"
 )
 
 // testBinDir is where `make k8s-bins` puts the binaries, relative to
@@ -25,7 +27,7 @@ func testBinDir() string {
 		return d
 	}
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", ".cache", "k8s", "v1.37.2")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", ".cache", "k8s", k8sversion.Version)
 }
 
 func TestNodeNames(t *testing.T) {

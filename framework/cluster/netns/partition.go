@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
+	"blastradius.dev/blastradius/internal/nftpart"
 )
 
 // Partition cuts the network between nodes a and b ("node-1", "node-3"):
@@ -17,15 +16,8 @@ import (
 // either node and any third node, and between a node and the sandbox (where
 // the readiness probes come from, as a kubelet's would from the node itself),
 // is untouched: it is a failed link between two machines, not a failed
-// machine.
-//
-// The drop sits in each node's prerouting hook at raw priority, matching
-// packets that arrive from the peer and are addressed to this node or its
-// pods. Prerouting sees forwarded pod traffic and traffic for the node itself
-// alike, and runs before conntrack, so established flows are cut too.
-// Dropping on arrival rather than in the sender's output hook makes it a true
-// black hole: a locally generated packet dropped in output fails the sender's
-// send with EPERM, which no real partition does.
+// machine. The rules are internal/nftpart's: dropped on arrival, before
+// conntrack.
 //
 // at is when the rules are live in both nodes (the one installed first was
 // live a few ms earlier, cutting one direction only). heal removes them and
@@ -72,9 +64,9 @@ func (c *Cluster) PartitionAll() (at time.Time, heal func() (time.Time, error), 
 // everything arriving from those peers.
 func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(peer *Node) string) (time.Time, func() (time.Time, error), error) {
 	type install struct {
-		n    *Node
-		conn *nftables.Conn
-		t    *nftables.Table
+		n      *Node
+		table  string
+		remove func() error
 	}
 	var done []install
 	// On failure the rules already installed come out again, so a failed
@@ -82,12 +74,11 @@ func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(pee
 	undo := func() error {
 		var errs []error
 		for _, in := range done {
-			in.conn.DelTable(in.t)
-			if err := in.conn.Flush(); err != nil {
+			if err := in.remove(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", in.n.Name, err))
 			}
 			c.partMu.Lock()
-			delete(c.partitions, in.n.Name+"/"+in.t.Name)
+			delete(c.partitions, in.n.Name+"/"+in.table)
 			c.partMu.Unlock()
 		}
 		return errors.Join(errs...)
@@ -115,7 +106,11 @@ func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(pee
 			_ = undo()
 			return time.Time{}, nil, fmt.Errorf("%s: already in place on %s", what, n.Name)
 		}
-		conn, err := nftables.New(nftables.WithNetNSFd(n.fd))
+		var from []*net.IPNet
+		for _, o := range ps {
+			from = append(from, host32(o.IP), o.PodCIDR)
+		}
+		remove, err := nftpart.Install(n.fd, name, []*net.IPNet{host32(n.IP), n.PodCIDR}, from)
 		if err != nil {
 			c.partMu.Lock()
 			delete(c.partitions, key)
@@ -123,26 +118,7 @@ func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(pee
 			_ = undo()
 			return time.Time{}, nil, fmt.Errorf("%s: %s: %w", what, n.Name, err)
 		}
-		t := conn.AddTable(&nftables.Table{Name: name, Family: nftables.TableFamilyIPv4})
-		ch := conn.AddChain(&nftables.Chain{Name: "drop", Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-		self := []*net.IPNet{host32(n.IP), n.PodCIDR}
-		for _, o := range ps {
-			for _, src := range []*net.IPNet{host32(o.IP), o.PodCIDR} {
-				for _, dst := range self {
-					ex := append(matchNet(12, src), matchNet(16, dst)...)
-					conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(ex, &expr.Verdict{Kind: expr.VerdictDrop})})
-				}
-			}
-		}
-		if err := conn.Flush(); err != nil {
-			c.partMu.Lock()
-			delete(c.partitions, key)
-			c.partMu.Unlock()
-			_ = undo()
-			return time.Time{}, nil, fmt.Errorf("%s: %s: %w", what, n.Name, err)
-		}
-		done = append(done, install{n: n, conn: conn, t: t})
+		done = append(done, install{n: n, table: name, remove: remove})
 	}
 	at := time.Now()
 	var once sync.Once
@@ -158,15 +134,4 @@ func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(pee
 		return began, herr
 	}
 	return at, heal, nil
-}
-
-// matchNet matches the IPv4 address at offset off of the network header (12:
-// source, 16: destination) against the network n.
-func matchNet(off uint32, n *net.IPNet) []expr.Any {
-	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
-	if ones, _ := n.Mask.Size(); ones < 32 {
-		ex = append(ex, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: []byte(n.Mask), Xor: []byte{0, 0, 0, 0}})
-	}
-	return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: n.IP.To4().Mask(n.Mask)})
 }

@@ -29,12 +29,14 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"blastradius.dev/blastradius/internal/k8sversion"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Version is the Kubernetes release `make k8s-test-bins` builds; the default
 // assets folder is named after it.
-const Version = "v1.37.2"
+const Version = k8sversion.Version
 
 // Environment variables read.
 const (
