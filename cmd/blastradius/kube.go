@@ -15,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -169,10 +171,28 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		if partitioner != nil {
 			b.Partitioner = partitioner(b)
 		}
+		if f.faults == "chaos-mesh" {
+			if b.Chaos, err = chaosClient(cfg, b.Mapper); err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+			logf("faults: through Chaos Mesh where it can inject them")
+		}
 		logf("nodes: %s", nodeMap(b.Nodes))
 		return b, cleanup, nil
 	}
 	return runTrials(f, scs, out, prepare, stdout, stderr)
+}
+
+// chaosClient connects to Chaos Mesh in the cluster, or says it is not
+// installed (its CRDs are missing).
+func chaosClient(cfg *rest.Config, mapper meta.RESTMapper) (*kube.ChaosClient, error) {
+	for _, k := range []string{"PodChaos", "NetworkChaos"} {
+		if _, err := mapper.RESTMapping(schema.GroupKind{Group: "chaos-mesh.org", Kind: k}); err != nil {
+			return nil, fmt.Errorf("--faults chaos-mesh: Chaos Mesh is not installed in the cluster (no chaos-mesh.org %s API: %s); install it (docs/chaos-mesh.md) or use --faults api", k, oneline.Fold(err.Error(), 0))
+		}
+	}
+	return kube.NewChaosClient(cfg)
 }
 
 // imageArchive is the image `make images` wrote next to this binary
@@ -278,6 +298,10 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 		if l, ok := b.Crasher.(localNodes); ok {
 			b.Partitioner = l
 		}
+	}
+	if f.faults == "chaos-mesh" {
+		// Only what it offers is read: the dry run injects nothing.
+		b.Chaos = kube.NewChaosClientFor(nil)
 	}
 	return b
 }
@@ -461,7 +485,7 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 	}
 	p("")
 	p("not built yet")
-	p("  - Istio as a data plane, Chaos Mesh objects wired into trials (built and tested on their own: docs/chaos-mesh.md), waypoints on Kubernetes")
+	p("  - Istio as a data plane, waypoints on Kubernetes")
 	seen := map[string]string{}
 	for _, sc := range scs {
 		for _, mode := range f.modes {

@@ -56,6 +56,9 @@ func TestKubeBadInputExitsTwoWithOneLine(t *testing.T) {
 		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--scenario", "bogus", "--dry-run"}, `unknown scenario "bogus"`},
 		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--mode", "mesh", "--dry-run"}, `--mode "mesh" unknown`},
 		{[]string{"run", "--provider", "k3d"}, `--provider "k3d" unknown (netns, kind, local-k8s, kubeconfig)`},
+		{[]string{"run", "--faults", "chaos-mesh"}, "--faults needs --provider kind or kubeconfig"},
+		{[]string{"run", "--provider", "local-k8s", "--faults", "chaos-mesh"}, "--faults needs --provider kind or kubeconfig"},
+		{[]string{"run", "--provider", "kind", "--kind-config", kindConfig, "--faults", "litmus", "--dry-run"}, `--faults "litmus" unknown (api, chaos-mesh)`},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
@@ -212,6 +215,29 @@ func TestDryRunYAMLAndOptions(t *testing.T) {
 	objects := len(regexp.MustCompile(`(?m)^    [A-Z][A-Za-z]+/`).FindAllString(got, -1))
 	if n := strings.Count(got, "---\n"); n != objects || n == 0 {
 		t.Errorf("%d YAML documents for %d objects", n, objects)
+	}
+}
+
+// With --faults chaos-mesh the dry run lists the faults Chaos Mesh injects
+// in each mode, and the cells they make runnable.
+func TestDryRunChaosMeshFaults(t *testing.T) {
+	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "sidecar,ambient", "--faults", "chaos-mesh",
+		"--scenario", "sidecar-crash,controlplane-down,node-proxy-crash")
+	for _, s := range []string{
+		"  in sidecar:\n", "    sidecar-crash        Chaos Mesh PodChaos container-kill of the pod's sidecar proxy container",
+		"    controlplane-down    Chaos Mesh PodChaos pod-failure of the control plane pod, paused to recover it",
+		"    node-proxy-crash     Chaos Mesh PodChaos pod-kill of the node's proxy pod",
+		"scenario sidecar-crash in sidecar\n  fault        sidecar-crash",
+		"scenario controlplane-down in ambient\n  fault        controlplane-down",
+	} {
+		if !strings.Contains(got, s) {
+			t.Errorf("plan lacks %q:\n%s", s, got)
+		}
+	}
+	// Without it, the API path: neither fault is offered.
+	got = dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "sidecar", "--scenario", "sidecar-crash")
+	if !strings.Contains(got, "scenario sidecar-crash in sidecar\n  skipped      fault sidecar-crash needs crash-sidecar") {
+		t.Errorf("sidecar-crash not skipped without Chaos Mesh:\n%s", got)
 	}
 }
 

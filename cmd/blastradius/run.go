@@ -35,8 +35,9 @@ const (
 
 type runFlags struct {
 	provider, mode, scenarios, out string
-	// image is the image pods run on Kubernetes (--image).
-	image                  string
+	// image is the image pods run on Kubernetes (--image); faults is how
+	// faults are injected there (--faults).
+	image, faults          string
 	modes                  []string
 	bucket, grace, timeout time.Duration
 	budget                 float64
@@ -71,6 +72,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.StringVar(&f.image, "image", "blastradius:"+version, "--provider kind, local-k8s or kubeconfig: the image the pods run (default blastradius:<this binary's version>, what `make images` builds; with kind and local-k8s it must be the archive's tag)")
 	fs.StringVar(&f.localDir, "local-k8s-dir", defaultLocalK8sDir, "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
 	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", defaultLocalK8sBinDir, "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
+	fs.StringVar(&f.faults, "faults", "api", "--provider kind or kubeconfig: how faults are injected: api (pod deletions and scaling through the API, node crashes and partitions through the provider) or chaos-mesh (Chaos Mesh objects for the faults it can do, their times from its status records; Chaos Mesh must be installed: docs/chaos-mesh.md)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
 	fs.BoolVar(&f.yaml, "yaml", false, "with --dry-run: print every object's YAML as well")
 	// flag calls Usage on every parse error too; print the full text only on
@@ -117,6 +119,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		if perr == nil {
 			perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
 		}
+		if perr == nil {
+			perr = only("kind or kubeconfig", "faults")
+		}
 	case "kind":
 		perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
 	case "kubeconfig":
@@ -128,7 +133,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		}
 	case "local-k8s":
 		if perr = only("kind", "kind-config"); perr == nil {
-			perr = only("kind or kubeconfig", "kubeconfig")
+			perr = only("kind or kubeconfig", "kubeconfig", "faults")
 		}
 	default:
 		return nil, nil, fmt.Errorf("--provider %q unknown (netns, kind, local-k8s, kubeconfig)", f.provider)
@@ -138,6 +143,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	}
 	if f.yaml && !f.dryRun {
 		return nil, nil, errors.New("--yaml needs --dry-run")
+	}
+	if f.faults != "api" && f.faults != "chaos-mesh" {
+		return nil, nil, fmt.Errorf("--faults %q unknown (api, chaos-mesh)", f.faults)
 	}
 	for _, m := range strings.Split(f.mode, ",") {
 		m = strings.TrimSpace(m)

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
@@ -68,6 +69,9 @@ type Backend struct {
 	Crasher NodeCrasher
 	// Partitioner is nil when the provider cannot cut nodes apart.
 	Partitioner NodePartitioner
+	// Chaos, when set, injects the faults Chaos Mesh can through its
+	// objects (chaos.go); nil: pod deletions and scaling through the API.
+	Chaos *kube.ChaosClient
 	// Admin reaches a pod's admin port (the API server's pods/proxy); nil
 	// skips the checks that read the data plane's own state.
 	Admin func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
@@ -116,6 +120,9 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 		}
 		caps[scenario.CapPartitionNodes] = how + ": the two nodes"
 		caps[scenario.CapPartitionSegment] = how + ": every node of the trial"
+	}
+	if b.Chaos != nil {
+		caps = caps.Merge(chaosCapabilities(mode))
 	}
 	return caps
 }

@@ -143,7 +143,25 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if t.Mode != "none" {
 		target = dp
 	}
-	kind, fe, faultErr := t.RunFault(ctx, target, infra)
+	var faultInfra scenario.Infra = infra
+	if b.Chaos != nil {
+		scope := chaosScope(t, ns)
+		faultInfra = &chaosNodes{nodes: infra, k: b.Chaos, scope: scope}
+		if t.Mode != "none" {
+			target = &chaosDataPlane{dataPlane: dp, k: b.Chaos, scope: scope, nodes: infra}
+		}
+		// Whatever a fault left behind (a run interrupted mid-fault) goes
+		// before the namespace does: a chaos object's finalizer would hold
+		// the namespace's deletion.
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), chaosOp)
+			defer cancel()
+			if err := b.Chaos.CleanUp(cctx, ns); err != nil {
+				t.Logf("clean-up: %v", err)
+			}
+		}()
+	}
+	kind, fe, faultErr := t.RunFault(ctx, target, faultInfra)
 	select {
 	case <-ctx.Done():
 	case <-time.After(time.Until(win.End) + t.Timeout + 500*time.Millisecond):

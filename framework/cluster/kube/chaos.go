@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/internal/oneline"
 )
 
@@ -57,17 +58,16 @@ const (
 	AnnotationChaosTarget = "blastradius.dev/target"
 )
 
-// Fault kind names of the catalogue (framework/scenario). Repeated here
-// rather than imported because the scenario runner is what will drive this
-// provider: importing it would make a cycle.
+// The fault kinds each object plays, named as the catalogue names them
+// (framework/scenario); pod-failure of one pod has no catalogue fault.
 const (
-	faultNodeProxyCrash    = "node-proxy-crash"
-	faultNodeAgentCrash    = "node-agent-crash"
-	faultControlPlaneCrash = "controlplane-crash"
-	faultControlPlaneDown  = "controlplane-down"
-	faultWaypointKill      = "waypoint-replica-kill"
-	faultSidecarCrash      = "sidecar-crash"
-	faultPartition         = "node-partition"
+	faultNodeProxyCrash    = scenario.FaultNodeProxyCrash
+	faultNodeAgentCrash    = scenario.FaultNodeAgentCrash
+	faultControlPlaneCrash = scenario.FaultControlPlaneCrash
+	faultControlPlaneDown  = scenario.FaultControlPlaneDown
+	faultWaypointKill      = scenario.FaultWaypointKill
+	faultSidecarCrash      = scenario.FaultSidecarCrash
+	faultPartition         = scenario.FaultPartition
 	faultPodFailure        = "pod-failure"
 )
 
