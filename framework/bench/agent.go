@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,11 +9,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
 	"blastradius.dev/blastradius/framework/load"
+	"blastradius.dev/blastradius/internal/atomicjson"
 )
 
 // AgentMain is the hidden `blastradius bench-agent` subcommand started inside
@@ -121,7 +120,7 @@ func runSend(ctx context.Context, target string, d time.Duration, result string,
 		fmt.Fprintf(stderr, "bench-agent: %v\n", err)
 		return 1
 	}
-	if err := writeJSON(result, res); err != nil {
+	if err := atomicjson.Write(result, res); err != nil {
 		fmt.Fprintf(stderr, "bench-agent: %v\n", err)
 		return 1
 	}
@@ -131,29 +130,4 @@ func runSend(ctx context.Context, target string, d time.Duration, result string,
 	}
 	fmt.Fprintf(stdout, "bench-agent: sent %d bytes to %s in %.3fs; %s; %.1f MB/s\n", res.Bytes, target, res.Seconds, ack, res.MBps())
 	return 0
-}
-
-// writeJSON writes v to path atomically: readers see the whole file or none.
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -19,6 +19,7 @@ import (
 	"blastradius.dev/blastradius/framework/load"
 	"blastradius.dev/blastradius/framework/netnstrial"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/atomicjson"
 )
 
 // The bench topology: one client pod on node-1, one server pod on node-2.
@@ -43,7 +44,7 @@ func Run(ctx context.Context, cfg *Config, env Environment, command []string, lo
 	}
 	r := &Report{SchemaVersion: SchemaVersion, Command: command, Started: time.Now(), Status: StatusRunning,
 		Environment: env, Config: *cfg, Modes: []*ModeResult{}, Goals: []Goal{}}
-	save := func() error { return writeJSON(filepath.Join(cfg.Out, "bench.json"), r) }
+	save := func() error { return atomicjson.Write(filepath.Join(cfg.Out, "bench.json"), r) }
 	if err := save(); err != nil {
 		return nil, err
 	}

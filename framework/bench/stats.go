@@ -1,17 +1,14 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // ClockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat
@@ -110,48 +107,6 @@ func round(x float64, digits int) float64 {
 	return math.Round(x*p) / p
 }
 
-// ParseStatTicks returns utime+stime, in clock ticks, from the contents of
-// /proc/<pid>/stat. The command name (field 2) is in parentheses and may
-// itself hold spaces and parentheses, so fields are counted after the last ')'.
-func ParseStatTicks(stat []byte) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("stat: no command name")
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after the command name, want at least 13", len(f))
-	}
-	ut, err := strconv.ParseUint(f[11], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stat: utime %q: %v", f[11], err)
-	}
-	st, err := strconv.ParseUint(f[12], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stat: stime %q: %v", f[12], err)
-	}
-	return ut + st, nil
-}
-
-// ParseStatusKB returns the value, in kB, of a "Key:   1234 kB" line of
-// /proc/<pid>/status (VmHWM is the peak resident set, VmRSS the current).
-func ParseStatusKB(status []byte, key string) (int64, error) {
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok || k != key {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("status: %s: unexpected value %q", key, strings.TrimSpace(v))
-		}
-		return strconv.ParseInt(f[0], 10, 64)
-	}
-	return 0, fmt.Errorf("status: no %s", key)
-}
-
 // procSample is one reading of a process's CPU and memory.
 type procSample struct {
 	pid   int
@@ -167,67 +122,30 @@ func sampleProc(pid int) procSample {
 		s.err = fmt.Errorf("not running")
 		return s
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procfs.Stat(pid)
 	if err != nil {
 		s.err = err
 		return s
 	}
-	if s.ticks, err = ParseStatTicks(stat); err != nil {
-		s.err = err
-		return s
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	s.ticks = st.UTime + st.STime
+	status, err := procfs.ReadStatus(strconv.Itoa(pid))
 	if err != nil {
 		s.err = err
 		return s
 	}
-	if s.hwmKB, err = ParseStatusKB(status, "VmHWM"); err != nil {
+	if s.hwmKB, err = procfs.StatusKB(status, "VmHWM"); err != nil {
 		s.err = err
 		return s
 	}
-	s.rssKB, s.err = ParseStatusKB(status, "VmRSS")
+	s.rssKB, s.err = procfs.StatusKB(status, "VmRSS")
 	return s
 }
 
-// MachineCPU is the first ("cpu") line of /proc/stat, in clock ticks.
-type MachineCPU struct {
-	Busy  uint64 // everything but idle and iowait
-	IRQ   uint64 // irq + softirq (part of Busy)
-	Total uint64
-}
+// MachineCPU is the machine's CPU counters (procfs).
+type MachineCPU = procfs.MachineCPU
 
 // readMachineCPU reads the whole machine's CPU counters; zero on error.
 func readMachineCPU() MachineCPU {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return MachineCPU{}
-	}
-	m, _ := ParseMachineCPU(b)
+	m, _ := procfs.ReadMachineCPU()
 	return m
-}
-
-// ParseMachineCPU parses the first ("cpu") line of /proc/stat.
-func ParseMachineCPU(stat []byte) (MachineCPU, error) {
-	var m MachineCPU
-	line, _, _ := bytes.Cut(stat, []byte("\n"))
-	f := strings.Fields(string(line))
-	if len(f) < 8 || f[0] != "cpu" {
-		return m, fmt.Errorf("/proc/stat: unexpected first line %q", line)
-	}
-	// user nice system idle iowait irq softirq steal [guest guest_nice]: guest
-	// time is already counted in user, so only the first eight are summed.
-	for i, s := range f[1:min(len(f), 9)] {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return MachineCPU{}, fmt.Errorf("/proc/stat: %q: %v", s, err)
-		}
-		m.Total += v
-		if i != 3 && i != 4 {
-			m.Busy += v
-		}
-		if i == 5 || i == 6 {
-			m.IRQ += v
-		}
-	}
-	return m, nil
 }

@@ -70,54 +70,6 @@ func TestSummarizeLatencyWindow(t *testing.T) {
 	}
 }
 
-func TestParseStatTicks(t *testing.T) {
-	// A real line, with a command name holding a space and a parenthesis.
-	stat := "4242 (bl) astradius x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 12 0 12345 1234567 890 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-	got, err := ParseStatTicks([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != 325 {
-		t.Errorf("utime+stime = %d, want 325", got)
-	}
-	for _, bad := range []string{"", "4242 bl S 1", "1 (x) S 1 2 3", "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s 0"} {
-		if _, err := ParseStatTicks([]byte(bad)); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
-}
-
-func TestParseStatusKB(t *testing.T) {
-	status := "Name:\tblastradius\nVmPeak:\t 1300000 kB\nVmHWM:\t   25124 kB\nVmRSS:\t   24000 kB\nThreads:\t12\n"
-	if v, err := ParseStatusKB([]byte(status), "VmHWM"); err != nil || v != 25124 {
-		t.Errorf("VmHWM = %d, %v; want 25124", v, err)
-	}
-	if v, err := ParseStatusKB([]byte(status), "VmRSS"); err != nil || v != 24000 {
-		t.Errorf("VmRSS = %d, %v; want 24000", v, err)
-	}
-	if _, err := ParseStatusKB([]byte(status), "VmSwap"); err == nil {
-		t.Error("missing key: no error")
-	}
-	if _, err := ParseStatusKB([]byte("VmHWM:\tlots\n"), "VmHWM"); err == nil {
-		t.Error("malformed value: no error")
-	}
-}
-
-func TestParseMachineCPU(t *testing.T) {
-	stat := "cpu  100 5 50 800 20 3 2 0 40 0\ncpu0 1 2 3 4 5 6 7 8\n"
-	m, err := ParseMachineCPU([]byte(stat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// busy: user+nice+system+irq+softirq+steal = 160; total adds idle and iowait; guest is in user already.
-	if m.Busy != 160 || m.Total != 980 || m.IRQ != 5 {
-		t.Errorf("busy/total/irq = %d/%d/%d, want 160/980/5", m.Busy, m.Total, m.IRQ)
-	}
-	if _, err := ParseMachineCPU([]byte("intr 1 2 3\n")); err == nil {
-		t.Error("no cpu line: no error")
-	}
-}
-
 // The real /proc of this process parses.
 func TestSampleSelf(t *testing.T) {
 	s := sampleProc(pidSelf())

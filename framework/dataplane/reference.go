@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/cluster/netns"
 	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/atomicjson"
 	"blastradius.dev/blastradius/proxy/ca"
 	"blastradius.dev/blastradius/proxy/controlplane"
 	"blastradius.dev/blastradius/proxy/inpod"
@@ -133,15 +133,7 @@ func (r *Reference) writeRegistry() error {
 		reg.Services = append(reg.Services, s)
 	}
 	r.mu.Unlock()
-	b, err := json.MarshalIndent(reg, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := r.registryPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, r.registryPath())
+	return atomicjson.Write(r.registryPath(), reg)
 }
 
 // SetPolicies replaces the authorization policies and publishes them.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"blastradius.dev/blastradius/framework/measure"
+	"blastradius.dev/blastradius/internal/atomicjson"
 )
 
 // SchemaVersion is bumped on any incompatible change to run.json. Version 2
@@ -309,38 +310,7 @@ type ExpectationResult struct {
 // Save writes run.json into dir atomically: a reader (or a kill) never sees
 // a half-written file.
 func Save(dir string, r *Run) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".run.json.*")
-	if err != nil {
-		return fmt.Errorf("save run.json: %w", err)
-	}
-	err = func() error {
-		if _, err := tmp.Write(append(b, '\n')); err != nil {
-			tmp.Close()
-			return err
-		}
-		// fsync before rename: after a power loss the file is the old or the
-		// new version, never an empty one.
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
-		if err := tmp.Close(); err != nil {
-			return err
-		}
-		if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-			return err
-		}
-		return os.Rename(tmp.Name(), filepath.Join(dir, "run.json"))
-	}()
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("save run.json: %w", err)
-	}
-	return nil
+	return atomicjson.Write(filepath.Join(dir, "run.json"), r)
 }
 
 // Load reads run.json from a run folder.

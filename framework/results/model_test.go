@@ -156,8 +156,8 @@ func TestSaveLeavesNoTempFiles(t *testing.T) {
 func TestSaveErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no", "such", "dir")
 	err := Save(missing, fullRun())
-	if err == nil || !strings.HasPrefix(err.Error(), "save run.json: ") {
-		t.Errorf("Save into a missing folder: err = %v, want a save run.json error", err)
+	if err == nil || !strings.HasPrefix(err.Error(), "write run.json: ") {
+		t.Errorf("Save into a missing folder: err = %v, want a write run.json error", err)
 	}
 	if _, serr := os.Stat(missing); !errors.Is(serr, os.ErrNotExist) {
 		t.Errorf("Save created %s: %v", missing, serr)

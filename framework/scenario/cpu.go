@@ -1,13 +1,11 @@
 package scenario
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // cpuSampler records whole-machine CPU use, because a disruption measured on
@@ -20,28 +18,8 @@ type cpuSampler struct {
 }
 
 func readCPU() (busy, total uint64, err error) {
-	f, err := os.Open("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	if !sc.Scan() {
-		return 0, 0, fmt.Errorf("/proc/stat: empty")
-	}
-	fields := strings.Fields(sc.Text())
-	if len(fields) < 5 || fields[0] != "cpu" {
-		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line")
-	}
-	for i, f := range fields[1:] {
-		var v uint64
-		fmt.Sscan(f, &v)
-		total += v
-		if i != 3 && i != 4 { // idle, iowait
-			busy += v
-		}
-	}
-	return busy, total, nil
+	m, err := procfs.ReadMachineCPU()
+	return m.Busy, m.Total, err
 }
 
 func (s *cpuSampler) run(ctx context.Context) {

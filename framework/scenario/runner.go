@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/measure"
 	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // Options configure a run.
@@ -166,17 +166,15 @@ func (r *Runner) verdictInput(fe *FaultEnv, kind *FaultKind, p plan, tr *results
 
 // peakRSSMB is this process's peak resident memory (VmHWM) in MB.
 func peakRSSMB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
+	b, err := procfs.ReadStatus("self")
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-			return round3(kb / 1000)
-		}
+	kb, err := procfs.StatusKB(b, "VmHWM")
+	if err != nil {
+		return 0
 	}
-	return 0
+	return round3(float64(kb) / 1000)
 }
 
 // SkipError says a scenario cannot run here; the trial is skipped, not failed.

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"blastradius.dev/blastradius/framework/bench"
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 // ProcStats is what /proc says about one process.
@@ -48,20 +48,18 @@ func ReadProc(pid int) (ProcStats, error) {
 		}
 	}
 	d.Close()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := procfs.ReadStatus(strconv.Itoa(pid))
 	if err != nil {
 		return st, err
 	}
-	rssKB, err := bench.ParseStatusKB(b, "VmRSS")
+	rssKB, err := procfs.StatusKB(b, "VmRSS")
 	if err != nil {
 		// A zombie has no VmRSS line: it is gone as far as a leak goes.
 		return st, fmt.Errorf("/proc/%d/%v (exited?)", pid, err)
 	}
 	st.RSSBytes = rssKB * 1024
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			st.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
+	if v, err := procfs.StatusValue(b, "Threads"); err == nil {
+		st.Threads, _ = strconv.Atoi(v)
 	}
 	return st, nil
 }

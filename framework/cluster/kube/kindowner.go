@@ -51,11 +51,11 @@ func writeKindOwner(cluster, kubeconfig string) error {
 	if err != nil {
 		return err
 	}
-	_, start, err := procfs.Stat(os.Getpid())
+	self, err := procfs.Stat(os.Getpid())
 	if err != nil {
 		return fmt.Errorf("kind: owner record: %v", err)
 	}
-	b, _ := json.Marshal(KindOwner{Cluster: cluster, Pid: os.Getpid(), PidStart: start, Kubeconfig: kubeconfig, Created: time.Now()})
+	b, _ := json.Marshal(KindOwner{Cluster: cluster, Pid: os.Getpid(), PidStart: self.Start, Kubeconfig: kubeconfig, Created: time.Now()})
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("kind: owner record: %v", err)
 	}

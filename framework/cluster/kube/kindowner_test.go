@@ -119,10 +119,11 @@ func TestKindLeftoverOfAKilledRunIsDeletedByTheNextRun(t *testing.T) {
 
 	t.Run("owner alive: refused", func(t *testing.T) {
 		state, log := fakeDocker(t, nodes...)
-		_, start, err := procfs.Stat(os.Getpid())
+		self, err := procfs.Stat(os.Getpid())
 		if err != nil {
 			t.Fatal(err)
 		}
+		start := self.Start
 		writeOwner(t, KindOwner{Cluster: name, Pid: os.Getpid(), PidStart: start, Kubeconfig: kubeconfig})
 		_, err = CreateKind(context.Background(), KindOptions{Config: cfg, Kubeconfig: kubeconfig})
 		if err == nil || !strings.Contains(err.Error(), "in use by a running blastradius (pid ") || strings.Contains(err.Error(), "\n") {
@@ -139,7 +140,8 @@ func TestKindLeftoverOfAKilledRunIsDeletedByTheNextRun(t *testing.T) {
 	t.Run("owner dead: deleted, then created anew", func(t *testing.T) {
 		state, log := fakeDocker(t, nodes...)
 		// Same pid number, another start time: a reused pid is not the owner.
-		_, start, _ := procfs.Stat(os.Getpid())
+		self, _ := procfs.Stat(os.Getpid())
+		start := self.Start
 		for _, o := range []KindOwner{{Pid: deadPid(t)}, {Pid: os.Getpid(), PidStart: start + 1}} {
 			o.Cluster, o.Kubeconfig = name, kubeconfig
 			writeOwner(t, o)

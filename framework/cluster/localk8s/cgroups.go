@@ -179,8 +179,8 @@ func nodeProcs(n nodeState) []int {
 }
 
 func pidAlive(pid int) bool {
-	st, _, err := procfs.Stat(pid)
-	return err == nil && st != 'Z' && st != 'X'
+	s, err := procfs.Stat(pid)
+	return err == nil && s.State != 'Z' && s.State != 'X'
 }
 
 func allPids() []int {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"blastradius.dev/blastradius/internal/procfs"
 	"blastradius.dev/blastradius/internal/oneline"
 )
 
@@ -292,19 +293,9 @@ func startedByUp(pid int, dir string, cmdline []byte) bool {
 
 // parentOf is a process's parent pid, 0 if unknown.
 func parentOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := procfs.Stat(pid)
 	if err != nil {
 		return 0
 	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	var state string
-	var ppid int
-	if _, err := fmt.Sscanf(string(b[i+1:]), " %s %d", &state, &ppid); err != nil {
-		return 0
-	}
-	return ppid
+	return s.PPid
 }

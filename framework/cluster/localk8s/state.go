@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"blastradius.dev/blastradius/internal/atomicjson"
 	"blastradius.dev/blastradius/internal/procfs"
 )
 
@@ -68,8 +69,8 @@ type proc struct {
 }
 
 func newProc(name string, pid int) proc {
-	_, start, _ := procfs.Stat(pid)
-	return proc{Name: name, Pid: pid, Start: start}
+	s, _ := procfs.Stat(pid)
+	return proc{Name: name, Pid: pid, Start: s.Start}
 }
 
 // alive says whether the recorded process still runs (a zombie does not).
@@ -97,15 +98,7 @@ func (f *stateFile) update(change func(s *state)) error {
 }
 
 func (f *stateFile) saveLocked() error {
-	b, err := json.MarshalIndent(f.s, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := f.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, f.path)
+	return atomicjson.WriteMode(f.path, f.s, 0o600)
 }
 
 func (f *stateFile) get() state {
