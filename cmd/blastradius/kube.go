@@ -100,6 +100,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		var workers []string
 		var crasher kubetrial.NodeCrasher
 		var partitioner func(b *kubetrial.Backend) kubetrial.NodePartitioner
+		var dropper kubetrial.PodDropper
 		cleanup := func() {}
 		switch f.provider {
 		case "kind":
@@ -146,6 +147,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			crasher = nodeCrasherFor(f.kubeconfig, logf)
 			if l, ok := crasher.(localNodes); ok {
 				partitioner = func(*kubetrial.Backend) kubetrial.NodePartitioner { return l }
+				dropper = l
 			}
 		case "local-k8s":
 			c, done, err := localCluster(ctx, f, maxNodes, logf)
@@ -161,6 +163,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			cfg, workers = loaded.Config, c.Nodes[:maxNodes]
 			crasher = localNodes{c}
 			partitioner = func(*kubetrial.Backend) kubetrial.NodePartitioner { return localNodes{c} }
+			dropper = localNodes{c}
 		}
 		b, err := kubeBackend(ctx, cfg, workers, maxNodes, f.image, logf)
 		if err != nil {
@@ -171,6 +174,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		if partitioner != nil {
 			b.Partitioner = partitioner(b)
 		}
+		b.Dropper = dropper
 		if f.faults == "chaos-mesh" {
 			if b.Chaos, err = chaosClient(cfg, b.Mapper); err != nil {
 				cleanup()
@@ -292,11 +296,11 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 		b.Crasher = &kubetrial.ContainerCrasher{}
 		b.Partitioner = &kubetrial.ContainerPartitioner{}
 	case "local-k8s":
-		b.Crasher, b.Partitioner = localNodes{}, localNodes{}
+		b.Crasher, b.Partitioner, b.Dropper = localNodes{}, localNodes{}, localNodes{}
 	default:
 		b.Crasher = nodeCrasherFor(f.kubeconfig, nil)
 		if l, ok := b.Crasher.(localNodes); ok {
-			b.Partitioner = l
+			b.Partitioner, b.Dropper = l, l
 		}
 	}
 	if f.faults == "chaos-mesh" {
@@ -361,6 +365,14 @@ func (l localNodes) CrashNode(node string) (time.Time, error) {
 
 func (l localNodes) PartitionHow() string {
 	return "nftables in each node's network namespace (prerouting, raw priority) drops every packet from the other nodes' IP and pod CIDR; the API server stays reachable"
+}
+
+func (l localNodes) DropFlow(node, server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+	return l.c.DropFlow(node, server, client, port)
+}
+
+func (l localNodes) DropPod(node, pod string) (time.Time, func() (time.Time, time.Duration, error), error) {
+	return l.c.DropPod(node, pod)
 }
 
 func (l localNodes) PartitionNodes(names ...string) (time.Time, func() (time.Time, error), error) {

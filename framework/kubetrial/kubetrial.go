@@ -56,6 +56,14 @@ type NodePartitioner interface {
 	PartitionNodes(names ...string) (at time.Time, heal func() (time.Time, error), err error)
 }
 
+// PodDropper black-holes traffic inside pods, by their node's Kubernetes
+// name and the pods' addresses: one flow as it enters its server pod, or
+// every packet in and out of a pod but loopback.
+type PodDropper interface {
+	DropFlow(node, server, client string, port int) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
+	DropPod(node, pod string) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
+}
+
 // Backend is the scenario.Backend for Kubernetes.
 type Backend struct {
 	Client  kubernetes.Interface
@@ -69,6 +77,8 @@ type Backend struct {
 	Crasher NodeCrasher
 	// Partitioner is nil when the provider cannot cut nodes apart.
 	Partitioner NodePartitioner
+	// Dropper is nil when the provider cannot reach into pods' networks.
+	Dropper PodDropper
 	// Chaos, when set, injects the faults Chaos Mesh can through its
 	// objects (chaos.go); nil: pod deletions and scaling through the API.
 	Chaos *kube.ChaosClient
@@ -120,6 +130,10 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 		}
 		caps[scenario.CapPartitionNodes] = how + ": the two nodes"
 		caps[scenario.CapPartitionSegment] = how + ": every node of the trial"
+	}
+	if b.Dropper != nil {
+		caps[scenario.CapDropFlow] = "nftables in the server pod's network namespace drops the flow's packets as they enter it"
+		caps[scenario.CapDropPod] = "nftables in the pod's network namespace drops every packet in and out of it but loopback"
 	}
 	if b.Chaos != nil {
 		caps = caps.Merge(chaosCapabilities(mode))

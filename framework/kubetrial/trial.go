@@ -295,6 +295,50 @@ type nodes struct {
 	cordoned []string
 }
 
+// pod is the running pod playing a planned name: its address and real node.
+func (n *nodes) pod(name string) (ip, node string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pl, err := n.b.place(ctx, n.ns)
+	if err != nil {
+		return "", "", err
+	}
+	p, ok := pl.pods[name]
+	if !ok || p.Status.PodIP == "" {
+		return "", "", fmt.Errorf("no running pod with an address plays %s", name)
+	}
+	return p.Status.PodIP, p.Spec.NodeName, nil
+}
+
+// DropFlow implements scenario.FlowDropper: planned pod names become the
+// running pods' addresses and the server's node.
+func (n *nodes) DropFlow(server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+	if n.b.Dropper == nil {
+		return time.Time{}, nil, errors.New("this provider cannot drop a flow")
+	}
+	sip, node, err := n.pod(server)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	cip, _, err := n.pod(client)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	return n.b.Dropper.DropFlow(node, sip, cip, port)
+}
+
+// DropPod implements scenario.PodDropper.
+func (n *nodes) DropPod(pod string) (time.Time, func() (time.Time, time.Duration, error), error) {
+	if n.b.Dropper == nil {
+		return time.Time{}, nil, errors.New("this provider cannot drop a pod's packets")
+	}
+	ip, node, err := n.pod(pod)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	return n.b.Dropper.DropPod(node, ip)
+}
+
 // PodNode implements scenario.Infra.
 func (n *nodes) PodNode(pod string) (string, bool) {
 	node, ok := n.podNodes[pod]

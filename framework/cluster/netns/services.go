@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"blastradius.dev/blastradius/internal/nftpart"
 )
 
 // Service is a virtual IP load-balanced over the ready endpoints of its pods,
@@ -183,7 +185,7 @@ func (c *Cluster) programServices() error {
 		}
 		if err := programPod(p.fd, func(nat, filter *nftables.Chain, conn *nftables.Conn) {
 			for _, r := range rules {
-				match := matchDst(r.vip, r.port)
+				match := nftpart.MatchDst(r.vip, r.port)
 				if len(r.eps) == 0 {
 					// No endpoint: refuse at once, like kube-proxy's reject rule.
 					conn.AddRule(&nftables.Rule{Table: filter.Table, Chain: filter, Exprs: append(match,
@@ -239,26 +241,6 @@ func bigBatches(c *netlink.Conn) error {
 		return err
 	}
 	return c.SetReadBuffer(4 << 20)
-}
-
-// matchDst matches TCP to ip:port.
-func matchDst(ip net.IP, port int) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ip.To4()},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, uint16(port))},
-	}
-}
-
-// matchSrcDst matches TCP from src to dst:port.
-func matchSrcDst(src, dst net.IP, port int) []expr.Any {
-	return append([]expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: src.To4()},
-	}, matchDst(dst, port)...)
 }
 
 // programPod replaces the pod's service table in one netlink transaction, so

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"blastradius.dev/blastradius/internal/nftpart"
 )
 
@@ -111,4 +114,101 @@ func installIn(path string, from, self []*net.IPNet) (func() error, error) {
 		defer f.Close()
 		return remove()
 	}, nil
+}
+
+// podNetNS opens the network namespace of the pod with address ip on node
+// name: the namespace, among those of the node's processes (its pods'
+// sandboxes and containers), that holds the address.
+func (c *Cluster) podNetNS(name, ip string) (*os.File, error) {
+	n, err := c.node(name)
+	if err != nil {
+		return nil, err
+	}
+	want := net.ParseIP(ip)
+	if want == nil {
+		return nil, fmt.Errorf("local-k8s: %q is not a pod address", ip)
+	}
+	nodeNS, _ := os.Stat(n.netnsPath())
+	seen := map[uint64]bool{}
+	for _, pid := range nodeProcs(n) {
+		ino, err := nsInode(pid, "net")
+		if err != nil || seen[ino] {
+			continue
+		}
+		seen[ino] = true
+		path := fmt.Sprintf("/proc/%d/ns/net", pid)
+		if st, err := os.Stat(path); err == nil && nodeNS != nil && os.SameFile(st, nodeNS) {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		if hasAddr(f, want) {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("local-k8s: no pod with address %s on %s", ip, name)
+}
+
+// hasAddr says whether the network namespace f has address ip.
+func hasAddr(f *os.File, ip net.IP) bool {
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(f.Fd())))
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// DropFlow black-holes one flow inside its server pod on node name (address
+// server): TCP from client to server:port is dropped as it enters the pod,
+// the embedded cluster's rule (nftpart.DropFlow). It returns the instant the
+// rule is live and what removes it.
+func (c *Cluster) DropFlow(name, server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+	f, err := c.podNetNS(name, server)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	at, undo, err := nftpart.DropFlow(int(f.Fd()), net.ParseIP(client), net.ParseIP(server), port)
+	if err != nil {
+		f.Close()
+		return time.Time{}, nil, fmt.Errorf("local-k8s: drop flow to %s: %w", server, err)
+	}
+	c.logf("flow %s -> %s:%d black-holed in the server pod", client, server, port)
+	return at, closing(f, undo), nil
+}
+
+// DropPod cuts the pod with address pod on node name off the network,
+// loopback excepted (nftpart.DropPod).
+func (c *Cluster) DropPod(name, pod string) (time.Time, func() (time.Time, time.Duration, error), error) {
+	f, err := c.podNetNS(name, pod)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	at, undo, err := nftpart.DropPod(int(f.Fd()))
+	if err != nil {
+		f.Close()
+		return time.Time{}, nil, fmt.Errorf("local-k8s: drop pod %s: %w", pod, err)
+	}
+	c.logf("pod %s cut off (every packet but loopback dropped)", pod)
+	return at, closing(f, undo), nil
+}
+
+// closing runs undo, then closes the namespace it acted in.
+func closing(f *os.File, undo nftpart.Undo) func() (time.Time, time.Duration, error) {
+	return func() (time.Time, time.Duration, error) {
+		defer f.Close()
+		return undo()
+	}
 }
