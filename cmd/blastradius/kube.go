@@ -367,8 +367,8 @@ func (l localNodes) PartitionHow() string {
 	return "nftables in each node's network namespace (prerouting, raw priority) drops every packet from the other nodes' IP and pod CIDR; the API server stays reachable"
 }
 
-func (l localNodes) DropFlow(node, server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
-	return l.c.DropFlow(node, server, client, port)
+func (l localNodes) DropFlow(node, server, client string, ports ...int) (time.Time, func() (time.Time, time.Duration, error), error) {
+	return l.c.DropFlow(node, server, client, ports...)
 }
 
 func (l localNodes) DropPod(node, pod string) (time.Time, func() (time.Time, time.Duration, error), error) {

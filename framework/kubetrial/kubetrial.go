@@ -60,7 +60,7 @@ type NodePartitioner interface {
 // name and the pods' addresses: one flow as it enters its server pod, or
 // every packet in and out of a pod but loopback.
 type PodDropper interface {
-	DropFlow(node, server, client string, port int) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
+	DropFlow(node, server, client string, ports ...int) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
 	DropPod(node, pod string) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
 }
 

@@ -312,7 +312,7 @@ func (n *nodes) pod(name string) (ip, node string, err error) {
 
 // DropFlow implements scenario.FlowDropper: planned pod names become the
 // running pods' addresses and the server's node.
-func (n *nodes) DropFlow(server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+func (n *nodes) DropFlow(server, client string, ports ...int) (time.Time, func() (time.Time, time.Duration, error), error) {
 	if n.b.Dropper == nil {
 		return time.Time{}, nil, errors.New("this provider cannot drop a flow")
 	}
@@ -324,7 +324,7 @@ func (n *nodes) DropFlow(server, client string, port int) (time.Time, func() (ti
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	return n.b.Dropper.DropFlow(node, sip, cip, port)
+	return n.b.Dropper.DropFlow(node, sip, cip, ports...)
 }
 
 // DropPod implements scenario.PodDropper.

@@ -392,12 +392,12 @@ func (in *infra) PartitionAll() (time.Time, func() (time.Time, error), error) {
 	return in.cl.PartitionAll()
 }
 
-func (in *infra) DropFlow(server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+func (in *infra) DropFlow(server, client string, ports ...int) (time.Time, func() (time.Time, time.Duration, error), error) {
 	cp, ok := in.cl.Pod(client)
 	if !ok {
 		return time.Time{}, nil, fmt.Errorf("drop flow: no pod %s", client)
 	}
-	return in.cl.DropFlow(server, cp.IP, port)
+	return in.cl.DropFlow(server, cp.IP, ports...)
 }
 
 func (in *infra) DropPod(pod string) (time.Time, func() (time.Time, time.Duration, error), error) {

@@ -58,10 +58,10 @@ type SegmentPartitioner interface {
 	PartitionAll() (at time.Time, heal func() (time.Time, error), err error)
 }
 
-// FlowDropper drops a flow's packets as they enter its server pod: those
-// from the client pod to port.
+// FlowDropper drops a flow's packets as they enter its server pod: TCP
+// from the client pod to any of ports.
 type FlowDropper interface {
-	DropFlow(server, client string, port int) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
+	DropFlow(server, client string, ports ...int) (at time.Time, undo func() (time.Time, time.Duration, error), err error)
 }
 
 // PodDropper drops every packet in and out of a pod but loopback.

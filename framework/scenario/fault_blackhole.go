@@ -27,6 +27,10 @@ const (
 	DropClientPod = "client-pod"
 )
 
+// HBONEPort is where ambient mode's tunnels enter a pod (ztunnel's inbound
+// port).
+const HBONEPort = 15008
+
 // DropKinds lists the values of Fault.Drop.
 var DropKinds = []string{DropFlow, DropClientPod}
 
@@ -140,10 +144,20 @@ func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what
 	if flow.Kind.Profile == ProfileStream {
 		port = TCPPort
 	}
-	open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
-		return d.DropFlow(flow.Server, flow.Client, port)
+	ports := []int{port}
+	what = "drop " + flow.Client + " -> " + flow.Server + ":" + strconv.Itoa(port)
+	if e.Mode == "ambient" {
+		// The flow's packets cross the network inside the two pods' HBONE
+		// tunnel, and the server pod's proxy hands the stream to the app
+		// from the pod's own address: only the tunnel carries the flow
+		// between the pods. Every flow between the same two pods shares it.
+		ports = append(ports, HBONEPort)
+		what += " and its HBONE tunnel (:" + strconv.Itoa(HBONEPort) + ", shared by every flow between the two pods)"
 	}
-	return open, target, "drop " + flow.Client + " -> " + flow.Server + ":" + strconv.Itoa(port), nil
+	open = func() (time.Time, func() (time.Time, time.Duration, error), error) {
+		return d.DropFlow(flow.Server, flow.Client, ports...)
+	}
+	return open, target, what, nil
 }
 
 // holeTap is a packet tap in a black-holed client pod's namespace, naming

@@ -18,14 +18,15 @@ import (
 type Undo func() (began time.Time, took time.Duration, err error)
 
 // DropFlow black-holes one flow in the network namespace fd of its server
-// pod (address dst): TCP from src to dst:port is dropped as it enters the
-// pod, new and established connections alike. Dropping on the receiving
-// side (not in the sender's output hook, where the sender would get EPERM)
-// makes it a true black hole. In ambient mode the pod's own proxy hands the
-// connection to the app over the pod's loopback with the client's address,
-// so the drop catches the flow there too. It returns when the rule is live:
+// pod (address dst): TCP from src to dst on any of ports is dropped as it
+// enters the pod, new and established connections alike. Dropping on the
+// receiving side (not in the sender's output hook, where the sender would
+// get EPERM) makes it a true black hole. It returns when the rules are live:
 // that instant is the ground truth start.
-func DropFlow(fd int, src, dst net.IP, port int) (time.Time, Undo, error) {
+func DropFlow(fd int, src, dst net.IP, ports ...int) (time.Time, Undo, error) {
+	if len(ports) == 0 {
+		return time.Time{}, nil, fmt.Errorf("drop flow: no port")
+	}
 	conn, err := nftables.New(nftables.WithNetNSFd(fd))
 	if err != nil {
 		return time.Time{}, nil, err
@@ -33,7 +34,9 @@ func DropFlow(fd int, src, dst net.IP, port int) (time.Time, Undo, error) {
 	t := conn.AddTable(&nftables.Table{Name: "blastradius-fault", Family: nftables.TableFamilyIPv4})
 	ch := conn.AddChain(&nftables.Chain{Name: "drop", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
-	conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(MatchSrcDst(src, dst, port), &expr.Verdict{Kind: expr.VerdictDrop})})
+	for _, port := range ports {
+		conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(MatchSrcDst(src, dst, port), &expr.Verdict{Kind: expr.VerdictDrop})})
+	}
 	if err := conn.Flush(); err != nil {
 		return time.Time{}, nil, err
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"blastradius.dev/blastradius/internal/procfs"
 	"blastradius.dev/blastradius/internal/oneline"
+	"blastradius.dev/blastradius/internal/procfs"
 )
 
 const (

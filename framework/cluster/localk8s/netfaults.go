@@ -172,20 +172,20 @@ func hasAddr(f *os.File, ip net.IP) bool {
 }
 
 // DropFlow black-holes one flow inside its server pod on node name (address
-// server): TCP from client to server:port is dropped as it enters the pod,
+// server): TCP from client to server on any of ports is dropped as it enters the pod,
 // the embedded cluster's rule (nftpart.DropFlow). It returns the instant the
 // rule is live and what removes it.
-func (c *Cluster) DropFlow(name, server, client string, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+func (c *Cluster) DropFlow(name, server, client string, ports ...int) (time.Time, func() (time.Time, time.Duration, error), error) {
 	f, err := c.podNetNS(name, server)
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	at, undo, err := nftpart.DropFlow(int(f.Fd()), net.ParseIP(client), net.ParseIP(server), port)
+	at, undo, err := nftpart.DropFlow(int(f.Fd()), net.ParseIP(client), net.ParseIP(server), ports...)
 	if err != nil {
 		f.Close()
 		return time.Time{}, nil, fmt.Errorf("local-k8s: drop flow to %s: %w", server, err)
 	}
-	c.logf("flow %s -> %s:%d black-holed in the server pod", client, server, port)
+	c.logf("flow %s -> %s:%v black-holed in the server pod", client, server, ports)
 	return at, closing(f, undo), nil
 }
 

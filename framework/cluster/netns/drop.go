@@ -8,15 +8,15 @@ import (
 	"blastradius.dev/blastradius/internal/nftpart"
 )
 
-// DropFlow black-holes one flow: TCP from src to the pod's port is dropped as
-// it enters the pod (nftpart.DropFlow). It returns the instant the rule is
+// DropFlow black-holes one flow: TCP from src to any of the pod's ports is
+// dropped as it enters the pod (nftpart.DropFlow). It returns the instant the rule is
 // live and what removes it.
-func (c *Cluster) DropFlow(pod string, src net.IP, port int) (time.Time, func() (time.Time, time.Duration, error), error) {
+func (c *Cluster) DropFlow(pod string, src net.IP, ports ...int) (time.Time, func() (time.Time, time.Duration, error), error) {
 	p, ok := c.pods[pod]
 	if !ok {
 		return time.Time{}, nil, fmt.Errorf("drop flow: no pod %s", pod)
 	}
-	at, undo, err := nftpart.DropFlow(p.fd, src, p.IP, port)
+	at, undo, err := nftpart.DropFlow(p.fd, src, p.IP, ports...)
 	if err != nil {
 		return time.Time{}, nil, fmt.Errorf("drop flow in %s: %w", pod, err)
 	}
