@@ -36,6 +36,7 @@ Usage:
 `
 
 func main() {
+	runNodeInit()
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -242,7 +242,7 @@ func kubeProxyYAML(n nodeState) ([]byte, error) {
 
 // startNodeInit starts node n's init: a copy of this executable in a new
 // PID and mount namespace, forked from a thread inside the node's network
-// namespace. It runs nodeInit (see the package's init function).
+// namespace. It runs nodeInit (see RunNodeInit).
 func startNodeInit(l layout, n nodeState, self string) (*exec.Cmd, error) {
 	s := specPath(l, n.Name)
 	logPath := filepath.Join(l.node(n.Name), nodeVarLog, "init.log")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -22,22 +23,27 @@ import (
 )
 
 // A node's init is this executable started again with nodeInitEnv set:
-// any binary that links this package (the blastradius CLI, this package's
-// tests) can be a node init, so Restart works from whichever process holds
-// the Cluster and no helper binary has to be installed. It must take over
-// before main (or the test runner) starts, hence a package init function.
+// any binary that links this package and calls RunNodeInit first thing
+// (the blastradius CLI's main, this package's TestMain) can be a node init,
+// so Restart works from whichever process holds the Cluster and no helper
+// binary has to be installed.
 //
 // It runs in two stages. The first moves into the node's cgroups and
-// unshares the cgroup namespace; namespaces belong to threads, and package
-// initialization runs on the main thread only, so the first stage then
-// re-executes itself: execve keeps the calling thread's namespaces and
-// drops every other thread, and the second stage starts with the whole
-// process, and all it forks, inside the new namespace.
-func init() {
+// unshares the cgroup namespace; namespaces belong to threads, so it locks
+// itself to its thread and re-executes itself from it: execve keeps the
+// calling thread's namespaces and drops every other thread, and the second
+// stage starts with the whole process, and all it forks, inside the new
+// namespace.
+
+// RunNodeInit makes this process a node init when a Cluster started it as
+// one (nodeInitEnv is set), and never returns then; otherwise it returns at
+// once. Call it before anything else in main or TestMain.
+func RunNodeInit() {
 	p := os.Getenv(nodeInitEnv)
 	if p == "" {
 		return
 	}
+	runtime.LockOSThread()
 	if os.Getenv(nodeInitStageEnv) == "" {
 		os.Exit(nodeInitStage1(p))
 	}
