@@ -50,7 +50,9 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 	f := &fakeAPI{t: t, token: "token-1", rv: 100, pods: map[string]KubePod{}, ns: map[string]map[string]string{},
 		changed: make(chan struct{})}
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
+	// Watches a failed test left open (an agent still running) would keep
+	// Close waiting for them: cut them first.
+	t.Cleanup(func() { f.srv.CloseClientConnections(); f.srv.Close() })
 	return f
 }
 
