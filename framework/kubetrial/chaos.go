@@ -99,15 +99,9 @@ func (c *chaosDataPlane) CrashControlPlane() (time.Time, error) {
 
 // CrashSidecar kills the sidecar container of a pod (a planned name).
 func (c *chaosDataPlane) CrashSidecar(pod string) (time.Time, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pl, err := c.b.place(ctx, c.ns)
+	p, err := c.b.playing(c.ns, pod)
 	if err != nil {
 		return time.Time{}, err
-	}
-	p, ok := pl.pods[pod]
-	if !ok {
-		return time.Time{}, fmt.Errorf("no running pod plays %s", pod)
 	}
 	return kill(c.k, kube.SidecarCrash(c.scope, p.Name))
 }

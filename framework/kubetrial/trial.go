@@ -252,19 +252,31 @@ func (d *dataPlane) Describe() string { return "reference " + d.mode + " data pl
 // ControlPlanePod names the control plane's pod in the plan.
 func (d *dataPlane) ControlPlanePod() string { return "controlplane" }
 
-// deletePod deletes the pod playing a plan name at once (grace period 0):
-// the nearest the API comes to a SIGKILL; its controller makes a new pod.
-func (d *dataPlane) deletePod(name string) (time.Time, error) {
+// playing is the running pod that plays a plan name in namespace ns, as
+// the faults find it at the moment they strike.
+func (b *Backend) playing(ns, name string) (corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pl, err := d.b.place(ctx, d.ns)
+	pl, err := b.place(ctx, ns)
 	if err != nil {
-		return time.Time{}, err
+		return corev1.Pod{}, err
 	}
 	p, ok := pl.pods[name]
 	if !ok {
-		return time.Time{}, fmt.Errorf("no running pod plays %s", name)
+		return p, fmt.Errorf("no running pod plays %s", name)
 	}
+	return p, nil
+}
+
+// deletePod deletes the pod playing a plan name at once (grace period 0):
+// the nearest the API comes to a SIGKILL; its controller makes a new pod.
+func (d *dataPlane) deletePod(name string) (time.Time, error) {
+	p, err := d.b.playing(d.ns, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	zero := int64(0)
 	at := time.Now()
 	if err := d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
@@ -297,15 +309,12 @@ type nodes struct {
 
 // pod is the running pod playing a planned name: its address and real node.
 func (n *nodes) pod(name string) (ip, node string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	pl, err := n.b.place(ctx, n.ns)
+	p, err := n.b.playing(n.ns, name)
 	if err != nil {
 		return "", "", err
 	}
-	p, ok := pl.pods[name]
-	if !ok || p.Status.PodIP == "" {
-		return "", "", fmt.Errorf("no running pod with an address plays %s", name)
+	if p.Status.PodIP == "" {
+		return "", "", fmt.Errorf("pod %s, playing %s, has no address", p.Name, name)
 	}
 	return p.Status.PodIP, p.Spec.NodeName, nil
 }
