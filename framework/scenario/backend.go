@@ -182,7 +182,8 @@ func (t *TrialRun) RunFault(ctx context.Context, dataPlane FaultTarget, infra In
 }
 
 // Measure reads the flows' event files under Dir and records the trial's
-// summary, verdict and expectations, as the embedded runner does.
+// summary, verdict and expectations; eps are the services' endpoint
+// changes the backend saw during load.
 func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.EndpointChange) error {
 	if t.stop != nil {
 		t.stop()
