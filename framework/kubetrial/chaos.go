@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
@@ -99,11 +100,11 @@ func (c *chaosDataPlane) CrashControlPlane() (time.Time, error) {
 
 // CrashSidecar kills the sidecar container of a pod (a planned name).
 func (c *chaosDataPlane) CrashSidecar(pod string) (time.Time, error) {
-	p, err := c.b.playing(c.ns, pod)
+	ps, err := c.b.playing(c.ns, pod)
 	if err != nil {
 		return time.Time{}, err
 	}
-	return kill(c.k, kube.SidecarCrash(c.scope, p.Name))
+	return kill(c.k, kube.SidecarCrash(c.scope, ps[0].Name))
 }
 
 // StopControlPlane makes the control plane pod fail until
@@ -146,29 +147,18 @@ type chaosNodes struct {
 // Partition implements scenario.Partitioner with a NetworkChaos held until
 // heal, which pauses it so that Chaos Mesh recovers and records it.
 func (c *chaosNodes) Partition(a, b string) (time.Time, func() (time.Time, error), error) {
-	ra, err := c.real(a)
+	r, err := c.reals(a, b)
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	rb, err := c.real(b)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	obj := kube.NodePartition(c.scope, ra, rb, 0)
+	obj := kube.NodePartition(c.scope, r[0], r[1], 0)
 	at, err := inject(c.k, obj)
 	if err != nil {
 		return at, nil, err
 	}
-	var healed bool
-	var back time.Time
-	var herr error
-	return at, func() (time.Time, error) {
-		if !healed {
-			healed = true
-			ctx, cancel := context.WithTimeout(context.Background(), chaosOp)
-			defer cancel()
-			back, herr = c.k.Recover(ctx, obj)
-		}
-		return back, herr
-	}, nil
+	return at, sync.OnceValues(func() (time.Time, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), chaosOp)
+		defer cancel()
+		return c.k.Recover(ctx, obj)
+	}), nil
 }

@@ -203,12 +203,8 @@ func (c *ContainerPartitioner) PartitionNodes(names ...string) (time.Time, func(
 		}
 		done = append(done, n)
 	}
-	at := time.Now()
-	var once sync.Once
-	var began time.Time
-	var herr error
-	return at, func() (time.Time, error) {
-		once.Do(func() { began = time.Now(); herr = undo() })
-		return began, herr
-	}, nil
+	return time.Now(), sync.OnceValues(func() (time.Time, error) {
+		began := time.Now()
+		return began, undo()
+	}), nil
 }

@@ -252,29 +252,34 @@ func (d *dataPlane) Describe() string { return "reference " + d.mode + " data pl
 // ControlPlanePod names the control plane's pod in the plan.
 func (d *dataPlane) ControlPlanePod() string { return "controlplane" }
 
-// playing is the running pod that plays a plan name in namespace ns, as
-// the faults find it at the moment they strike.
-func (b *Backend) playing(ns, name string) (corev1.Pod, error) {
+// playing is the running pods that play plan names in namespace ns, as
+// the faults find them at the moment they strike (one listing for all).
+func (b *Backend) playing(ns string, names ...string) ([]corev1.Pod, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	pl, err := b.place(ctx, ns)
 	if err != nil {
-		return corev1.Pod{}, err
+		return nil, err
 	}
-	p, ok := pl.pods[name]
-	if !ok {
-		return p, fmt.Errorf("no running pod plays %s", name)
+	out := make([]corev1.Pod, len(names))
+	for i, name := range names {
+		p, ok := pl.pods[name]
+		if !ok {
+			return nil, fmt.Errorf("no running pod plays %s", name)
+		}
+		out[i] = p
 	}
-	return p, nil
+	return out, nil
 }
 
 // deletePod deletes the pod playing a plan name at once (grace period 0):
 // the nearest the API comes to a SIGKILL; its controller makes a new pod.
 func (d *dataPlane) deletePod(name string) (time.Time, error) {
-	p, err := d.b.playing(d.ns, name)
+	ps, err := d.b.playing(d.ns, name)
 	if err != nil {
 		return time.Time{}, err
 	}
+	p := ps[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	zero := int64(0)
@@ -307,16 +312,19 @@ type nodes struct {
 	cordoned []string
 }
 
-// pod is the running pod playing a planned name: its address and real node.
-func (n *nodes) pod(name string) (ip, node string, err error) {
-	p, err := n.b.playing(n.ns, name)
+// addressed is the running pods playing planned names, each with an
+// address.
+func (n *nodes) addressed(names ...string) ([]corev1.Pod, error) {
+	ps, err := n.b.playing(n.ns, names...)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	if p.Status.PodIP == "" {
-		return "", "", fmt.Errorf("pod %s, playing %s, has no address", p.Name, name)
+	for i, p := range ps {
+		if p.Status.PodIP == "" {
+			return nil, fmt.Errorf("pod %s, playing %s, has no address", p.Name, names[i])
+		}
 	}
-	return p.Status.PodIP, p.Spec.NodeName, nil
+	return ps, nil
 }
 
 // DropFlow implements scenario.FlowDropper: planned pod names become the
@@ -325,15 +333,11 @@ func (n *nodes) DropFlow(server, client string, ports ...int) (time.Time, func()
 	if n.b.Dropper == nil {
 		return time.Time{}, nil, errors.New("this provider cannot drop a flow")
 	}
-	sip, node, err := n.pod(server)
+	ps, err := n.addressed(server, client)
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	cip, _, err := n.pod(client)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	return n.b.Dropper.DropFlow(node, sip, cip, ports...)
+	return n.b.Dropper.DropFlow(ps[0].Spec.NodeName, ps[0].Status.PodIP, ps[1].Status.PodIP, ports...)
 }
 
 // DropPod implements scenario.PodDropper.
@@ -341,11 +345,11 @@ func (n *nodes) DropPod(pod string) (time.Time, func() (time.Time, time.Duration
 	if n.b.Dropper == nil {
 		return time.Time{}, nil, errors.New("this provider cannot drop a pod's packets")
 	}
-	ip, node, err := n.pod(pod)
+	ps, err := n.addressed(pod)
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	return n.b.Dropper.DropPod(node, ip)
+	return n.b.Dropper.DropPod(ps[0].Spec.NodeName, ps[0].Status.PodIP)
 }
 
 // PodNode implements scenario.Infra.
@@ -359,15 +363,11 @@ func (n *nodes) Partition(a, b string) (time.Time, func() (time.Time, error), er
 	if n.b.Partitioner == nil {
 		return time.Time{}, nil, errors.New("this provider cannot partition nodes")
 	}
-	ra, err := n.real(a)
+	r, err := n.reals(a, b)
 	if err != nil {
 		return time.Time{}, nil, err
 	}
-	rb, err := n.real(b)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	return n.b.Partitioner.PartitionNodes(ra, rb)
+	return n.b.Partitioner.PartitionNodes(r...)
 }
 
 // PartitionAll implements scenario.SegmentPartitioner: every node of the
@@ -376,15 +376,15 @@ func (n *nodes) PartitionAll() (time.Time, func() (time.Time, error), error) {
 	if n.b.Partitioner == nil {
 		return time.Time{}, nil, errors.New("this provider cannot partition nodes")
 	}
-	var names []string
+	var planned []string
 	for i := 1; i <= n.planned; i++ {
-		r, err := n.real(fmt.Sprintf("node-%d", i))
-		if err != nil {
-			return time.Time{}, nil, err
-		}
-		names = append(names, r)
+		planned = append(planned, fmt.Sprintf("node-%d", i))
 	}
-	return n.b.Partitioner.PartitionNodes(names...)
+	r, err := n.reals(planned...)
+	if err != nil {
+		return time.Time{}, nil, err
+	}
+	return n.b.Partitioner.PartitionNodes(r...)
 }
 
 // DrainNode drains a node as an operator would: the servers' replacements
@@ -457,6 +457,19 @@ func (n *nodes) real(node string) (string, error) {
 		return "", fmt.Errorf("node %s is not one of node-1..node-%d", node, len(n.b.Nodes))
 	}
 	return n.b.Nodes[i-1], nil
+}
+
+// reals maps planned node names to the cluster's.
+func (n *nodes) reals(planned ...string) ([]string, error) {
+	out := make([]string, len(planned))
+	for i, p := range planned {
+		r, err := n.real(p)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 func (n *nodes) CrashNode(node string) (time.Time, error) {

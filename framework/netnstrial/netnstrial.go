@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -345,7 +346,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 // waitEndpoints waits until every pod is an endpoint of s.
 func waitEndpoints(ctx context.Context, s *netns.Service, pods ...string) error {
 	for _, pod := range pods {
-		for !contains(s.Endpoints(), pod) {
+		for !slices.Contains(s.Endpoints(), pod) {
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("%s never became an endpoint of %s: %w", pod, s.Name, ctx.Err())
@@ -354,15 +355,6 @@ func waitEndpoints(ctx context.Context, s *netns.Service, pods ...string) error 
 		}
 	}
 	return nil
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // infra is the embedded cluster as faults see it: it can do every cluster
@@ -441,7 +433,7 @@ func (in *infra) DrainNode(ctx context.Context, node string, replacements []stri
 	for _, s := range in.cl.Services() {
 		var mine []string
 		for _, spare := range replacements {
-			if contains(s.Pods, spare) {
+			if slices.Contains(s.Pods, spare) {
 				mine = append(mine, spare)
 			}
 		}

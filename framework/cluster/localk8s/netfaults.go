@@ -78,20 +78,14 @@ func (c *Cluster) PartitionNodes(names ...string) (at time.Time, heal func() (ti
 	}
 	at = time.Now()
 	c.logf("nodes %v partitioned from each other (nftables drops in each node)", names)
-	var once sync.Once
-	var began time.Time
-	var herr error
-	heal = func() (time.Time, error) {
-		once.Do(func() {
-			began = time.Now()
-			if err := undo(); err != nil {
-				herr = fmt.Errorf("local-k8s: heal partition of %v: %w", names, err)
-			}
-			c.logf("partition of %v healed", names)
-		})
-		return began, herr
-	}
-	return at, heal, nil
+	return at, sync.OnceValues(func() (time.Time, error) {
+		began := time.Now()
+		if err := undo(); err != nil {
+			return began, fmt.Errorf("local-k8s: heal partition of %v: %w", names, err)
+		}
+		c.logf("partition of %v healed", names)
+		return began, nil
+	}), nil
 }
 
 // partitionTable names the nftables table of a partition in a node.

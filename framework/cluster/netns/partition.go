@@ -120,18 +120,11 @@ func (c *Cluster) partition(what string, peers map[*Node][]*Node, table func(pee
 		}
 		done = append(done, install{n: n, table: name, remove: remove})
 	}
-	at := time.Now()
-	var once sync.Once
-	var began time.Time
-	var herr error
-	heal := func() (time.Time, error) {
-		once.Do(func() {
-			began = time.Now()
-			if err := undo(); err != nil {
-				herr = fmt.Errorf("heal %s: %w", what, err)
-			}
-		})
-		return began, herr
-	}
-	return at, heal, nil
+	return time.Now(), sync.OnceValues(func() (time.Time, error) {
+		began := time.Now()
+		if err := undo(); err != nil {
+			return began, fmt.Errorf("heal %s: %w", what, err)
+		}
+		return began, nil
+	}), nil
 }
