@@ -21,7 +21,6 @@ import (
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/events"
 	"blastradius.dev/blastradius/framework/scenario"
-	"blastradius.dev/blastradius/internal/oneline"
 	"blastradius.dev/blastradius/manifests"
 )
 
@@ -537,7 +536,7 @@ func (d *dataPlane) StartControlPlane(ctx context.Context) (time.Time, error) {
 		pods, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPod + "=controlplane"})
 		if err == nil {
 			for _, p := range pods.Items {
-				if p.DeletionTimestamp == nil && podReady(p) {
+				if p.DeletionTimestamp == nil && kube.PodReady(&p) {
 					return time.Now(), nil
 				}
 			}
@@ -556,48 +555,8 @@ func (d *dataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, err
 	return nil, errors.New("certificate expiries are not read on the Kubernetes provider")
 }
 
-func podReady(p corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
 
-// podProblems says why the namespace's pods are not ready, from their
-// containers' states (image missing, spec refused, crash loop), on one
-// line: the kubelet knows, and a user should not need kubectl to find out.
+// podProblems says why the namespace's pods are not ready (kube.PodProblems).
 func (b *Backend) podProblems(ctx context.Context, ns string) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return ""
-	}
-	var out []string
-	for _, p := range list.Items {
-		if podReady(p) {
-			continue
-		}
-		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-			switch {
-			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing" && cs.State.Waiting.Reason != "ContainerCreating":
-				out = append(out, fmt.Sprintf("pod %s container %s: %s: %s", p.Name, cs.Name, cs.State.Waiting.Reason, oneline.Fold(cs.State.Waiting.Message, 240)))
-			case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
-				out = append(out, fmt.Sprintf("pod %s container %s: exited %d: %s", p.Name, cs.Name, cs.State.Terminated.ExitCode, oneline.Fold(cs.State.Terminated.Message, 240)))
-			}
-		}
-		if len(p.Status.ContainerStatuses) == 0 {
-			for _, c := range p.Status.Conditions {
-				if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
-					out = append(out, fmt.Sprintf("pod %s: not scheduled: %s", p.Name, oneline.Fold(c.Message, 240)))
-				}
-			}
-		}
-	}
-	if len(out) > 3 {
-		out = append(out[:3], fmt.Sprintf("and %d more", len(out)-3))
-	}
-	return strings.Join(out, "; ")
+	return kube.PodProblems(ctx, b.Client, ns)
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/internal/oneline"
 )
@@ -234,6 +235,53 @@ func contains(xs []string, x string) bool {
 	for _, y := range xs {
 		if y == x {
 			return true
+		}
+	}
+	return false
+}
+
+// PodProblems says why the namespace's pods are not ready, from their
+// containers' states (image missing, spec refused, crash loop), on one
+// line: the kubelet knows, and a user should not need kubectl to find out.
+func PodProblems(ctx context.Context, client kubernetes.Interface, ns string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, p := range list.Items {
+		if PodReady(&p) {
+			continue
+		}
+		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			switch {
+			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "" && cs.State.Waiting.Reason != "PodInitializing" && cs.State.Waiting.Reason != "ContainerCreating":
+				out = append(out, fmt.Sprintf("pod %s container %s: %s: %s", p.Name, cs.Name, cs.State.Waiting.Reason, oneline.Fold(cs.State.Waiting.Message, 240)))
+			case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+				out = append(out, fmt.Sprintf("pod %s container %s: exited %d: %s", p.Name, cs.Name, cs.State.Terminated.ExitCode, oneline.Fold(cs.State.Terminated.Message, 240)))
+			}
+		}
+		if len(p.Status.ContainerStatuses) == 0 {
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
+					out = append(out, fmt.Sprintf("pod %s: not scheduled: %s", p.Name, oneline.Fold(c.Message, 240)))
+				}
+			}
+		}
+	}
+	if len(out) > 3 {
+		out = append(out[:3], fmt.Sprintf("and %d more", len(out)-3))
+	}
+	return strings.Join(out, "; ")
+}
+
+// PodReady reports whether the pod's Ready condition is true.
+func PodReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
 		}
 	}
 	return false

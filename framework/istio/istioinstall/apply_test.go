@@ -1,0 +1,146 @@
+package istioinstall
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/cluster/kube/kubetest"
+)
+
+// The charts, rendered with what each provider sets, applied to a real
+// kube-apiserver with strict field validation: every object must be
+// accepted as rendered (a field the server does not know fails the apply).
+// Then uninstalled: nothing of Istio's may be left.
+func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
+	srv := kubetest.Start(t)
+	dyn, mapper, err := kube.Clients(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	for _, tc := range []struct {
+		name string
+		opt  Options
+	}{
+		{"kind (the charts' images and CNI folders)", Options{}},
+		{"local-k8s", localOptions},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parts, err := Render(tc.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, p := range parts {
+				n += len(p.Objects)
+			}
+			if err := Install(ctx, c, parts, InstallOptions{NoWait: true, ReadyTimeout: time.Minute}); err != nil {
+				t.Fatalf("install: %v", err)
+			}
+			// Every object is there as applied.
+			for _, p := range parts {
+				for _, o := range p.Objects {
+					ri, err := resource(c, o)
+					if err != nil {
+						t.Fatalf("%s: %v", kube.Ref(o), err)
+					}
+					if _, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{}); err != nil {
+						t.Errorf("%s after install: %v", kube.Ref(o), err)
+					}
+				}
+			}
+			// A second install (a run after an interrupted one) applies
+			// over the first.
+			if err := Install(ctx, c, parts, InstallOptions{NoWait: true, ReadyTimeout: time.Minute}); err != nil {
+				t.Fatalf("second install: %v", err)
+			}
+			t.Logf("%d objects applied strictly, twice", n)
+
+			// No namespace controller runs with the test API server: play
+			// it, finalizing the namespace once its deletion starts.
+			stop := finalizeNamespace(ctx, t, cs, Namespace)
+			err = Uninstall(ctx, c, parts, time.Minute)
+			stop()
+			if err != nil {
+				t.Fatalf("uninstall: %v", err)
+			}
+			assertNothingLeft(ctx, t, c)
+		})
+	}
+}
+
+func finalizeNamespace(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			ns, err := cs.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+			if err == nil && ns.DeletionTimestamp != nil && len(ns.Spec.Finalizers) > 0 {
+				ns.Spec.Finalizers = []corev1.FinalizerName{}
+				if _, err := cs.CoreV1().Namespaces().Finalize(ctx, ns, metav1.UpdateOptions{}); err != nil && ctx.Err() == nil {
+					t.Logf("finalize namespace %s: %v", name, err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func assertNothingLeft(ctx context.Context, t *testing.T, c Cluster) {
+	t.Helper()
+	crds, err := c.Dynamic.Resource(crdGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range crds.Items {
+		if strings.HasSuffix(u.GetName(), ".istio.io") {
+			t.Errorf("CRD %s left after uninstall", u.GetName())
+		}
+	}
+	for _, res := range []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations"} {
+		l, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: res}).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range l.Items {
+			if strings.Contains(u.GetName(), "istio") {
+				t.Errorf("%s %s left after uninstall", res, u.GetName())
+			}
+		}
+	}
+	for _, res := range []string{"clusterroles", "clusterrolebindings"} {
+		l, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: res}).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range l.Items {
+			if strings.Contains(u.GetName(), "istio") {
+				t.Errorf("%s %s left after uninstall", res, u.GetName())
+			}
+		}
+	}
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("namespace %s after uninstall: %v, want not found", Namespace, err)
+	}
+}

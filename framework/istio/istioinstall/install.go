@@ -1,0 +1,206 @@
+package istioinstall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/internal/oneline"
+)
+
+// Cluster is what an install talks to.
+type Cluster struct {
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	Mapper  meta.RESTMapper
+	Logf    func(string, ...any)
+}
+
+func (c Cluster) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// InstallOptions bound an install.
+type InstallOptions struct {
+	// ReadyTimeout bounds each part's wait (default 3 min: images are
+	// loaded beforehand, istiod starts in seconds).
+	ReadyTimeout time.Duration
+	// NoWait applies without waiting for workloads (a cluster with no
+	// kubelets, as the tests' API server).
+	NoWait bool
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// Install applies the parts in order (server-side apply, strict field
+// validation) and, after each, waits until what it runs is ready: the CRDs
+// established, istiod's Deployment available (it has then also written the
+// root certificate the node proxies trust), the istio-cni and ztunnel
+// DaemonSets rolled out on every node. An error names the part, the object
+// or workload not ready, and why (its pods' states).
+func Install(ctx context.Context, c Cluster, parts []Part, o InstallOptions) error {
+	timeout := o.ReadyTimeout
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
+	for i, p := range parts {
+		t0 := time.Now()
+		c.logf("istio: [%d/%d] %s (chart %s, %d objects)", i+1, len(parts), p.Name, p.Chart, len(p.Objects))
+		if err := kube.ApplyWith(ctx, c.Dynamic, c.Mapper, p.Objects, kube.ApplyOptions{}); err != nil {
+			return fmt.Errorf("istio %s: %v", p.Name, err)
+		}
+		if err := waitCRDs(ctx, c, p.Objects, timeout); err != nil {
+			return fmt.Errorf("istio %s: %v", p.Name, err)
+		}
+		if !o.NoWait {
+			err := kube.WaitWorkloadsReady(ctx, c.Dynamic, p.Objects, kube.WaitOptions{Timeout: timeout})
+			if err != nil {
+				if why := kube.PodProblems(ctx, c.Client, Namespace); why != "" {
+					err = fmt.Errorf("%v; %s", err, why)
+				}
+				return fmt.Errorf("istio %s: %v", p.Name, err)
+			}
+		}
+		what := "ready"
+		if o.NoWait {
+			what = "applied"
+		}
+		c.logf("istio: [%d/%d] %s %s (%s)", i+1, len(parts), p.Name, what, time.Since(t0).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// waitCRDs waits until every CRD among objs is Established: a custom
+// resource applied before that is refused.
+func waitCRDs(ctx context.Context, c Cluster, objs []*unstructured.Unstructured, timeout time.Duration) error {
+	var names []string
+	for _, o := range objs {
+		if o.GetKind() == "CustomResourceDefinition" {
+			names = append(names, o.GetName())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		var pending []string
+		for _, n := range names {
+			u, err := c.Dynamic.Resource(crdGVR).Get(dctx, n, metav1.GetOptions{})
+			if err != nil || !established(u) {
+				pending = append(pending, n)
+			}
+		}
+		if len(pending) == 0 {
+			if r, ok := c.Mapper.(meta.ResettableRESTMapper); ok {
+				r.Reset() // the new kinds must be found by what follows
+			}
+			return nil
+		}
+		select {
+		case <-dctx.Done():
+			return fmt.Errorf("CRDs not established after %s: %s", timeout, strings.Join(pending, ", "))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func established(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// Uninstall deletes every object of the parts, in reverse order (the node
+// proxy and node agent before istiod, the CRDs and webhooks last), and
+// waits until each is gone: the namespace's pods are terminated and a
+// later install starts from nothing. Objects already absent are fine. The
+// node-side remains (istio-cni's plugin and its CNI configuration chained
+// on the nodes, ztunnel's socket folder) are the provider's to remove; on
+// its normal exit istio-cni removes its configuration itself.
+func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var objs []*unstructured.Unstructured
+	for _, p := range parts {
+		objs = append(objs, p.Objects...)
+	}
+	slices.Reverse(objs)
+	bg := metav1.DeletePropagationBackground
+	var errs []error
+	for _, o := range objs {
+		ri, err := resource(c, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %v", kube.Ref(o), err))
+			continue
+		}
+		err = ri.Delete(dctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &bg})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete %s: %v", kube.Ref(o), oneline.Lines(err.Error())))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("istio uninstall: %w", errors.Join(errs...))
+	}
+	c.logf("istio: uninstall: %d objects deleted, waiting until gone", len(objs))
+	for {
+		var left []string
+		for _, o := range objs {
+			ri, err := resource(c, o)
+			if err != nil {
+				continue
+			}
+			if _, err := ri.Get(dctx, o.GetName(), metav1.GetOptions{}); err == nil {
+				left = append(left, kube.Ref(o))
+			} else if !apierrors.IsNotFound(err) && dctx.Err() == nil {
+				left = append(left, kube.Ref(o)+" ("+oneline.Lines(err.Error())+")")
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-dctx.Done():
+			if len(left) > 5 {
+				left = append(left[:5], fmt.Sprintf("and %d more", len(left)-5))
+			}
+			return fmt.Errorf("istio uninstall: still there after %s: %s", timeout, strings.Join(left, ", "))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func resource(c Cluster, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, err
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return c.Dynamic.Resource(m.Resource).Namespace(o.GetNamespace()), nil
+	}
+	return c.Dynamic.Resource(m.Resource), nil
+}
