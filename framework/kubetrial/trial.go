@@ -555,7 +555,6 @@ func (d *dataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, err
 	return nil, errors.New("certificate expiries are not read on the Kubernetes provider")
 }
 
-
 // podProblems says why the namespace's pods are not ready (kube.PodProblems).
 func (b *Backend) podProblems(ctx context.Context, ns string) string {
 	return kube.PodProblems(ctx, b.Client, ns)
