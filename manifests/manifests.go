@@ -44,11 +44,13 @@ const (
 	ServiceLabelPrefix = "svc.blastradius.dev/"
 )
 
-// Namespace labels Istio reads to enrol a namespace in a data plane mode.
-const (
-	IstioAmbientLabel   = "istio.io/dataplane-mode" // = ambient
-	IstioInjectionLabel = "istio-injection"         // = enabled
-)
+// DataplaneModeLabel enrols a namespace in the reference data plane's mode
+// (ambient, sidecar): the reference node agent reads it (its
+// --enrol-label). Not Istio's labels (istio.io/dataplane-mode,
+// istio-injection): Istio installed on the same cluster would take the
+// reference's pods (istio-cni redirects them, istiod's webhook injects
+// Envoy).
+const DataplaneModeLabel = "blastradius.dev/dataplane-mode"
 
 // The binary inside the image (one static binary, `make images`).
 const Binary = "/blastradius"
@@ -263,11 +265,8 @@ func Render(p Params) ([]*unstructured.Unstructured, error) {
 
 	nsObj := t.namespace.DeepCopy()
 	nsObj.Name = ns
-	switch p.Mode {
-	case "ambient":
-		nsObj.Labels[IstioAmbientLabel] = "ambient"
-	case "sidecar":
-		nsObj.Labels[IstioInjectionLabel] = "enabled"
+	if p.Mode != "none" {
+		nsObj.Labels[DataplaneModeLabel] = p.Mode
 	}
 	objs = append(objs, nsObj)
 

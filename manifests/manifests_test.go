@@ -156,13 +156,11 @@ func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Un
 	return nil
 }
 
+// The reference data plane's namespaces carry the tool's own label, never
+// Istio's: Istio installed on the same cluster must not take their pods.
 func TestNamespaceLabelsPerMode(t *testing.T) {
-	want := map[string]map[string]string{
-		"none":    {},
-		"sidecar": {IstioInjectionLabel: "enabled"},
-		"ambient": {IstioAmbientLabel: "ambient"},
-	}
-	for mode, labels := range want {
+	want := map[string]string{"none": "", "sidecar": "sidecar", "ambient": "ambient"}
+	for mode, label := range want {
 		objs, err := Render(params(mode))
 		if err != nil {
 			t.Fatal(err)
@@ -171,9 +169,12 @@ func TestNamespaceLabelsPerMode(t *testing.T) {
 			t.Fatalf("%s: first object %s, want the namespace", mode, objs[0].GetKind())
 		}
 		got := objs[0].GetLabels()
-		for _, k := range []string{IstioInjectionLabel, IstioAmbientLabel} {
-			if got[k] != labels[k] {
-				t.Errorf("%s: label %s=%q, want %q", mode, k, got[k], labels[k])
+		if got[DataplaneModeLabel] != label {
+			t.Errorf("%s: label %s=%q, want %q", mode, DataplaneModeLabel, got[DataplaneModeLabel], label)
+		}
+		for _, k := range []string{"istio.io/dataplane-mode", "istio-injection", "istio.io/rev"} {
+			if v, ok := got[k]; ok {
+				t.Errorf("%s: Istio's label %s=%q on the reference's namespace", mode, k, v)
 			}
 		}
 	}

@@ -196,7 +196,7 @@ func modesOfKind(kind string) []string {
 	if k, err := scenario.LookupFault(kind); err == nil && k.Modes != nil {
 		var out []string
 		for _, m := range modeOrder {
-			if slices.Contains(k.Modes, m) {
+			if slices.Contains(k.Modes, scenario.BaseMode(m)) {
 				out = append(out, m)
 			}
 		}
@@ -223,6 +223,9 @@ func Answer(run *results.Run) AnswerTable {
 	at.Empty = true
 	for _, d := range answerDefs(run) {
 		for _, m := range modesOfKind(d.kind) {
+			if scenario.MeshOf(m) == scenario.MeshIstio && !runModes[m] {
+				continue // a run without Istio has no Istio rows
+			}
 			r := answerRow(run, d, m, runModes)
 			if r.Status != AnswerNotRun {
 				at.Empty = false
@@ -594,8 +597,17 @@ func overall(rows []AnswerRow) (sentence, outcome string) {
 	others := false
 	for i := range rows {
 		r := &rows[i]
-		if r.Row == "node-proxy" && r.Mode == "ambient" {
-			np = r
+		if r.Row == "node-proxy" && scenario.BaseMode(r.Mode) == "ambient" {
+			// Istio's node proxy answers when it was measured; the
+			// reference's otherwise.
+			if np == nil || (r.Mode == "istio-ambient" && r.Status == AnswerMeasured) {
+				if np != nil && np.Status == AnswerMeasured {
+					others = true
+				}
+				np = r
+			} else if r.Status == AnswerMeasured {
+				others = true
+			}
 			continue
 		}
 		if r.Status != AnswerMeasured {
@@ -620,12 +632,16 @@ func overall(rows []AnswerRow) (sentence, outcome string) {
 	case others:
 		tail = "; no other measured component reached beyond its node's radius"
 	}
+	proxy := "the ambient node proxy"
+	if np != nil && np.Mode == "istio-ambient" {
+		proxy = "Istio's ambient node proxy (ztunnel)"
+	}
 	if np == nil || np.Status != AnswerMeasured {
 		why := "no row"
 		if np != nil {
 			why = np.Reason
 		}
-		return "No answer from this run: the crash of the ambient node proxy was not measured (" + why + ")" + tail + ".", "unanswered"
+		return "No answer from this run: the crash of " + proxy + " was not measured (" + why + ")" + tail + ".", "unanswered"
 	}
 	where := nodeList(np.FaultNodes)
 	if np.Noisy {
@@ -635,19 +651,19 @@ func overall(rows []AnswerRow) (sentence, outcome string) {
 	}
 	switch {
 	case len(np.FaultNodes) == 0 && len(np.Flows) > 0:
-		return "No answer from this run: the crash of the ambient node proxy affected flows, but its trial names no node it was aimed at" + tail + ".", "unanswered"
+		return "No answer from this run: the crash of " + proxy + " affected flows, but its trial names no node it was aimed at" + tail + ".", "unanswered"
 	case np.Inside && len(np.Flows) == 0:
-		return "No: in this run the crash of the ambient node proxy on " + where + " affected no flow" + tail + ".", "inside"
+		return "No: in this run the crash of " + proxy + " on " + where + " affected no flow" + tail + ".", "inside"
 	case np.Inside:
 		how := "every one with an end or a crossed proxy on " + where
 		if np.Rule == RuleNodeCrash {
 			how += " and reached by the crash of " + where + " too"
 		}
-		return fmt.Sprintf("No, not beyond its own node: in this run the crash of the ambient node proxy on %s reached %d of %d flows, all inside %s's radius (%s)%s.",
-			where, np.Affected, np.Total, where, how, tail), "inside"
+		return fmt.Sprintf("No, not beyond its own node: in this run the crash of %s on %s reached %d of %d flows, all inside %s's radius (%s)%s.",
+			proxy, where, np.Affected, np.Total, where, how, tail), "inside"
 	}
-	return fmt.Sprintf("Yes: in this run the crash of the ambient node proxy on %s reached %s beyond %s's radius (%s)%s.",
-		where, plural(len(np.Beyond), "flow", "flows"), where, flowList(np.Beyond), tail), "beyond"
+	return fmt.Sprintf("Yes: in this run the crash of %s on %s reached %s beyond %s's radius (%s)%s.",
+		proxy, where, plural(len(np.Beyond), "flow", "flows"), where, flowList(np.Beyond), tail), "beyond"
 }
 
 // AnswerText writes the answer as plain text: the table, each row's

@@ -28,8 +28,9 @@ type HTMLOptions struct {
 }
 
 // modeOrder is the column order of every mode comparison: the baseline
-// first, then the per-pod proxy, then the per-node proxy.
-var modeOrder = []string{"none", "sidecar", "ambient"}
+// first, then the per-pod proxy, then the per-node proxy; the reference
+// data plane's, then Istio's.
+var modeOrder = []string{"none", "sidecar", "ambient", "istio-sidecar", "istio-ambient"}
 
 // HTML writes the run as one self-contained HTML page: verdict table,
 // environment, then per scenario the mode comparison, multi-trial

@@ -206,7 +206,7 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 
 func TestDryRunYAMLAndOptions(t *testing.T) {
 	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "ambient", "--scenario", "node-proxy-crash", "--yaml", "--retain", "--reuse", "--kubeconfig", "/tmp/kc")
-	for _, s := range []string{"kind: Namespace\n", "istio.io/dataplane-mode: ambient", "image: blastradius:dev", "kind: DaemonSet", "name: ztunnel",
+	for _, s := range []string{"kind: Namespace\n", "blastradius.dev/dataplane-mode: ambient", "image: blastradius:dev", "kind: DaemonSet", "name: ztunnel",
 		"the cluster is kept (--retain)", "is reused, and then never deleted", "written to /tmp/kc"} {
 		if !strings.Contains(got, s) {
 			t.Errorf("plan lacks %q", s)

@@ -250,7 +250,7 @@ func FaultsOffered(b Backend, mode string) map[string]string {
 	out := map[string]string{}
 	for _, name := range FaultNames() {
 		k := faultKinds[name]
-		if k.Modes != nil && !contains(k.Modes, mode) {
+		if k.Modes != nil && !contains(k.Modes, BaseMode(mode)) {
 			continue
 		}
 		if missing(Fault{Kind: name}, mode, caps) != "" {

@@ -146,7 +146,7 @@ func (e *FaultEnv) blackHoleDrop(flow *plannedFlow) (open openHole, target, what
 	}
 	ports := []int{port}
 	what = "drop " + flow.Client + " -> " + flow.Server + ":" + strconv.Itoa(port)
-	if e.Mode == "ambient" {
+	if BaseMode(e.Mode) == "ambient" {
 		// The flow's packets cross the network inside the two pods' HBONE
 		// tunnel, and the server pod's proxy hands the stream to the app
 		// from the pod's own address: only the tunnel carries the flow

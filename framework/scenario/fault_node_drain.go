@@ -63,7 +63,7 @@ func init() {
 			// The node proxy goes last, draining what is left, where the data
 			// plane drains one (a DaemonSet's pod stays, as kubectl drain
 			// --ignore-daemonsets leaves it).
-			if np, ok := e.DataPlane.(nodeProxyDrainer); ok && e.Mode == "ambient" {
+			if np, ok := e.DataPlane.(nodeProxyDrainer); ok && BaseMode(e.Mode) == "ambient" {
 				pctx, cancel := context.WithTimeout(e.Ctx, 20*time.Second)
 				defer cancel()
 				_, done, err := np.DrainNodeProxy(pctx, e.Target)

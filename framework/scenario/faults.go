@@ -65,7 +65,7 @@ func faultReach(sc Scenario, mode string) (Reach, string) {
 	if !ok || k.Reach == nil {
 		return ReachNodes, ""
 	}
-	return k.Reach(sc, mode)
+	return k.Reach(sc, BaseMode(mode))
 }
 
 var faultKinds = map[string]*FaultKind{}
@@ -101,6 +101,7 @@ func LookupFault(name string) (*FaultKind, error) {
 
 // skipReason says why a scenario cannot run in mode, or "".
 func skipReason(sc Scenario, mode string) string {
+	mode = BaseMode(mode)
 	if len(sc.Mesh.Modes) > 0 && !contains(sc.Mesh.Modes, mode) {
 		return fmt.Sprintf("scenario needs mode %s", strings.Join(sc.Mesh.Modes, " or "))
 	}

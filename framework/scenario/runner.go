@@ -150,7 +150,7 @@ func (r *Runner) verdictInput(fe *FaultEnv, kind *FaultKind, p plan, tr *results
 		podNode[pi.Name] = pi.Node
 	}
 	var wpNodes []string
-	if wp, ok := fe.DataPlane.(waypoints); ok && sc.Mesh.Waypoint != nil && mode == "ambient" {
+	if wp, ok := fe.DataPlane.(waypoints); ok && sc.Mesh.Waypoint != nil && BaseMode(mode) == "ambient" {
 		wpNodes = fe.nodesOf(wp.WaypointPods()...)
 	}
 	for _, f := range p.Flows {

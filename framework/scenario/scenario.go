@@ -10,6 +10,40 @@ import (
 // Modes a scenario can run in.
 var AllModes = []string{"none", "sidecar", "ambient"}
 
+// Meshes: the tool's own reference data plane, or Istio. A meshed mode of
+// Istio is named by the mesh and the mode ("istio-ambient"): it is a
+// column of its own beside the reference's ("ambient"), and plans,
+// fault reach and skips follow its base mode.
+const (
+	MeshReference = "reference"
+	MeshIstio     = "istio"
+)
+
+// IstioModes are the modes Istio's data plane runs in.
+var IstioModes = []string{MeshIstio + "-sidecar", MeshIstio + "-ambient"}
+
+// BaseMode is a mode without its mesh: none, sidecar or ambient.
+func BaseMode(mode string) string { return strings.TrimPrefix(mode, MeshIstio+"-") }
+
+// MeshOf is the mesh a mode runs: "" for none.
+func MeshOf(mode string) string {
+	switch {
+	case mode == "none" || mode == "":
+		return ""
+	case strings.HasPrefix(mode, MeshIstio+"-"):
+		return MeshIstio
+	}
+	return MeshReference
+}
+
+// ModeOf names the mode base (sidecar, ambient) of a mesh; none has no mesh.
+func ModeOf(mesh, base string) string {
+	if base == "none" || mesh == MeshReference || mesh == "" {
+		return base
+	}
+	return mesh + "-" + base
+}
+
 // Mesh holds the data plane settings a scenario needs.
 type Mesh struct {
 	// Modes the scenario makes sense in; empty means every mode. A fault

@@ -35,6 +35,11 @@ type NodeAgent struct {
 	NetNSDir string // HostNetNSDir
 	Mark     uint32 // the node proxy's socket mark, which the rules let through
 	Logf     func(format string, args ...any)
+	// Label is the label that enrols a namespace or pod (value "ambient");
+	// empty: Istio's own, AmbientLabel. The tool's Kubernetes manifests
+	// give the reference data plane a label of its own, so Istio's node
+	// agent, installed on the same cluster, never takes its pods.
+	Label string
 
 	// Resync is how often pods not yet handed over are looked for again and
 	// namespace labels are re-read (default 2s).
@@ -376,7 +381,11 @@ func (a *NodeAgent) wants(ctx context.Context, st *agentState, p *KubePod) (bool
 	case p.Status.PodIP == "":
 		return false, netip.Addr{}, nil // not started yet; a later event has the IP
 	}
-	if v, ok := p.Metadata.Labels[AmbientLabel]; ok {
+	label := a.Label
+	if label == "" {
+		label = AmbientLabel
+	}
+	if v, ok := p.Metadata.Labels[label]; ok {
 		if v != "ambient" {
 			return false, netip.Addr{}, nil
 		}
@@ -385,7 +394,7 @@ func (a *NodeAgent) wants(ctx context.Context, st *agentState, p *KubePod) (bool
 		if err != nil {
 			return false, netip.Addr{}, err
 		}
-		if labels[AmbientLabel] != "ambient" {
+		if labels[label] != "ambient" {
 			return false, netip.Addr{}, nil
 		}
 	}

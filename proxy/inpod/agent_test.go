@@ -20,6 +20,7 @@ type agentRig struct {
 	proxy *recHandler
 	logs  *logBuf
 	done  chan error
+	label string // the agent's enrolment label ("" = AmbientLabel)
 	stop  context.CancelFunc
 }
 
@@ -60,7 +61,7 @@ func newAgentRig(t *testing.T, setup func(r *agentRig)) *agentRig {
 	a := &NodeAgent{API: k, Node: "w1", Socket: r.sock, NetNSDir: r.dir, Mark: testMark, Logf: r.logs.logf(t),
 		Resync: 100 * time.Millisecond, NamespaceTTL: 100 * time.Millisecond, InitialSyncTimeout: 5 * time.Second,
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		OnSynced: func() { close(synced) }}
+		OnSynced: func() { close(synced) }, Label: r.label}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
 	go func() { r.done <- a.Run(ctx) }()
@@ -116,6 +117,26 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// With an enrolment label of its own, the agent takes the pods that label
+// enrols and leaves those Istio's label enrols to Istio's node agent.
+func TestNodeAgentEnrolmentLabel(t *testing.T) {
+	const own = "blastradius.dev/dataplane-mode"
+	var inos = map[string]uint64{}
+	r := newAgentRig(t, func(r *agentRig) {
+		r.label = own
+		r.api.setNamespace("istio", map[string]string{AmbientLabel: "ambient"})
+		r.api.setNamespace("ref", map[string]string{own: "ambient"})
+		for _, p := range []struct{ ns, name, ip string }{{"istio", "a", "10.20.0.2"}, {"ref", "b", "10.20.0.3"}} {
+			_, inos[p.name] = r.pod(t, p.name, p.ip)
+			r.api.setPod(mkPod(p.ns, p.name, "w1", p.ip, nil))
+		}
+	})
+	r.proxy.expect(t,
+		event{kind: "add", uid: zuid("ref/b"), ino: inos["b"], workload: wl("ref/b")},
+		event{kind: "snapshot"})
+	r.proxy.quiet(t)
 }
 
 // The agent hands exactly the ambient pods of its node to the proxy, with

@@ -70,6 +70,7 @@ func NodeAgentMain(args []string, stdout, stderr io.Writer) int {
 	resync := fs.Duration("resync", DefaultResync, "how often pods whose network namespace was not found are looked for again, and namespace labels re-read")
 	reqTimeout := fs.Duration("request-timeout", DefaultRequestTimeout, "deadline of each list and get request to the API server")
 	watchTimeout := fs.Duration("watch-timeout", DefaultWatchTimeout, "how long one watch lasts before it is renewed")
+	label := fs.String("enrol-label", AmbientLabel, "the namespace or pod label that enrols pods when it is \"ambient\" (a pod's other value opts it out)")
 	initial := fs.Duration("initial-sync-timeout", DefaultInitialSyncTimeout, "exit with an error if the first pod list does not succeed within this")
 	if code, done := parseFlags(fs, args, "usage: blastradius node-agent --node NAME [--inpod @socket] [--netns-dir dir] [flags]", stderr); done {
 		return code
@@ -82,6 +83,8 @@ func NodeAgentMain(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case *node == "":
 		return fail(exitUsage, "--node is required")
+	case *label == "":
+		return fail(exitUsage, "--enrol-label is empty")
 	case *sock == "" || *sock == "@":
 		return fail(exitUsage, "--inpod %q: want a socket path or @name", *sock)
 	case *mark == 0 || *mark > 0xffffffff:
@@ -113,9 +116,9 @@ func NodeAgentMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	agent := &NodeAgent{API: api, Node: *node, Socket: *sock, NetNSDir: *netnsDir, Mark: uint32(*mark), Logf: logf,
+	agent := &NodeAgent{API: api, Node: *node, Socket: *sock, NetNSDir: *netnsDir, Mark: uint32(*mark), Logf: logf, Label: *label,
 		Resync: *resync, InitialSyncTimeout: *initial}
-	logf("starting: API server %s, pods of node %s, namespaces in %s, socket %s", api.Base, *node, *netnsDir, *sock)
+	logf("starting: API server %s, pods of node %s (enrolled by %s=ambient), namespaces in %s, socket %s", api.Base, *node, *label, *netnsDir, *sock)
 	if err := agent.Run(ctx); err != nil {
 		return fail(exitFailure, "%v", err)
 	}
