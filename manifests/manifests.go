@@ -90,6 +90,11 @@ type Params struct {
 	Waypoint *Waypoint
 	CertTTL  time.Duration // 0: 1h
 	Drain    time.Duration // 0: 5s
+	// Namespace is the trial's namespace ("": Namespace(Mode)) and
+	// NamespaceLabels extra labels on it: Istio's trials render the
+	// workloads of mode none into a namespace Istio's label enrols.
+	Namespace       string
+	NamespaceLabels map[string]string
 }
 
 // Namespace is the namespace a mode's trial runs in.
@@ -254,6 +259,9 @@ func Render(p Params) ([]*unstructured.Unstructured, error) {
 		return nil, err
 	}
 	ns := Namespace(p.Mode)
+	if p.Namespace != "" {
+		ns = p.Namespace
+	}
 	certTTL, drain := p.CertTTL, p.Drain
 	if certTTL <= 0 {
 		certTTL = time.Hour
@@ -267,6 +275,9 @@ func Render(p Params) ([]*unstructured.Unstructured, error) {
 	nsObj.Name = ns
 	if p.Mode != "none" {
 		nsObj.Labels[DataplaneModeLabel] = p.Mode
+	}
+	for k, v := range p.NamespaceLabels {
+		nsObj.Labels[k] = v
 	}
 	objs = append(objs, nsObj)
 

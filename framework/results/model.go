@@ -60,6 +60,38 @@ type Environment struct {
 	NotReadyGrace string  `json:"notReadyGrace"`
 	BucketMs      float64 `json:"bucketMs"`
 	BudgetRPS     float64 `json:"budgetRps"`
+	// Images are the container images a Kubernetes run's data planes ran
+	// (Istio's istiod, istio-cni and ztunnel; the tool's own), by digest
+	// where the image was built or loaded here.
+	Images []Image `json:"images,omitempty"`
+}
+
+// Image is one container image a run used.
+type Image struct {
+	Role   string `json:"role"` // istiod, istio-cni, ztunnel, workloads
+	Ref    string `json:"ref"`
+	Digest string `json:"digest,omitempty"` // manifest digest, sha256:...
+	ID     string `json:"id,omitempty"`     // config digest (the image ID)
+	// StandIn says the image is the tool's own in place of the named
+	// component (ztunnel where no registry is reachable).
+	StandIn bool `json:"standIn,omitempty"`
+}
+
+// MeshEvidence is what showed that a trial's traffic crossed the mesh
+// before load started: the pods the mesh's node agent reported as
+// redirected, and the HBONE streams the node proxies counted while a probe
+// flow ran on every flow's path.
+type MeshEvidence struct {
+	Mesh       string `json:"mesh"`
+	Redirected int    `json:"redirected"` // pods annotated as redirected
+	Pods       int    `json:"pods"`       // the trial's application pods
+	// ProbeStreams is the HBONE streams the node proxies opened during the
+	// probe, by node (node-1...); TrialStreams during the whole trial.
+	ProbeStreams map[string]float64 `json:"probeStreams"`
+	TrialStreams map[string]float64 `json:"trialStreams,omitempty"`
+	// Metric names the counter read (it differs between upstream ztunnel
+	// and the tool's stand-in).
+	Metric string `json:"metric"`
 }
 
 // Trial is one run of one scenario.
@@ -97,6 +129,9 @@ type Trial struct {
 	// RunnerPeakRSSMB is the runner process's peak resident memory at the
 	// end of the trial (VmHWM): what blastradius itself needed.
 	RunnerPeakRSSMB float64 `json:"runnerPeakRssMb,omitempty"`
+	// Mesh is what showed the trial's traffic crossed Istio's mesh (Istio
+	// modes only).
+	Mesh *MeshEvidence `json:"mesh,omitempty"`
 }
 
 // Verdict is what a fault reached, computed from the measured flows.

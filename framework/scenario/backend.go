@@ -69,11 +69,10 @@ type Flow struct {
 	EventsFile string
 }
 
-// Begin records the topology (pods and services as placed, node names
-// node-1..node-N as planned) and the flows, waits for the machine to settle
-// and returns when load starts (lead from now) and each client's flows.
-// eventsFile says where a client pod writes a flow's events.
-func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp, lead time.Duration, eventsFile func(flowID string) string) (time.Time, map[string][]Flow, error) {
+// flows are the plan's flows on the placed topology: what the measurement
+// reads (refs) and each client's agent flags; qps, when positive, replaces
+// every flow's rate.
+func (t *TrialRun) flows(topo results.Topology, eventsFile func(flowID string) string, qps float64) ([]results.FlowRef, map[string][]Flow, error) {
 	pods := map[string]results.PodInfo{}
 	for _, p := range topo.Pods {
 		pods[p.Name] = p
@@ -89,26 +88,67 @@ func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp, le
 		cp, ok1 := pods[f.Client]
 		sp, ok2 := pods[f.Server]
 		if !ok1 || !ok2 {
-			return time.Time{}, nil, fmt.Errorf("flow %s: pod %s or %s missing from the topology", f.ID, f.Client, f.Server)
+			return nil, nil, fmt.Errorf("flow %s: pod %s or %s missing from the topology", f.ID, f.Client, f.Server)
 		}
 		target := fmt.Sprintf("%s:%d", sp.IP, HTTPPort)
 		switch {
 		case f.Kind.Via == "svc":
 			vip, ok := vips[f.Service]
 			if !ok {
-				return time.Time{}, nil, fmt.Errorf("flow %s: service %s missing from the topology", f.ID, f.Service)
+				return nil, nil, fmt.Errorf("flow %s: service %s missing from the topology", f.ID, f.Service)
 			}
 			target = fmt.Sprintf("%s:%d", vip, ServiceTCP)
 		case f.Kind.Profile == ProfileStream:
 			target = fmt.Sprintf("%s:%d", sp.IP, TCPPort)
 		}
+		rate := f.QPS
+		if qps > 0 {
+			rate = qps
+		}
 		refs = append(refs, results.FlowRef{Events: filepath.Join(rel, "flows", f.ID+".jsonl"), FlowMeta: measure.FlowMeta{
 			ID: f.ID, Client: f.Client, ClientNode: cp.Node, Server: f.Server, ServerNode: sp.Node,
-			Target: target, Via: f.Kind.Via, Profile: f.Kind.Profile, QPS: f.QPS, Control: f.Control,
+			Target: target, Via: f.Kind.Via, Profile: f.Kind.Profile, QPS: rate, Control: f.Control,
 		}})
 		ev := eventsFile(f.ID)
 		byClient[f.Client] = append(byClient[f.Client], Flow{ID: f.ID, Client: f.Client, EventsFile: ev,
-			Args: fmt.Sprintf("id=%s,target=%s,profile=%s,qps=%g,timeout=%s,events=%s", f.ID, target, f.Kind.Profile, f.QPS, t.Timeout, ev)})
+			Args: fmt.Sprintf("id=%s,target=%s,profile=%s,qps=%g,timeout=%s,events=%s", f.ID, target, f.Kind.Profile, rate, t.Timeout, ev)})
+	}
+	return refs, byClient, nil
+}
+
+// ProbeFlows are every flow of the plan at a low rate, for a probe before
+// the trial (a mesh's paths checked end to end): each client's agent
+// flags, events written where eventsFile says (never where the trial's
+// go). The probe's load is not measured.
+func (t *TrialRun) ProbeFlows(topo results.Topology, eventsFile func(flowID string) string) (map[string][]Flow, error) {
+	_, byClient, err := t.flows(topo, eventsFile, 5)
+	return byClient, err
+}
+
+// ProbeArgs is a client agent's command line for probe flows: start now,
+// run for d.
+func ProbeArgs(d time.Duration, flows []Flow) []string {
+	args := []string{"agent", "--start-at", strconv.FormatInt(time.Now().Add(500*time.Millisecond).UnixNano(), 10), "--duration", d.String()}
+	for _, f := range flows {
+		args = append(args, "--flow", f.Args)
+	}
+	return args
+}
+
+// SetMesh records what showed the trial's traffic crossed the mesh (saved
+// at once).
+func (t *TrialRun) SetMesh(m results.MeshEvidence) {
+	t.r.update(func() { t.tr.Mesh = &m })
+}
+
+// Begin records the topology (pods and services as placed, node names
+// node-1..node-N as planned) and the flows, waits for the machine to settle
+// and returns when load starts (lead from now) and each client's flows.
+// eventsFile says where a client pod writes a flow's events.
+func (t *TrialRun) Begin(ctx context.Context, topo results.Topology, bringUp, lead time.Duration, eventsFile func(flowID string) string) (time.Time, map[string][]Flow, error) {
+	refs, byClient, err := t.flows(topo, eventsFile, 0)
+	if err != nil {
+		return time.Time{}, nil, err
 	}
 	if waited, busy := settle(ctx, t.Logf); waited > 2*settleQuiet {
 		t.Logf("settled in %.1fs (%.0f%% busy)", waited.Seconds(), busy*100)

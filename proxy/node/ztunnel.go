@@ -44,7 +44,37 @@ type ztunnelConfig struct {
 	readyAddr, statsAddr, admin, readyFile, handoff string
 	mark                                            uint64
 	drain, connectTimeout, configWait               time.Duration
+	secretTTL                                       time.Duration
 	inpodEnabled                                    string
+}
+
+// ztunnelDrain is ztunnel's drain deadline on SIGTERM: CONNECTION_TERMINATION_DEADLINE,
+// else a little less than the pod's grace period (TERMINATION_GRACE_PERIOD_SECONDS,
+// which the chart sets from terminationGracePeriodSeconds): 5 s less above 10 s, 1 s
+// less below, at least 1 s, so that what is left is closed before the kubelet's
+// SIGKILL. Neither set: the tool's own 5 s.
+func ztunnelDrain(getenv func(string) string) (time.Duration, error) {
+	if v := getenv("CONNECTION_TERMINATION_DEADLINE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("CONNECTION_TERMINATION_DEADLINE %q: want a positive duration", v)
+		}
+		return d, nil
+	}
+	v := getenv("TERMINATION_GRACE_PERIOD_SECONDS")
+	if v == "" {
+		return 5 * time.Second, nil
+	}
+	secs, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("TERMINATION_GRACE_PERIOD_SECONDS %q: want whole seconds", v)
+	}
+	if secs > 10 {
+		secs -= 5
+	} else if secs > 0 {
+		secs--
+	}
+	return time.Duration(max(secs, 1)) * time.Second, nil
 }
 
 // parseZtunnel reads the chart's environment through getenv and the flags
@@ -82,7 +112,18 @@ func parseZtunnel(args []string, getenv func(string) string) (ztunnelConfig, *fl
 	fs.StringVar(&z.statsAddr, "stats-addr", ZtunnelStatsAddr, "stats listener: /metrics and /stats/prometheus")
 	fs.StringVar(&z.admin, "admin", "", "reference admin listener (/ready, /metrics, /config_dump, /debug/pprof/); off unless given")
 	fs.Uint64Var(&z.mark, "mark", DefaultMark, "socket mark of the proxy's own connections in pods (istio-cni's rules skip 0x539)")
-	fs.DurationVar(&z.drain, "drain-deadline", 5*time.Second, "on SIGTERM, how long established connections may finish before they are closed")
+	drain, err := ztunnelDrain(getenv)
+	if err != nil {
+		return z, fs, err
+	}
+	fs.DurationVar(&z.drain, "drain-deadline", drain, "on SIGTERM, how long established connections may finish before they are closed (env CONNECTION_TERMINATION_DEADLINE, else TERMINATION_GRACE_PERIOD_SECONDS less a margin, as ztunnel)")
+	ttl := 24 * time.Hour // ztunnel's default
+	if v := getenv("SECRET_TTL"); v != "" {
+		if ttl, err = time.ParseDuration(v); err != nil || ttl < time.Second {
+			return z, fs, fmt.Errorf("SECRET_TTL %q: want a duration of at least 1s", v)
+		}
+	}
+	fs.DurationVar(&z.secretTTL, "secret-ttl", ttl, "workload certificate lifetime asked of the CA (env SECRET_TTL; istiod caps it with MAX_WORKLOAD_CERT_TTL)")
 	fs.StringVar(&z.handoff, "handoff", HandoffMigrate, "graceful restart strategy: migrate or none")
 	fs.StringVar(&z.readyFile, "ready-file", "", "write this file once ready")
 	fs.DurationVar(&z.connectTimeout, "connect-timeout", 2*time.Second, "upstream connect timeout")
@@ -199,7 +240,7 @@ func (z *ztunnelConfig) clients(logf func(string, ...any), onUpdate func(xds.Sna
 	if err != nil {
 		return nil, nil, err
 	}
-	cac, err := ca.NewIstioCAClient(ca.IstioCAConfig{Address: z.caAddr, RootFile: z.rootCert, TokenFile: z.tokenFile, ClusterID: z.clusterID})
+	cac, err := ca.NewIstioCAClient(ca.IstioCAConfig{Address: z.caAddr, RootFile: z.rootCert, TokenFile: z.tokenFile, ClusterID: z.clusterID, Validity: z.secretTTL})
 	if err != nil {
 		disc.Close()
 		return nil, nil, err

@@ -68,7 +68,9 @@ func TestParseZtunnelChartEnv(t *testing.T) {
 		serviceAccount: "ztunnel", clusterID: "Kubernetes", inpodEnabled: "true",
 		tokenFile: "/var/run/secrets/tokens/istio-token", rootCert: "/var/run/secrets/istio/root-cert.pem",
 		zdsSocket: "/var/run/ztunnel/ztunnel.sock", readyAddr: ":15021", statsAddr: ":15020",
-		handoff: HandoffMigrate, mark: 0x539, drain: 5 * time.Second, connectTimeout: 2 * time.Second, configWait: 5 * time.Second,
+		handoff: HandoffMigrate, mark: 0x539, connectTimeout: 2 * time.Second, configWait: 5 * time.Second,
+		// ztunnel's: 5 s less than the chart's 30 s grace period; 24 h.
+		drain: 25 * time.Second, secretTTL: 24 * time.Hour,
 	}
 	for _, tc := range []struct {
 		name string
@@ -106,6 +108,18 @@ func TestParseZtunnelChartEnv(t *testing.T) {
 		{name: "IPv6 instance IP, canonical form",
 			env:  func(e map[string]string) { e["INSTANCE_IP"] = "fd00:0::5" },
 			want: func(z *ztunnelConfig) { z.instanceIP = "fd00::5" }},
+		{name: "a short grace period leaves 1 s",
+			env:  func(e map[string]string) { e["TERMINATION_GRACE_PERIOD_SECONDS"] = "8" },
+			want: func(z *ztunnelConfig) { z.drain = 7 * time.Second }},
+		{name: "CONNECTION_TERMINATION_DEADLINE wins",
+			env:  func(e map[string]string) { e["CONNECTION_TERMINATION_DEADLINE"] = "3s" },
+			want: func(z *ztunnelConfig) { z.drain = 3 * time.Second }},
+		{name: "no grace period: the tool's 5 s",
+			env:  func(e map[string]string) { delete(e, "TERMINATION_GRACE_PERIOD_SECONDS") },
+			want: func(z *ztunnelConfig) { z.drain = 5 * time.Second }},
+		{name: "SECRET_TTL",
+			env:  func(e map[string]string) { e["SECRET_TTL"] = "10s" },
+			want: func(z *ztunnelConfig) { z.secretTTL = 10 * time.Second }},
 		{name: "flags override the environment",
 			args: []string{"--xds-address", "127.0.0.1:15012", "--pod-name", "z", "--pod-namespace", "zns", "--node", "n9",
 				"--instance-ip", "10.0.0.9", "--cluster-id", "c9", "--token-file", "/t", "--root-cert", "/r",
@@ -171,6 +185,10 @@ func TestParseZtunnelRefuses(t *testing.T) {
 		{"mark 0", nil, []string{"--mark", "0"}, "--mark 0 out of range"},
 		{"handoff unknown", nil, []string{"--handoff", "teleport"}, `--handoff "teleport" unknown`},
 		{"stray argument", nil, []string{"shared"}, `unexpected argument "shared"`},
+		{"SECRET_TTL garbage", set("SECRET_TTL", "a day"), nil, `SECRET_TTL "a day": want a duration of at least 1s`},
+		{"SECRET_TTL too short", set("SECRET_TTL", "500ms"), nil, `SECRET_TTL "500ms"`},
+		{"grace period not seconds", set("TERMINATION_GRACE_PERIOD_SECONDS", "30s"), nil, `TERMINATION_GRACE_PERIOD_SECONDS "30s": want whole seconds`},
+		{"termination deadline garbage", set("CONNECTION_TERMINATION_DEADLINE", "-1s"), nil, `CONNECTION_TERMINATION_DEADLINE "-1s": want a positive duration`},
 		{"unknown flag", nil, []string{"--dns-proxy"}, "flag provided but not defined: -dns-proxy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
