@@ -89,6 +89,16 @@ istio-bins:
 istio-test-bins:
 	GO=$(GO) tools/istio/build.sh $(ISTIO_BIN_DIR) test
 
+# Container images of istiod (pilot), the node agent (install-cni, with
+# iptables and nftables from Debian packages) and the echo apps, built from
+# istio-bins without Docker: docker-archive tarballs in
+# $(ISTIO_BIN_DIR)/images, tagged blastradius.local/istio/<name>:<istio
+# version>, indexed in images.json. A no-op when the stamp there names the
+# same inputs. docs/istio.md.
+.PHONY: istio-images
+istio-images: istio-bins
+	GO=$(GO) tools/istio/images.sh $(ISTIO_BIN_DIR)
+
 # Only the tests against real Istio (part of `make test`): the node proxy
 # against a real istiod and its HBONE against Istio's. docs/istio.md.
 .PHONY: test-istio
