@@ -101,6 +101,9 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		var crasher kubetrial.NodeCrasher
 		var partitioner func(b *kubetrial.Backend) kubetrial.NodePartitioner
 		var dropper kubetrial.PodDropper
+		// load loads an image archive into every node (nil: the
+		// provider cannot; its nodes pull).
+		var load func(ctx context.Context, archive string) error
 		cleanup := func() {}
 		switch f.provider {
 		case "kind":
@@ -132,6 +135,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 				return nil, nil, err
 			}
 			cfg, workers = loaded.Config, k.Workers
+			load = k.LoadImage
 			_, rt, _ := kube.KindProvider(logf)
 			crasher = &kubetrial.ContainerCrasher{Runtime: rt}
 			partitioner = func(b *kubetrial.Backend) kubetrial.NodePartitioner {
@@ -161,6 +165,7 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 				return nil, nil, err
 			}
 			cfg, workers = loaded.Config, c.Nodes[:maxNodes]
+			load = c.LoadImage
 			crasher = localNodes{c}
 			partitioner = func(*kubetrial.Backend) kubetrial.NodePartitioner { return localNodes{c} }
 			dropper = localNodes{c}
@@ -183,6 +188,15 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 			logf("faults: through Chaos Mesh where it can inject them")
 		}
 		logf("nodes: %s", nodeMap(b.Nodes))
+		if f.istio() {
+			uninstall, err := installIstio(ctx, f, b, load, logf)
+			if err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+			down := cleanup
+			cleanup = func() { uninstall(); down() }
+		}
 		return b, cleanup, nil
 	}
 	return runTrials(f, scs, out, prepare, stdout, stderr)

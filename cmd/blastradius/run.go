@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+
 	"blastradius.dev/blastradius/framework/dataplane"
 	"blastradius.dev/blastradius/framework/netnstrial"
 	"blastradius.dev/blastradius/internal/k8sversion"
@@ -31,6 +33,7 @@ import (
 const (
 	defaultLocalK8sDir    = ".cache/local-k8s"
 	defaultLocalK8sBinDir = ".cache/k8s/" + k8sversion.Version
+	defaultIstioImages    = ".cache/istio/images"
 )
 
 type runFlags struct {
@@ -49,7 +52,16 @@ type runFlags struct {
 	yaml                       bool
 	kindConfig                 *v1alpha4.Cluster // parsed --kind-config
 	localDir, k8sBinDir        string            // --provider local-k8s
+	// Istio: --mesh, --ztunnel-image, --istio-images; meshes as parsed.
+	mesh, ztunnelImage, istioImages string
+	meshes                          []string
+	// images are the data planes' images a Kubernetes run ran, recorded
+	// in the results' environment (set when the cluster is prepared).
+	images []results.Image
 }
+
+// istio reports whether the run installs Istio.
+func (f *runFlags) istio() bool { return slices.Contains(f.meshes, scenario.MeshIstio) }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scenario, error) {
 	fs := flag.NewFlagSet("blastradius run", flag.ContinueOnError)
@@ -72,6 +84,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.StringVar(&f.image, "image", "blastradius:"+version, "--provider kind, local-k8s or kubeconfig: the image the pods run (default blastradius:<this binary's version>, what `make images` builds; with kind and local-k8s it must be the archive's tag)")
 	fs.StringVar(&f.localDir, "local-k8s-dir", defaultLocalK8sDir, "--provider local-k8s: the cluster's folder (certificates, kubeconfig, etcd data, node state, logs)")
 	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", defaultLocalK8sBinDir, "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
+	fs.StringVar(&f.mesh, "mesh", scenario.MeshReference, "comma-separated meshes the meshed modes run: reference (the tool's own data plane) and istio (Istio's ambient mesh: istiod, istio-cni and ztunnel installed from the pinned charts for the run and removed after; Kubernetes providers only; docs/istio.md). Each meshed mode runs once per mesh: --mesh reference,istio --mode none,ambient runs none, ambient and istio-ambient side by side")
+	fs.StringVar(&f.ztunnelImage, "ztunnel-image", "", "--mesh istio: the ztunnel image (default: local-k8s, where no registry is reachable: the tool's ztunnel-compatible proxy, the --image; kind and kubeconfig: upstream ztunnel as the pinned charts name it)")
+	fs.StringVar(&f.istioImages, "istio-images", "", "--mesh istio: the folder `make istio-images` wrote istiod's and istio-cni's images to (images.json), loaded into the nodes and run instead of upstream's (default: local-k8s: "+defaultIstioImages+"; kind and kubeconfig: none, upstream's images are pulled)")
 	fs.StringVar(&f.faults, "faults", "api", "--provider kind or kubeconfig: how faults are injected: api (pod deletions and scaling through the API, node crashes and partitions through the provider) or chaos-mesh (Chaos Mesh objects for the faults it can do, their times from its status records; Chaos Mesh must be installed: docs/chaos-mesh.md)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
 	fs.BoolVar(&f.yaml, "yaml", false, "with --dry-run: print every object's YAML as well")
@@ -105,6 +120,13 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		return nil
 	}
 	var perr error
+	if f.provider == "netns" {
+		for _, m := range strings.Split(f.mesh, ",") {
+			if strings.TrimSpace(m) == scenario.MeshIstio {
+				return nil, nil, errors.New("--mesh istio needs Kubernetes (--provider local-k8s, kind or kubeconfig): the embedded cluster runs only the reference data plane, and Istio's control plane and node agent need a Kubernetes API")
+			}
+		}
+	}
 	switch f.provider {
 	case "netns":
 		if perr = only("kind, kubeconfig or local-k8s", "dry-run", "image"); perr == nil {
@@ -121,6 +143,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		}
 		if perr == nil {
 			perr = only("kind or kubeconfig", "faults")
+		}
+		if perr == nil {
+			perr = only("kind, local-k8s or kubeconfig", "ztunnel-image", "istio-images")
 		}
 	case "kind":
 		perr = only("local-k8s", "local-k8s-dir", "k8s-bin-dir")
@@ -147,6 +172,22 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	if f.faults != "api" && f.faults != "chaos-mesh" {
 		return nil, nil, fmt.Errorf("--faults %q unknown (api, chaos-mesh)", f.faults)
 	}
+	for _, m := range strings.Split(f.mesh, ",") {
+		m = strings.TrimSpace(m)
+		switch m {
+		case scenario.MeshReference, scenario.MeshIstio:
+		default:
+			return nil, nil, fmt.Errorf("--mesh %q unknown (reference, istio, comma-separated)", m)
+		}
+		if slices.Contains(f.meshes, m) {
+			return nil, nil, fmt.Errorf("--mesh %s given twice", m)
+		}
+		f.meshes = append(f.meshes, m)
+	}
+	if !f.istio() && (set["ztunnel-image"] || set["istio-images"]) {
+		return nil, nil, errors.New("--ztunnel-image and --istio-images need --mesh istio")
+	}
+	var bases []string
 	for _, m := range strings.Split(f.mode, ",") {
 		m = strings.TrimSpace(m)
 		switch m {
@@ -154,12 +195,20 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		default:
 			return nil, nil, fmt.Errorf("--mode %q unknown (none, sidecar, ambient, comma-separated)", m)
 		}
-		for _, have := range f.modes {
-			if have == m {
-				return nil, nil, fmt.Errorf("--mode %s given twice", m)
-			}
+		if slices.Contains(bases, m) {
+			return nil, nil, fmt.Errorf("--mode %s given twice", m)
 		}
-		f.modes = append(f.modes, m)
+		bases = append(bases, m)
+	}
+	// Each meshed mode once per mesh, the reference's first: side by side.
+	for _, m := range bases {
+		if m == "none" {
+			f.modes = append(f.modes, m)
+			continue
+		}
+		for _, mesh := range f.meshes {
+			f.modes = append(f.modes, scenario.ModeOf(mesh, m))
+		}
 	}
 	if f.trials < 0 || f.trials > 100 {
 		return nil, nil, fmt.Errorf("--trials %d out of range 0..100", f.trials)
@@ -259,7 +308,7 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 		Provider: f.provider, Mode: strings.Join(f.modes, ","), DataPlane: dataPlaneName(f.modes), Version: version,
 		Kernel: kernel(), CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
 		Rootless: os.Getenv("BLASTRADIUS_OUTER_UID") != "0", NotReadyGrace: f.grace.String(),
-		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget,
+		BucketMs: float64(f.bucket) / float64(time.Millisecond), BudgetRPS: f.budget, Images: f.images,
 	}
 	r, err := scenario.NewRunner(scenario.Options{
 		Dir: out, Mode: f.modes[0], Bucket: f.bucket, BudgetRPS: f.budget, Timeout: f.timeout, Logf: logf,
@@ -391,11 +440,14 @@ func scenariosCmd(stdout io.Writer) int {
 func dataPlaneName(modes []string) string {
 	var out []string
 	for _, mode := range modes {
-		if mode == "none" {
+		switch scenario.MeshOf(mode) {
+		case "":
 			out = append(out, "none")
-			continue
+		case scenario.MeshIstio:
+			out = append(out, "Istio "+scenario.BaseMode(mode)+" (istiod and istio-cni of the pinned istio.io/istio; ztunnel: see images)")
+		default:
+			out = append(out, "reference "+mode+" (blastradius proxy "+version+")")
 		}
-		out = append(out, "reference "+mode+" (blastradius proxy "+version+")")
 	}
 	return strings.Join(out, "; ")
 }

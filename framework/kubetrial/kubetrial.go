@@ -82,6 +82,9 @@ type Backend struct {
 	// Chaos, when set, injects the faults Chaos Mesh can through its
 	// objects (chaos.go); nil: pod deletions and scaling through the API.
 	Chaos *kube.ChaosClient
+	// Istio, when set, is Istio's ambient mesh installed on the cluster:
+	// the istio-* modes run on it (nil: they are refused).
+	Istio *Istio
 	// Admin reaches a pod's admin port (the API server's pods/proxy); nil
 	// skips the checks that read the data plane's own state.
 	Admin func(ctx context.Context, namespace, pod string, port int, path string) ([]byte, error)
@@ -92,14 +95,19 @@ type Backend struct {
 	Logf         func(string, ...any)
 }
 
-// CheckMode implements scenario.Backend: the reference data plane's modes
-// and none.
+// CheckMode implements scenario.Backend: the reference data plane's modes,
+// none, and Istio's when Istio is installed.
 func (b *Backend) CheckMode(mode string) error {
 	switch mode {
 	case "none", "sidecar", "ambient":
 		return nil
+	case "istio-ambient", "istio-sidecar":
+		if b.Istio == nil {
+			return fmt.Errorf("mode %s needs Istio installed on the cluster (run with --mesh istio)", mode)
+		}
+		return nil
 	}
-	return fmt.Errorf("mode %s is not one the Kubernetes provider deploys (none, sidecar, ambient)", mode)
+	return fmt.Errorf("mode %s is not one the Kubernetes provider deploys (none, sidecar, ambient, istio-ambient, istio-sidecar)", mode)
 }
 
 // Capabilities implements scenario.Backend: what can be done through the
@@ -110,7 +118,11 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 	caps := scenario.Capabilities{
 		scenario.CapDrainNode: "the servers' replacements scaled up and waited for as ready endpoints, then cordon and evictions (kubectl drain --ignore-daemonsets); uncordoned after the trial",
 	}
-	if mode != "none" {
+	istio := scenario.MeshOf(mode) == scenario.MeshIstio
+	switch {
+	case istio:
+		caps = caps.Merge(istioCapabilities(mode))
+	case mode != "none":
 		caps[scenario.CapCrashControlPlane] = "delete of the control plane pod with grace period 0; its Deployment makes a new one"
 	}
 	if mode == "ambient" {
@@ -135,7 +147,7 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 		caps[scenario.CapDropFlow] = "nftables in the server pod's network namespace drops the flow's packets as they enter it"
 		caps[scenario.CapDropPod] = "nftables in the pod's network namespace drops every packet in and out of it but loopback"
 	}
-	if b.Chaos != nil {
+	if b.Chaos != nil && !istio {
 		caps = caps.Merge(chaosCapabilities(mode))
 	}
 	return caps
@@ -154,6 +166,11 @@ func Render(pl scenario.Plan, nodes []string, image string) ([]*unstructured.Uns
 	}
 	params := manifests.Params{Mode: pl.Mode, Image: image, Nodes: nodes[:pl.Nodes], Services: pl.Services,
 		CertTTL: pl.Mesh.CertTTL, Drain: pl.Mesh.Drain}
+	if scenario.MeshOf(pl.Mode) == scenario.MeshIstio {
+		// Istio's trials run the workloads of mode none in a namespace
+		// Istio's label enrols: Istio itself is installed once per run.
+		params.Mode, params.Namespace, params.NamespaceLabels = "none", manifests.Namespace(pl.Mode), istioNamespaceLabels()
+	}
 	for _, pp := range pl.Pods {
 		params.Pods = append(params.Pods, manifests.Pod{Name: pp.Name, Role: pp.Role, Node: pp.Node})
 	}

@@ -20,6 +20,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
 )
@@ -28,6 +29,25 @@ import (
 func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if t.Plan.Mesh.Waypoint != nil && t.Mode == "ambient" {
 		return &scenario.SkipError{Reason: "waypoints are not wired on the Kubernetes provider yet (the registry does not place them)"}
+	}
+	istio := scenario.MeshOf(t.Mode) == scenario.MeshIstio
+	if istio && (scenario.BaseMode(t.Mode) != "ambient" || t.Plan.Mesh.Waypoint != nil) {
+		return &scenario.SkipError{Reason: envoyReason}
+	}
+	if istio && b.Istio == nil {
+		return b.CheckMode(t.Mode)
+	}
+	if istio && t.Plan.Mesh.CertTTL > 0 {
+		// Certificates that run out within the trial: the ztunnels ask for
+		// the scenario's lifetime, and get their default back after.
+		if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, t.Plan.Mesh.CertTTL, t.Logf); err != nil {
+			return err
+		}
+		defer func() {
+			if err := b.ztunnelCertTTL(context.WithoutCancel(ctx), b.Istio.Namespace, 0, t.Logf); err != nil {
+				t.Logf("clean-up: %v", err)
+			}
+		}()
 	}
 	ns := manifests.Namespace(t.Mode)
 	ready := b.ReadyTimeout
@@ -63,6 +83,15 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		}
 		return err
 	}
+	var mesh *results.MeshEvidence
+	if istio {
+		n, err := b.waitRedirected(ctx, ns, redirectTimeout)
+		if err != nil {
+			return err
+		}
+		t.Logf("istio: %d pods redirected by istio-cni (%s: %s)", n, istioRedirection, istioRedirectionValue)
+		mesh = &results.MeshEvidence{Mesh: scenario.MeshIstio, Redirected: n}
+	}
 	pl, err := b.place(ctx, ns)
 	if err != nil {
 		return err
@@ -71,7 +100,15 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if err != nil {
 		return err
 	}
-	kp := &keeper{b: b, ns: ns, meshed: t.Mode != "none", logf: t.Logf, interval: time.Second}
+	var afterProbe map[string]float64
+	if istio {
+		mesh.Pods = len(topo.Pods)
+		if afterProbe, err = b.istioProbe(ctx, t, ns, topo, pl, mesh); err != nil {
+			return err
+		}
+		t.SetMesh(*mesh)
+	}
+	kp := &keeper{b: b, ns: ns, meshed: t.Mode != "none" && !istio, logf: t.Logf, interval: time.Second}
 	for s := range t.Plan.Services {
 		kp.services = append(kp.services, s)
 	}
@@ -81,7 +118,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return err
 	}
 	kp.last = eps
-	if t.Mode != "none" {
+	if t.Mode != "none" && !istio {
 		cp, ok := pl.pods["controlplane"]
 		if !ok {
 			return errors.New("the control plane pod is not running")
@@ -142,8 +179,21 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if t.Mode != "none" {
 		target = dp
 	}
+	if istio {
+		idp := &istioDataPlane{b: b, ns: b.Istio.Namespace, real: map[string]string{}, logf: t.Logf}
+		for realName, planned := range pl.planned {
+			idp.real[planned] = realName
+		}
+		// istiod's node, for the faults that reach it and the verdict.
+		if p, err := idp.podOn(ctx, istiodSelector, ""); err == nil {
+			if n, ok := pl.planned[p.Spec.NodeName]; ok {
+				podNodes[istiodName] = n
+			}
+		}
+		target = idp
+	}
 	var faultInfra scenario.Infra = infra
-	if b.Chaos != nil {
+	if b.Chaos != nil && !istio {
 		scope := chaosScope(t, ns)
 		faultInfra = &chaosNodes{nodes: infra, k: b.Chaos, scope: scope}
 		if t.Mode != "none" {
@@ -179,6 +229,23 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	}
 	if err := b.pull(ctx, t, ns, clients); err != nil {
 		t.Logf("pull events: %v", err)
+	}
+	if istio {
+		after, _, err := b.hboneByNode(ctx, b.Istio.Namespace, pl.planned)
+		if err != nil {
+			t.Logf("istio: HBONE counters after the trial: %v", err)
+		}
+		// A ztunnel restarted during the trial counts from zero: its
+		// node's figure is then what the new one counted.
+		trial := diffStreams(afterProbe, after)
+		for n, v := range trial {
+			if v < 0 {
+				trial[n] = after[n]
+			}
+		}
+		mesh.TrialStreams = trial
+		t.SetMesh(*mesh)
+		t.Logf("istio: HBONE streams opened by the node proxies during the trial: %s", streamsLine(trial))
 	}
 	if faultErr != nil {
 		return faultErr

@@ -28,6 +28,7 @@ const (
 	kubeProxyConfig    = "/var/lib/kube-proxy/config.yaml"
 	kubeProxyKubeconf  = "/var/lib/kube-proxy/kubeconfig"
 	cniConfDir         = "/var/lib/cni/net.d"
+	cniBinDir          = "/var/lib/cni/bin"
 	nodeSpecInNode     = "/var/lib/blastradius/node.json"
 	nodeInitArg0       = "blastradius-local-k8s-node"
 	nodeInitEnv        = "BLASTRADIUS_LOCALK8S_NODE_INIT"
@@ -66,7 +67,7 @@ func specPath(l layout, node string) string {
 // certificates and kubeconfig into its directory.
 func writeNodeFiles(l layout, n nodeState, b binaries, pauseTar string, cgroups []string) error {
 	s := nodeSpec{Name: n.Name, Dir: l.node(n.Name), IP: n.IP, Bins: b, PauseTar: pauseTar, Cgroups: cgroups}
-	for _, d := range []string{nodeVarLog, nodeVarLib + "/tmp", nodeVarLib + "/cni/net.d", nodeVarLib + "/kubelet/pki", nodeVarLib + "/kube-proxy", nodeVarLib + "/blastradius"} {
+	for _, d := range []string{nodeVarLog, nodeVarLib + "/tmp", nodeVarLib + "/cni/net.d", nodeVarLib + "/cni/bin", nodeVarLib + "/kubelet/pki", nodeVarLib + "/kube-proxy", nodeVarLib + "/blastradius"} {
 		if err := os.MkdirAll(filepath.Join(s.Dir, d), 0o755); err != nil {
 			return err
 		}
@@ -88,7 +89,7 @@ func writeNodeFiles(l layout, n nodeState, b binaries, pauseTar string, cgroups 
 		}
 	}
 	files := map[string][]byte{
-		containerdConfig:                      []byte(containerdTOML(b.CNIDir)),
+		containerdConfig:                      []byte(containerdTOML(cniBinDir)),
 		cniConfDir + "/10-local-k8s.conflist": cniConflist(n),
 	}
 	kc, err := kubeletYAML(n)
@@ -111,8 +112,27 @@ func writeNodeFiles(l layout, n nodeState, b binaries, pauseTar string, cgroups 
 			return err
 		}
 	}
+	// Each node's CNI plugins are its own copies: a chained plugin a
+	// node agent installs (istio-cni) lands in the node's folder, never in
+	// the host's.
+	for _, name := range cniPlugins {
+		bin, err := os.ReadFile(filepath.Join(b.CNIDir, name))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(s.hostPath(cniBinDir+"/"+name), bin, 0o755); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// CNI folders as the nodes' containerd and kubelet see them: where a node
+// agent such as istio-cni installs its plugin and chains its configuration.
+const (
+	CNIBinDir  = cniBinDir
+	CNIConfDir = cniConfDir
+)
 
 // containerdTOML is one node's containerd. restrict_oom_score_adj: this
 // machine grants no CAP_SYS_RESOURCE, and without it runc fails to lower a

@@ -1,0 +1,162 @@
+//go:build !nokube
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"blastradius.dev/blastradius/framework/cluster/localk8s"
+	"blastradius.dev/blastradius/framework/istio/istioinstall"
+	"blastradius.dev/blastradius/framework/kubetrial"
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/internal/oneline"
+)
+
+// istioReadyTimeout bounds each part of Istio's install.
+const istioReadyTimeout = 3 * time.Minute
+
+// istioOptions are the values the run sets on Istio's charts, and the
+// images built here it loads (none where upstream's are pulled).
+func istioOptions(f *runFlags) (istioinstall.Options, []istioinstall.Built, bool, error) {
+	var o istioinstall.Options
+	dir := f.istioImages
+	if dir == "" && f.provider == "local-k8s" {
+		dir = defaultIstioImages
+	}
+	var built []istioinstall.Built
+	if dir != "" {
+		m, err := istioinstall.ReadBuilt(dir)
+		if err != nil {
+			return o, nil, false, err
+		}
+		for _, p := range []string{istioinstall.PartIstiod, istioinstall.PartCNI} {
+			built = append(built, m[p])
+		}
+		o.PilotImage, o.CNIImage = m[istioinstall.PartIstiod].Reference, m[istioinstall.PartCNI].Reference
+		// Loaded into the nodes: never pulled.
+		o.PullPolicy = "IfNotPresent"
+	}
+	standIn := false
+	switch {
+	case f.ztunnelImage != "":
+		o.ZtunnelImage = f.ztunnelImage
+		standIn = f.ztunnelImage == f.image
+	case f.provider == "local-k8s":
+		// No registry: the tool's ztunnel-compatible proxy, from the
+		// image the run loads anyway (the chart runs it as `proxy ztunnel`).
+		o.ZtunnelImage, standIn = f.image, true
+		o.PullPolicy = "IfNotPresent"
+	}
+	if f.provider == "local-k8s" {
+		o.CNIBinDir, o.CNIConfDir = localk8s.CNIBinDir, localk8s.CNIConfDir
+	}
+	return o, built, standIn, nil
+}
+
+// installIstio installs Istio's ambient mesh for the run's istio-* modes
+// and returns its uninstall. Images built here are loaded into the nodes
+// first (load: the provider's loader; nil where nodes pull).
+func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load func(context.Context, string) error, logf func(string, ...any)) (func(), error) {
+	o, built, standIn, err := istioOptions(f)
+	if err != nil {
+		return nil, err
+	}
+	if sv, err := b.Client.Discovery().ServerVersion(); err == nil {
+		o.KubeVersion = sv.GitVersion
+	}
+	parts, err := istioinstall.Render(o)
+	if err != nil {
+		return nil, err
+	}
+	if len(built) > 0 {
+		if load == nil {
+			return nil, fmt.Errorf("--istio-images: the %s provider cannot load images into its nodes; push them to a registry the nodes reach instead", f.provider)
+		}
+		for _, bi := range built {
+			logf("istio: loading %s (%s) into the nodes", bi.Reference, bi.Archive)
+			if err := load(ctx, bi.Archive); err != nil {
+				return nil, err
+			}
+		}
+	}
+	imgs, err := o.Images()
+	if err != nil {
+		return nil, err
+	}
+	what := "upstream ztunnel"
+	if standIn {
+		what = "the tool's ztunnel-compatible proxy"
+	}
+	logf("istio: installing the pinned charts (profile ambient): istiod %s, istio-cni %s, ztunnel %s (%s)", imgs[istioinstall.PartIstiod], imgs[istioinstall.PartCNI], imgs[istioinstall.PartZtunnel], what)
+	c := istioinstall.Cluster{Client: b.Client, Dynamic: b.Dynamic, Mapper: b.Mapper, Logf: logf}
+	uninstall := func() {
+		logf("istio: uninstalling")
+		t0 := time.Now()
+		if err := istioinstall.Uninstall(context.Background(), c, parts, istioReadyTimeout); err != nil {
+			logf("istio: %s", oneline.Fold(err.Error(), 0))
+			return
+		}
+		logf("istio: uninstalled in %s: no object of its charts left", time.Since(t0).Round(100*time.Millisecond))
+	}
+	t0 := time.Now()
+	if err := istioinstall.Install(ctx, c, parts, istioinstall.InstallOptions{ReadyTimeout: istioReadyTimeout}); err != nil {
+		uninstall()
+		return nil, err
+	}
+	logf("istio: installed and ready in %s", time.Since(t0).Round(100*time.Millisecond))
+	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn}
+	f.images = runningImages(ctx, b, built, standIn, logf)
+	return uninstall, nil
+}
+
+// runningImages are the images Istio's pods run, as their kubelets report
+// them (image ID, i.e. digest), with the manifest digests of those built
+// here.
+func runningImages(ctx context.Context, b *kubetrial.Backend, built []istioinstall.Built, standIn bool, logf func(string, ...any)) []results.Image {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	list, err := b.Client.CoreV1().Pods(istioinstall.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		logf("istio: images: %v", err)
+		return nil
+	}
+	roles := map[string]string{"istiod": istioinstall.PartIstiod, "ztunnel": istioinstall.PartZtunnel}
+	seen := map[string]bool{}
+	var out []results.Image
+	for _, p := range list.Items {
+		role := roles[p.Labels["app"]]
+		if p.Labels["k8s-app"] == "istio-cni-node" {
+			role = istioinstall.PartCNI
+		}
+		if role == "" {
+			continue
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			key := role + " " + cs.Image + " " + cs.ImageID
+			if seen[key] || cs.ImageID == "" {
+				continue
+			}
+			seen[key] = true
+			img := results.Image{Role: role, Ref: cs.Image, ID: cs.ImageID, StandIn: standIn && role == istioinstall.PartZtunnel}
+			if i := slices.IndexFunc(built, func(bi istioinstall.Built) bool { return bi.Part == role }); i >= 0 {
+				img.Digest = built[i].Digest
+			}
+			if _, d, ok := strings.Cut(cs.ImageID, "@"); ok && img.Digest == "" {
+				img.Digest = d // pulled from a registry: the manifest digest
+			}
+			out = append(out, img)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Role < out[j].Role })
+	for _, im := range out {
+		logf("istio: %s runs %s (%s)", im.Role, im.Ref, im.ID)
+	}
+	return out
+}

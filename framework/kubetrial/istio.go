@@ -1,0 +1,624 @@
+package kubetrial
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"blastradius.dev/blastradius/framework/cluster/kube"
+	"blastradius.dev/blastradius/framework/results"
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/internal/oneline"
+	"blastradius.dev/blastradius/manifests"
+)
+
+// Istio is Istio's ambient mesh as installed on the cluster (istiod,
+// istio-cni, ztunnel in one namespace): the istio-* modes run on it.
+type Istio struct {
+	// Namespace holds istiod, istio-cni and ztunnel (istio-system).
+	Namespace string
+	// StandIn says ztunnel is the tool's ztunnel-compatible proxy (its
+	// HBONE counters are named differently from upstream ztunnel's).
+	StandIn bool
+}
+
+// Istio's pods, by the labels its charts give them.
+const (
+	istiodSelector  = "app=istiod"
+	ztunnelSelector = "app=ztunnel"
+	cniSelector     = "k8s-app=istio-cni-node"
+	istiodName      = "istiod" // the Deployment, and the pod's plan name
+	ztunnelName     = "ztunnel"
+	// Istio's labels and annotation: a namespace enrolled in ambient
+	// mode, and a pod istio-cni has redirected to its node's ztunnel.
+	istioDataplaneLabel   = "istio.io/dataplane-mode"
+	istioRedirection      = "ambient.istio.io/redirection"
+	istioRedirectionValue = "enabled"
+	// ztunnel's stats port (the chart's ztunnel-stats containerPort).
+	ztunnelStatsPort = 15020
+)
+
+// envoyReason is why Istio's sidecar mode and waypoints are not run.
+const envoyReason = "Istio's sidecar and waypoint proxy is Envoy, which the tool does not deploy (it cannot be built here, and upstream's proxyv2 runs only where a registry is reachable)"
+
+// istioTrialChecks are done before an Istio trial's load starts.
+const (
+	redirectTimeout = 90 * time.Second
+	probeDuration   = 2 * time.Second
+)
+
+// istioCapabilities is what the Istio modes offer of the data plane's
+// capabilities, each with its real mechanism.
+func istioCapabilities(mode string) scenario.Capabilities {
+	if scenario.BaseMode(mode) != "ambient" {
+		return scenario.Capabilities{}
+	}
+	return scenario.Capabilities{
+		scenario.CapCrashNodeProxy:    "Istio: delete of the node's ztunnel pod with grace period 0 (SIGKILL); its DaemonSet makes a new one",
+		scenario.CapRestartNodeProxy:  "Istio: delete of the node's ztunnel pod with its grace period (SIGTERM, the old ztunnel drains); the DaemonSet's surge starts the new one at once, and istio-cni hands the node's pods to it",
+		scenario.CapCrashNodeAgent:    "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one",
+		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
+		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",
+	}
+}
+
+// istioDataPlane is Istio's ambient mesh as faults see it.
+type istioDataPlane struct {
+	b    *Backend
+	ns   string // Istio's namespace
+	real map[string]string
+	logf func(string, ...any)
+}
+
+func (d *istioDataPlane) Describe() string {
+	return "Istio ambient (istiod, istio-cni, ztunnel) on Kubernetes"
+}
+
+// ControlPlanePod names istiod, placed on its node by the trial's infra.
+func (d *istioDataPlane) ControlPlanePod() string { return istiodName }
+
+// realNode maps a planned node name to the cluster's.
+func (d *istioDataPlane) realNode(node string) (string, error) {
+	n, ok := d.real[node]
+	if !ok {
+		return "", fmt.Errorf("no cluster node plays %s", node)
+	}
+	return n, nil
+}
+
+// podOn is the running (not deleting) pod of selector on a node ("" =
+// any), the newest if several.
+func (d *istioDataPlane) podOn(ctx context.Context, selector, node string) (corev1.Pod, error) {
+	opts := metav1.ListOptions{LabelSelector: selector}
+	if node != "" {
+		opts.FieldSelector = "spec.nodeName=" + node
+	}
+	list, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, opts)
+	if err != nil {
+		return corev1.Pod{}, fmt.Errorf("list %s pods: %w", selector, err)
+	}
+	var best *corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		if best == nil || p.CreationTimestamp.After(best.CreationTimestamp.Time) {
+			best = p
+		}
+	}
+	if best == nil {
+		where := ""
+		if node != "" {
+			where = " on " + node
+		}
+		return corev1.Pod{}, fmt.Errorf("no running %s pod%s in %s", selector, where, d.ns)
+	}
+	return *best, nil
+}
+
+// kill deletes the pod of selector on the planned node with grace period
+// 0.
+func (d *istioDataPlane) kill(selector, node string) (time.Time, error) {
+	real := ""
+	if node != "" {
+		var err error
+		if real, err = d.realNode(node); err != nil {
+			return time.Time{}, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := d.podOn(ctx, selector, real)
+	if err != nil {
+		return time.Time{}, err
+	}
+	zero := int64(0)
+	at := time.Now()
+	if err := d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		return time.Time{}, fmt.Errorf("delete pod %s/%s: %w", d.ns, p.Name, err)
+	}
+	d.logf("istio: pod %s deleted (grace period 0)", p.Name)
+	return at, nil
+}
+
+// CrashNodeProxy SIGKILLs the node's ztunnel.
+func (d *istioDataPlane) CrashNodeProxy(node string) (time.Time, error) {
+	return d.kill(ztunnelSelector, node)
+}
+
+// CrashNodeAgent SIGKILLs the node's istio-cni.
+func (d *istioDataPlane) CrashNodeAgent(node string) (time.Time, error) {
+	return d.kill(cniSelector, node)
+}
+
+// RestartNodeAgent waits for the DaemonSet's new istio-cni pod on the
+// node to be Ready.
+func (d *istioDataPlane) RestartNodeAgent(node string) (time.Time, error) {
+	real, err := d.realNode(node)
+	if err != nil {
+		return time.Time{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := d.waitReady(ctx, cniSelector, real, "")
+	if err != nil {
+		return time.Time{}, err
+	}
+	d.logf("istio: istio-cni pod %s Ready on %s", p.Name, real)
+	return time.Now(), nil
+}
+
+// waitReady waits for a Ready pod of selector on node other than the one
+// with UID not.
+func (d *istioDataPlane) waitReady(ctx context.Context, selector, node string, not types.UID) (corev1.Pod, error) {
+	var found corev1.Pod
+	var last string
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		list, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: selector, FieldSelector: "spec.nodeName=" + node})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		for _, p := range list.Items {
+			if p.UID != not && p.DeletionTimestamp == nil && podReady(&p) {
+				found = p
+				return true, nil
+			}
+		}
+		last = fmt.Sprintf("%d pods, none new and Ready", len(list.Items))
+		return false, nil
+	})
+	if err != nil {
+		return corev1.Pod{}, fmt.Errorf("no new Ready %s pod on %s (%s): %w", selector, node, last, err)
+	}
+	return found, nil
+}
+
+// RestartNodeProxy restarts the node's ztunnel as Kubernetes does on an
+// upgrade: the pod is deleted with its own grace period, so the old
+// ztunnel gets SIGTERM and drains; the DaemonSet (maxSurge 1) starts the
+// new one at once, and istio-cni hands the node's pods to it. ready is
+// when the new pod is Ready; done closes when the old pod is gone.
+func (d *istioDataPlane) RestartNodeProxy(ctx context.Context, node string) (started, ready, stopped time.Time, done <-chan struct{}, err error) {
+	real, err := d.realNode(node)
+	if err != nil {
+		return
+	}
+	old, err := d.podOn(ctx, ztunnelSelector, real)
+	if err != nil {
+		return
+	}
+	started = time.Now()
+	if err = d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+		err = fmt.Errorf("delete pod %s/%s: %w", d.ns, old.Name, err)
+		return
+	}
+	stopped = started // SIGTERM: the old ztunnel stops taking new pods and drains
+	grace := int64(30)
+	if old.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *old.Spec.TerminationGracePeriodSeconds
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		// The kubelet SIGKILLs at the grace period: the pod is gone soon
+		// after; the margin covers the kubelet's and the API's latency.
+		gctx, cancel := context.WithTimeout(context.Background(), time.Duration(grace)*time.Second+time.Minute)
+		defer cancel()
+		_ = wait.PollUntilContextCancel(gctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			p, err := d.b.Client.CoreV1().Pods(d.ns).Get(ctx, old.Name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err) || (err == nil && p.UID != old.UID), nil
+		})
+	}()
+	done = ch
+	np, werr := d.waitReady(ctx, ztunnelSelector, real, old.UID)
+	if werr != nil {
+		err = werr
+		return
+	}
+	ready = time.Now()
+	d.logf("istio: ztunnel %s SIGTERMed on %s; new ztunnel %s Ready after %s", old.Name, real, np.Name, ready.Sub(started).Round(time.Millisecond))
+	return
+}
+
+// CrashControlPlane SIGKILLs istiod.
+func (d *istioDataPlane) CrashControlPlane() (time.Time, error) { return d.kill(istiodSelector, "") }
+
+func (d *istioDataPlane) scaleIstiod(ctx context.Context, n int32) error {
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
+	_, err := d.b.Client.AppsV1().Deployments(d.ns).Patch(ctx, istiodName, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "blastradius"})
+	if err != nil {
+		return fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, istiodName, n, err)
+	}
+	return nil
+}
+
+// StopControlPlane holds istiod down: scaled to 0, its pod deleted with
+// grace period 0 (a scale-down alone would let it drain for its grace
+// period).
+func (d *istioDataPlane) StopControlPlane() (time.Time, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.scaleIstiod(ctx, 0); err != nil {
+		return time.Time{}, err
+	}
+	at := time.Now()
+	zero := int64(0)
+	err := d.b.Client.CoreV1().Pods(d.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: istiodSelector})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("delete istiod pods: %w", err)
+	}
+	d.logf("istio: istiod scaled to 0")
+	return at, nil
+}
+
+// StartControlPlane scales istiod back to 1 and waits until it is Ready.
+func (d *istioDataPlane) StartControlPlane(ctx context.Context) (time.Time, error) {
+	if err := d.scaleIstiod(ctx, 1); err != nil {
+		return time.Time{}, err
+	}
+	var last string
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		p, err := d.podOn(ctx, istiodSelector, "")
+		if err == nil && podReady(&p) {
+			return true, nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = "pod " + p.Name + " not Ready"
+		}
+		return false, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("istiod not Ready again (%s): %w", last, err)
+	}
+	d.logf("istio: istiod Ready again")
+	return time.Now(), nil
+}
+
+// CertExpiries would need each ztunnel's certificates; ztunnel's
+// config dump has them, but is not read yet here.
+func (d *istioDataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, error) {
+	return nil, errors.New("certificate expiries are not read from ztunnel")
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// istioNamespaceLabels enrol a trial's namespace in Istio's ambient mode.
+func istioNamespaceLabels() map[string]string {
+	return map[string]string{istioDataplaneLabel: "ambient"}
+}
+
+// waitRedirected waits until istio-cni has redirected every pod of the
+// trial's namespace (its annotation on each), or says which are not.
+func (b *Backend) waitRedirected(ctx context.Context, ns string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var pending []string
+	n := 0
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPartOf + "=blastradius"})
+		if err != nil {
+			pending = []string{err.Error()}
+			return false, nil
+		}
+		pending, n = nil, 0
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			if p.Annotations[istioRedirection] != istioRedirectionValue {
+				pending = append(pending, p.Name)
+				continue
+			}
+			n++
+		}
+		return len(pending) == 0 && n > 0, nil
+	})
+	if err != nil {
+		if len(pending) > 4 {
+			pending = append(pending[:4], fmt.Sprintf("and %d more", len(pending)-4))
+		}
+		return n, fmt.Errorf("pods not redirected by istio-cni within %s (no %s: %s annotation): %s", timeout, istioRedirection, istioRedirectionValue, strings.Join(pending, ", "))
+	}
+	return n, nil
+}
+
+// hboneMetrics are the counters of HBONE streams a node proxy opened, as
+// the tool's stand-in and upstream ztunnel name them.
+var hboneMetrics = []struct {
+	name   string
+	labels map[string]string
+}{
+	{"hbone_streams_total", map[string]string{"direction": "outbound"}},
+	{"istio_tcp_connections_opened_total", map[string]string{"reporter": "source", "security_policy": "mutual_tls"}},
+}
+
+// hboneStreams reads one ztunnel's count of HBONE streams it opened, and
+// the metric it came from.
+func hboneStreams(text []byte) (float64, string, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return 0, "", fmt.Errorf("metrics: %v", oneline.Lines(err.Error()))
+	}
+	for _, m := range hboneMetrics {
+		f, ok := fams[m.name]
+		if !ok {
+			continue
+		}
+		sum := 0.0
+	metric:
+		for _, s := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range s.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range m.labels {
+				if have[k] != v {
+					continue metric
+				}
+			}
+			sum += s.GetCounter().GetValue()
+		}
+		return sum, m.name, nil
+	}
+	return 0, "", fmt.Errorf("no HBONE counter among the metrics (want %s or %s)", hboneMetrics[0].name, hboneMetrics[1].name)
+}
+
+// hboneByNode reads every ztunnel's HBONE counter, by planned node.
+func (b *Backend) hboneByNode(ctx context.Context, istioNS string, planned map[string]string) (map[string]float64, string, error) {
+	if b.Admin == nil {
+		return nil, "", errors.New("no way to read ztunnel's metrics (pods/proxy)")
+	}
+	list, err := b.Client.CoreV1().Pods(istioNS).List(ctx, metav1.ListOptions{LabelSelector: ztunnelSelector})
+	if err != nil {
+		return nil, "", fmt.Errorf("list ztunnel pods: %w", err)
+	}
+	out := map[string]float64{}
+	metric := ""
+	var mu sync.Mutex
+	var errs []string
+	var wg sync.WaitGroup
+	for _, p := range list.Items {
+		node, ok := planned[p.Spec.NodeName]
+		if !ok || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body, err := b.Admin(ctx, istioNS, p.Name, ztunnelStatsPort, "/metrics")
+			var v float64
+			var name string
+			if err == nil {
+				v, name, err = hboneStreams(body)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s (%s): %v", p.Name, node, oneline.Fold(err.Error(), 200)))
+				return
+			}
+			out[node] += v
+			metric = name
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return out, metric, errors.New(strings.Join(errs, "; "))
+	}
+	return out, metric, nil
+}
+
+// diffStreams is after - before, by node.
+func diffStreams(before, after map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for _, n := range slices.Sorted(maps.Keys(after)) {
+		out[n] = after[n] - before[n]
+	}
+	return out
+}
+
+// istioProbe runs every flow of the plan at a low rate for probeDuration
+// from its client pod and reads the node proxies' HBONE counters before
+// and after: a trial starts only once traffic has crossed HBONE from the
+// node of every client. It returns the counters after the probe. The
+// probe's events go to the client pods' /tmp, never where the trial's do.
+func (b *Backend) istioProbe(ctx context.Context, t *scenario.TrialRun, ns string, topo results.Topology, pl *placed, mesh *results.MeshEvidence) (map[string]float64, error) {
+	before, _, err := b.hboneByNode(ctx, b.Istio.Namespace, pl.planned)
+	if err != nil {
+		return nil, fmt.Errorf("istio: HBONE counters: %w", err)
+	}
+	byClient, err := t.ProbeFlows(topo, func(id string) string { return "/tmp/blastradius-probe-" + id + ".jsonl" })
+	if err != nil {
+		return nil, err
+	}
+	clientNodes := map[string]bool{}
+	for _, p := range topo.Pods {
+		if _, ok := byClient[p.Name]; ok {
+			clientNodes[p.Node] = true
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeDuration+30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	flows := 0
+	for c, fl := range byClient {
+		p, ok := pl.pods[c]
+		if !ok {
+			return nil, fmt.Errorf("istio probe: no running pod plays %s", c)
+		}
+		flows += len(fl)
+		cmd := append([]string{manifests.Binary}, scenario.ProbeArgs(probeDuration, fl)...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			if err := b.Exec.Exec(pctx, ns, p.Name, containerOf(p), cmd, &out, &out); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Sprintf("%s: %v %s", c, err, oneline.Fold(out.String(), 200)))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return nil, fmt.Errorf("istio probe: %s", strings.Join(errs, "; "))
+	}
+	after, metric, err := b.hboneByNode(ctx, b.Istio.Namespace, pl.planned)
+	if err != nil {
+		return nil, fmt.Errorf("istio: HBONE counters after the probe: %w", err)
+	}
+	probe := diffStreams(before, after)
+	mesh.ProbeStreams, mesh.Metric = probe, metric
+	var missing []string
+	for _, n := range slices.Sorted(maps.Keys(clientNodes)) {
+		if probe[n] <= 0 {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("istio: the pods are redirected, but no traffic crossed HBONE from %s during a %s probe of every flow (%s: %s)",
+			strings.Join(missing, ", "), probeDuration, metric, streamsLine(probe))
+	}
+	t.Logf("istio: a %s probe of %d flows crossed HBONE (%s): %s", probeDuration, flows, metric, streamsLine(probe))
+	return after, nil
+}
+
+// streamsLine prints HBONE stream counts by node.
+func streamsLine(by map[string]float64) string {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", n, by[n]))
+	}
+	if len(parts) == 0 {
+		return "no ztunnel read"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ztunnelCertTTL sets the workload certificate lifetime the ztunnels ask
+// istiod for (ztunnel's SECRET_TTL; "" removes it: ztunnel's 24 h) and
+// waits for the DaemonSet's roll. A trial that needs certificates to run
+// out (cert-expiry) sets its TTL before it starts and takes it back after:
+// istiod issues what is asked up to its MAX_WORKLOAD_CERT_TTL.
+func (b *Backend) ztunnelCertTTL(ctx context.Context, ns string, ttl time.Duration, logf func(string, ...any)) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	ds, err := b.Client.AppsV1().DaemonSets(ns).Get(ctx, ztunnelName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("ztunnel DaemonSet: %w", err)
+	}
+	want := ""
+	if ttl > 0 {
+		want = ttl.String()
+	}
+	changed := false
+	for i := range ds.Spec.Template.Spec.Containers {
+		c := &ds.Spec.Template.Spec.Containers[i]
+		var env []corev1.EnvVar
+		have := ""
+		for _, e := range c.Env {
+			if e.Name == "SECRET_TTL" {
+				have = e.Value
+				continue
+			}
+			env = append(env, e)
+		}
+		if want != "" {
+			env = append(env, corev1.EnvVar{Name: "SECRET_TTL", Value: want})
+		}
+		if have != want {
+			c.Env, changed = env, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	what := "ztunnel's default (24h)"
+	if want != "" {
+		what = want
+	}
+	logf("istio: ztunnel certificates: %s; rolling the ztunnel DaemonSet", what)
+	t0 := time.Now()
+	if _, err := b.Client.AppsV1().DaemonSets(ns).Update(ctx, ds, metav1.UpdateOptions{FieldManager: "blastradius"}); err != nil {
+		return fmt.Errorf("ztunnel DaemonSet: %w", err)
+	}
+	if err := b.waitDaemonSetRolled(ctx, ns, ztunnelName); err != nil {
+		return err
+	}
+	logf("istio: ztunnel DaemonSet rolled in %s", time.Since(t0).Round(100*time.Millisecond))
+	return nil
+}
+
+// waitDaemonSetRolled waits until every pod of a DaemonSet runs its
+// current template and is available, and no old pod is left.
+func (b *Backend) waitDaemonSetRolled(ctx context.Context, ns, name string) error {
+	var last string
+	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		ds, err := b.Client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		st := ds.Status
+		last = fmt.Sprintf("%d/%d updated, %d available, %d scheduled", st.UpdatedNumberScheduled, st.DesiredNumberScheduled, st.NumberAvailable, st.CurrentNumberScheduled)
+		return st.ObservedGeneration >= ds.Generation && st.DesiredNumberScheduled > 0 &&
+			st.UpdatedNumberScheduled == st.DesiredNumberScheduled && st.NumberAvailable == st.DesiredNumberScheduled &&
+			st.CurrentNumberScheduled == st.DesiredNumberScheduled, nil
+	})
+	if err != nil {
+		why := kube.PodProblems(ctx, b.Client, ns)
+		return fmt.Errorf("DaemonSet %s/%s not rolled out (%s) %s: %w", ns, name, last, why, err)
+	}
+	return nil
+}
