@@ -124,6 +124,12 @@ func (o Options) Images() (map[string]string, error) {
 	}
 	or := func(s, image string) string {
 		if s != "" {
+			// The charts take an image option as a full reference only
+			// when it has a "/" (else as a name under their hub): a bare
+			// name is Docker Hub's library one, spelled out.
+			if !strings.Contains(s, "/") {
+				s = "docker.io/library/" + s
+			}
 			return s
 		}
 		return d.Hub + "/" + image + ":" + d.Tag

@@ -167,6 +167,19 @@ func TestRenderDefaultsToTheChartsImages(t *testing.T) {
 	}
 }
 
+// A bare image name (the tool's own image, blastradius:<version>) is
+// spelled out: the charts would put it under their hub otherwise.
+func TestRenderSpellsOutABareImageName(t *testing.T) {
+	parts, err := Render(Options{ZtunnelImage: "blastradius:v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zt := typed[appsv1.DaemonSet](t, find(t, parts, PartZtunnel, "DaemonSet", "ztunnel"))
+	if got := zt.Spec.Template.Spec.Containers[0].Image; got != "docker.io/library/blastradius:v1" {
+		t.Errorf("ztunnel image %s, want docker.io/library/blastradius:v1", got)
+	}
+}
+
 func TestRenderRefusesABadKubernetesVersion(t *testing.T) {
 	_, err := Render(Options{KubeVersion: "not-a-version"})
 	if err == nil || !strings.Contains(err.Error(), "not-a-version") {
