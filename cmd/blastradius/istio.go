@@ -106,7 +106,9 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 		logf("istio: uninstalled in %s: no object of its charts left", time.Since(t0).Round(100*time.Millisecond))
 	}
 	t0 := time.Now()
-	if err := istioinstall.Install(ctx, c, parts, istioinstall.InstallOptions{ReadyTimeout: istioReadyTimeout}); err != nil {
+	// local-k8s runs no cluster DNS (docs/local-k8s.md).
+	io := istioinstall.InstallOptions{ReadyTimeout: istioReadyTimeout, NoClusterDNS: f.provider == "local-k8s"}
+	if err := istioinstall.Install(ctx, c, parts, io); err != nil {
 		uninstall()
 		return nil, err
 	}

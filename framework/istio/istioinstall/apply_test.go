@@ -2,6 +2,7 @@ package istioinstall
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,11 +36,12 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 	defer cancel()
 
 	for _, tc := range []struct {
-		name string
-		opt  Options
+		name  string
+		opt   Options
+		noDNS bool
 	}{
-		{"kind (the charts' images and CNI folders)", Options{}},
-		{"local-k8s", localOptions},
+		{"kind (the charts' images and CNI folders)", Options{}, false},
+		{"local-k8s", localOptions, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			parts, err := Render(tc.opt)
@@ -50,8 +52,26 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 			for _, p := range parts {
 				n += len(p.Objects)
 			}
-			if err := Install(ctx, c, parts, InstallOptions{NoWait: true, ReadyTimeout: time.Minute}); err != nil {
+			io := InstallOptions{NoWait: true, ReadyTimeout: time.Minute, NoClusterDNS: tc.noDNS}
+			if err := Install(ctx, c, parts, io); err != nil {
 				t.Fatalf("install: %v", err)
+			}
+			// Without cluster DNS, ztunnel finds istiod by its Service's
+			// address in /etc/hosts; with it, by DNS.
+			ds, err := cs.AppsV1().DaemonSets(Namespace).Get(ctx, "ztunnel", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc, err := cs.CoreV1().Services(Namespace).Get(ctx, "istiod", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ha := ds.Spec.Template.Spec.HostAliases
+			switch {
+			case !tc.noDNS && len(ha) != 0:
+				t.Errorf("hostAliases %+v with cluster DNS", ha)
+			case tc.noDNS && (len(ha) != 1 || ha[0].IP != svc.Spec.ClusterIP || !slices.Contains(ha[0].Hostnames, "istiod.istio-system.svc")):
+				t.Errorf("hostAliases %+v, want istiod.istio-system.svc at %s", ha, svc.Spec.ClusterIP)
 			}
 			// Every object is there as applied.
 			for _, p := range parts {
@@ -67,7 +87,7 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 			}
 			// A second install (a run after an interrupted one) applies
 			// over the first.
-			if err := Install(ctx, c, parts, InstallOptions{NoWait: true, ReadyTimeout: time.Minute}); err != nil {
+			if err := Install(ctx, c, parts, io); err != nil {
 				t.Fatalf("second install: %v", err)
 			}
 			t.Logf("%d objects applied strictly, twice", n)

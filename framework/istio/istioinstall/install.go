@@ -42,6 +42,42 @@ type InstallOptions struct {
 	// NoWait applies without waiting for workloads (a cluster with no
 	// kubelets, as the tests' API server).
 	NoWait bool
+	// NoClusterDNS: the cluster runs no DNS service (local-k8s). ztunnel
+	// reaches istiod by name (the chart's XDS_ADDRESS and CA_ADDRESS,
+	// istiod.istio-system.svc, also the name it verifies istiod's
+	// certificate for), so the ztunnel pods get istiod's Service address
+	// under its names in their /etc/hosts (hostAliases).
+	NoClusterDNS bool
+}
+
+// istiodNames are the names ztunnel's pods may resolve istiod by.
+var istiodNames = []string{"istiod." + Namespace + ".svc", "istiod." + Namespace + ".svc.cluster.local", "istiod." + Namespace}
+
+// aliasIstiod adds istiod's Service address under its names to the pod
+// template of every DaemonSet among objs.
+func aliasIstiod(ctx context.Context, c Cluster, objs []*unstructured.Unstructured) error {
+	svc, err := c.Client.CoreV1().Services(Namespace).Get(ctx, "istiod", metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("istiod's Service: %v", oneline.Lines(err.Error()))
+	}
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == "None" {
+		return fmt.Errorf("istiod's Service has no cluster IP (%q)", ip)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "DaemonSet" {
+			continue
+		}
+		names := make([]any, len(istiodNames))
+		for i, n := range istiodNames {
+			names[i] = n
+		}
+		alias := []any{map[string]any{"ip": ip, "hostnames": names}}
+		if err := unstructured.SetNestedSlice(o.Object, alias, "spec", "template", "spec", "hostAliases"); err != nil {
+			return fmt.Errorf("%s: %v", kube.Ref(o), err)
+		}
+	}
+	return nil
 }
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
@@ -60,6 +96,11 @@ func Install(ctx context.Context, c Cluster, parts []Part, o InstallOptions) err
 	for i, p := range parts {
 		t0 := time.Now()
 		c.logf("istio: [%d/%d] %s (chart %s, %d objects)", i+1, len(parts), p.Name, p.Chart, len(p.Objects))
+		if o.NoClusterDNS && p.Name == PartZtunnel {
+			if err := aliasIstiod(ctx, c, p.Objects); err != nil {
+				return fmt.Errorf("istio %s: %v", p.Name, err)
+			}
+		}
 		if err := kube.ApplyWith(ctx, c.Dynamic, c.Mapper, p.Objects, kube.ApplyOptions{}); err != nil {
 			return fmt.Errorf("istio %s: %v", p.Name, err)
 		}
