@@ -5,11 +5,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"blastradius.dev/blastradius/framework/cluster/localk8s"
@@ -97,6 +100,7 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 	logf("istio: installing the pinned charts (profile ambient): istiod %s, istio-cni %s, ztunnel %s (%s)", imgs[istioinstall.PartIstiod], imgs[istioinstall.PartCNI], imgs[istioinstall.PartZtunnel], what)
 	c := istioinstall.Cluster{Client: b.Client, Dynamic: b.Dynamic, Mapper: b.Mapper, Logf: logf}
 	uninstall := func() {
+		saveIstioLogs(b, filepath.Join(f.out, "istio-logs"), logf)
 		logf("istio: uninstalling")
 		t0 := time.Now()
 		if err := istioinstall.Uninstall(context.Background(), c, parts, istioReadyTimeout); err != nil {
@@ -116,6 +120,45 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn}
 	f.images = runningImages(ctx, b, built, standIn, logf)
 	return uninstall, nil
+}
+
+// saveIstioLogs writes the logs of every container of Istio's pods (and
+// of the ones before a restart) into dir, before the uninstall removes
+// them: what istiod, istio-cni and ztunnel said during the run is kept
+// with its results.
+func saveIstioLogs(b *kubetrial.Backend, dir string, logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list, err := b.Client.CoreV1().Pods(istioinstall.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		logf("istio: logs: %v", err)
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logf("istio: logs: %v", err)
+		return
+	}
+	n := 0
+	for _, p := range list.Items {
+		for _, c := range p.Spec.Containers {
+			for _, previous := range []bool{true, false} {
+				raw, err := b.Client.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, Previous: previous}).DoRaw(ctx)
+				if err != nil || len(raw) == 0 {
+					continue
+				}
+				name := p.Name + "." + c.Name
+				if previous {
+					name += ".previous"
+				}
+				if err := os.WriteFile(filepath.Join(dir, name+".log"), raw, 0o644); err != nil {
+					logf("istio: logs: %v", err)
+					return
+				}
+				n++
+			}
+		}
+	}
+	logf("istio: %d container logs of istiod, istio-cni and ztunnel saved in %s", n, dir)
 }
 
 // runningImages are the images Istio's pods run, as their kubelets report

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -502,7 +504,10 @@ func (b *Backend) istioProbe(ctx context.Context, t *scenario.TrialRun, ns strin
 		go func() {
 			defer wg.Done()
 			var out bytes.Buffer
-			if err := b.Exec.Exec(pctx, ns, p.Name, containerOf(p), cmd, &out, &out); err != nil {
+			err := b.Exec.Exec(pctx, ns, p.Name, containerOf(p), cmd, &out, &out)
+			// The probe agent's own account is kept with the trial's logs.
+			_ = os.WriteFile(filepath.Join(t.Dir, "logs", c+".probe.log"), out.Bytes(), 0o644)
+			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Sprintf("%s: %v %s", c, err, oneline.Fold(out.String(), 200)))
 				mu.Unlock()
