@@ -101,6 +101,10 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 	c := istioinstall.Cluster{Client: b.Client, Dynamic: b.Dynamic, Mapper: b.Mapper, Logf: logf}
 	uninstall := func() {
 		saveIstioLogs(b, filepath.Join(f.out, "istio-logs"), logf)
+		if os.Getenv("BLASTRADIUS_KEEP_ISTIO") == "1" {
+			logf("istio: kept installed (BLASTRADIUS_KEEP_ISTIO); the next run with --mesh istio applies over it")
+			return
+		}
 		logf("istio: uninstalling")
 		t0 := time.Now()
 		if err := istioinstall.Uninstall(context.Background(), c, parts, istioReadyTimeout); err != nil {

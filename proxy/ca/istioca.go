@@ -133,7 +133,7 @@ func NewIstioCAClient(cfg IstioCAConfig) (*IstioCAClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(cfg.Address,
+	conn, err := grpc.NewClient(cfg.Address, append(istiod.DialOptions(),
 		grpc.WithTransportCredentials(creds),
 		// gRPC's own reconnect back-off grows to 120 s, during which every
 		// call fails at once: after an istiod restart certificates would
@@ -147,7 +147,7 @@ func NewIstioCAClient(cfg IstioCAConfig) (*IstioCAClient, error) {
 			},
 			MinConnectTimeout: c.timeout,
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("ca: istiod CA client for %s: %w", cfg.Address, err)
 	}

@@ -13,9 +13,21 @@ import (
 	"os"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
+
+// DialOptions are what every connection to istiod is made with besides
+// its credentials. No service config from DNS: gRPC's DNS resolver would
+// otherwise ask for a TXT record of istiod's name at every resolution,
+// which ztunnel never does, and where the name comes from /etc/hosts and
+// no DNS server answers (a cluster without DNS), every resolution then
+// waits for that query to time out, longer than a certificate request may
+// take.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDisableServiceConfig()}
+}
 
 // Link says how to reach istiod: TLS verified against RootPEM or RootFile
 // (exactly one) for ServerName, or Plaintext (tests, port 15010).

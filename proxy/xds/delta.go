@@ -165,7 +165,7 @@ func NewDeltaClient(cfg DeltaConfig, opts ...ClientOption) (*DeltaClient, error)
 		// the mesh: gRPC's default 4 MiB limit is a few thousand pods.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
-	conn, err := grpc.NewClient(cfg.Address, append(dial, o.dialOptions...)...)
+	conn, err := grpc.NewClient(cfg.Address, append(append(dial, istiod.DialOptions()...), o.dialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("xds: istiod address %q: %w", cfg.Address, err)
 	}
