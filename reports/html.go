@@ -396,6 +396,16 @@ func (p *page) environment() {
 		kv("request budget", "auto: 200 rps per flow, at most 300 per CPU (each flow's rate is in its row)")
 	}
 	kv("not-ready grace", e.NotReadyGrace)
+	for _, im := range e.Images {
+		v := im.Ref
+		if im.ID != "" {
+			v += " (" + im.ID + ")"
+		}
+		if im.StandIn {
+			v += ", the tool's stand-in"
+		}
+		kv("image: "+im.Role, v)
+	}
 	p.s("</dl></section>\n")
 }
 

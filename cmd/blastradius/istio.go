@@ -5,12 +5,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +24,7 @@ import (
 	"blastradius.dev/blastradius/framework/kubetrial"
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/internal/oneline"
+	"blastradius.dev/blastradius/manifests"
 )
 
 // istioReadyTimeout bounds each part of Istio's install.
@@ -165,6 +170,60 @@ func saveIstioLogs(b *kubetrial.Backend, dir string, logf func(string, ...any)) 
 	logf("istio: %d container logs of istiod, istio-cni and ztunnel saved in %s", n, dir)
 }
 
+// dryRunIstio prints what a run installs of Istio: the charts and their
+// version, the images, the values the tool sets on each chart, the order
+// and the waits, and the uninstall. It reads files only.
+func dryRunIstio(w io.Writer, f *runFlags) error {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	o, built, standIn, err := istioOptions(f)
+	if err != nil {
+		return err
+	}
+	imgs, err := o.Images()
+	if err != nil {
+		return err
+	}
+	vals, err := o.Values()
+	if err != nil {
+		return err
+	}
+	parts, err := istioinstall.Render(o)
+	if err != nil {
+		return err
+	}
+	p("")
+	p("istio (--mesh istio: the istio-* modes)")
+	p("  charts       base, istio-control/istio-discovery, istio-cni, ztunnel of istio.io/istio %s (embedded in this binary), rendered by Helm's engine", istioVersion())
+	p("  images")
+	for _, part := range []string{istioinstall.PartIstiod, istioinstall.PartCNI, istioinstall.PartZtunnel} {
+		how := "pulled by the nodes"
+		if i := slices.IndexFunc(built, func(b istioinstall.Built) bool { return b.Part == part }); i >= 0 {
+			how = "loaded from " + built[i].Archive + " (make istio-images)"
+		}
+		if part == istioinstall.PartZtunnel && standIn {
+			how = "the tool's ztunnel-compatible proxy, the pods' image (loaded)"
+		}
+		p("    %-10s %s  %s", part, imgs[part], how)
+	}
+	p("  install      in istio-system, server-side apply (strict), part by part, each waited for at most %s:", istioReadyTimeout)
+	for i, part := range parts {
+		p("    %d. %-9s chart %s, %d objects; values:", i+1, part.Name, part.Chart, len(part.Objects))
+		y, err := yaml.Marshal(vals[part.Name])
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(strings.TrimRight(string(y), "\n"), "\n") {
+			p("         %s", line)
+		}
+	}
+	if f.provider == "local-k8s" {
+		p("  no DNS       local-k8s runs no cluster DNS: the ztunnel pods get istiod's Service address under its names (hostAliases)")
+	}
+	p("  per trial    the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifestsNamespace("istio-ambient"), "2s")
+	p("  on exit      the logs of istiod, istio-cni and ztunnel saved in <results>/istio-logs, then every object of the charts deleted and waited for")
+	return nil
+}
+
 // runningImages are the images Istio's pods run, as their kubelets report
 // them (image ID, i.e. digest), with the manifest digests of those built
 // here.
@@ -209,3 +268,18 @@ func runningImages(ctx context.Context, b *kubetrial.Backend, built []istioinsta
 	}
 	return out
 }
+
+// istioVersion is the istio.io/istio version this binary embeds (its
+// charts), as the build recorded it.
+func istioVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "istio.io/istio" {
+				return d.Version
+			}
+		}
+	}
+	return "(unknown)"
+}
+
+func manifestsNamespace(mode string) string { return manifests.Namespace(mode) }

@@ -28,6 +28,7 @@ import (
 	"blastradius.dev/blastradius/framework/cluster"
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/cluster/localk8s"
+	"blastradius.dev/blastradius/framework/istio/istioinstall"
 	"blastradius.dev/blastradius/framework/kubetrial"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/internal/oneline"
@@ -189,13 +190,25 @@ func kubeRun(f *runFlags, scs []scenario.Scenario, stdout, stderr io.Writer) int
 		}
 		logf("nodes: %s", nodeMap(b.Nodes))
 		if f.istio() {
-			uninstall, err := installIstio(ctx, f, b, load, logf)
-			if err != nil {
+			// Checked now (images built, options valid), installed before
+			// the first Istio trial.
+			if _, _, _, err := istioOptions(f); err != nil {
 				cleanup()
 				return nil, nil, err
 			}
+			var uninstall func()
+			f.installIstio = func(ctx context.Context) error {
+				var err error
+				uninstall, err = installIstio(ctx, f, b, load, logf)
+				return err
+			}
 			down := cleanup
-			cleanup = func() { uninstall(); down() }
+			cleanup = func() {
+				if uninstall != nil {
+					uninstall()
+				}
+				down()
+			}
 		}
 		return b, cleanup, nil
 	}
@@ -320,6 +333,9 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 	if f.faults == "chaos-mesh" {
 		// Only what it offers is read: the dry run injects nothing.
 		b.Chaos = kube.NewChaosClientFor(nil)
+	}
+	if f.istio() {
+		b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace}
 	}
 	return b
 }
@@ -509,9 +525,14 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 			p("    %-20s %s", n, faults[n])
 		}
 	}
+	if f.istio() {
+		if err := dryRunIstio(w, f); err != nil {
+			return err
+		}
+	}
 	p("")
 	p("not built yet")
-	p("  - Istio as a data plane, waypoints on Kubernetes")
+	p("  - waypoints on Kubernetes; Istio's sidecar mode and waypoints (Envoy)")
 	seen := map[string]string{}
 	for _, sc := range scs {
 		for _, mode := range f.modes {
@@ -531,6 +552,10 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 				continue
 			}
 			if why := scenario.FaultSkip(b, sc, mode); why != "" {
+				p("  skipped      %s", why)
+				continue
+			}
+			if why := kubetrial.IstioSkip(pl); why != "" {
 				p("  skipped      %s", why)
 				continue
 			}

@@ -58,6 +58,11 @@ type runFlags struct {
 	// images are the data planes' images a Kubernetes run ran, recorded
 	// in the results' environment (set when the cluster is prepared).
 	images []results.Image
+	// installIstio, set when the cluster is prepared, installs Istio; it is
+	// called before the first Istio trial, after every other trial, so
+	// that nothing of Istio (its CNI plugin chained on every node) is
+	// there while the reference and none trials run.
+	installIstio func(ctx context.Context) error
 }
 
 // istio reports whether the run installs Istio.
@@ -320,33 +325,59 @@ func runTrials(f *runFlags, scs []scenario.Scenario, out string,
 	}
 	logf("results: %s", out)
 	status := results.StatusDone
-	total := 0
-	for _, sc := range scs {
-		total += len(f.modes) * trialsOf(f, sc)
+	type cell struct {
+		sc    scenario.Scenario
+		mode  string
+		trial int
 	}
-	n := 0
-	t0 := time.Now()
-run:
+	// Istio's trials last (see runFlags.installIstio), each group in
+	// scenario order.
+	var cells, istioCells []cell
 	for _, sc := range scs {
 		for _, mode := range f.modes {
 			for i := 1; i <= trialsOf(f, sc); i++ {
-				n++
-				logf("trial %d/%d: %s in %s (%s elapsed)", n, total, sc.Name, mode, time.Since(t0).Round(time.Second))
-				tr, err := r.TrialIn(ctx, sc, mode, i)
-				if err != nil {
-					fmt.Fprintf(stderr, "blastradius run: %s (%s): %v\n", sc.Name, mode, err)
-					status = results.StatusError
-					if ctx.Err() != nil {
-						status = results.StatusInterrupted
-						break run
-					}
-					continue
-				}
-				logf("%s", reports.TrialLine(tr))
-				if tr.Status == results.StatusFailed && status == results.StatusDone {
-					status = results.StatusFailed
+				if scenario.MeshOf(mode) == scenario.MeshIstio {
+					istioCells = append(istioCells, cell{sc, mode, i})
+				} else {
+					cells = append(cells, cell{sc, mode, i})
 				}
 			}
+		}
+	}
+	firstIstio := len(cells)
+	cells = append(cells, istioCells...)
+	total := len(cells)
+	n := 0
+	t0 := time.Now()
+run:
+	for ci, c := range cells {
+		sc, mode, i := c.sc, c.mode, c.trial
+		if ci == firstIstio && f.installIstio != nil {
+			if err := f.installIstio(ctx); err != nil {
+				fmt.Fprintf(stderr, "blastradius run: %s\n", oneline.Fold(err.Error(), 0))
+				status = results.StatusError
+				if ctx.Err() != nil {
+					status = results.StatusInterrupted
+				}
+				break run
+			}
+			r.SetImages(f.images)
+		}
+		n++
+		logf("trial %d/%d: %s in %s (%s elapsed)", n, total, sc.Name, mode, time.Since(t0).Round(time.Second))
+		tr, err := r.TrialIn(ctx, sc, mode, i)
+		if err != nil {
+			fmt.Fprintf(stderr, "blastradius run: %s (%s): %v\n", sc.Name, mode, err)
+			status = results.StatusError
+			if ctx.Err() != nil {
+				status = results.StatusInterrupted
+				break run
+			}
+			continue
+		}
+		logf("%s", reports.TrialLine(tr))
+		if tr.Status == results.StatusFailed && status == results.StatusDone {
+			status = results.StatusFailed
 		}
 	}
 	if err := r.Finish(status); err != nil {

@@ -56,7 +56,19 @@ const (
 )
 
 // envoyReason is why Istio's sidecar mode and waypoints are not run.
-const envoyReason = "Istio's sidecar and waypoint proxy is Envoy, which the tool does not deploy (it cannot be built here, and upstream's proxyv2 runs only where a registry is reachable)"
+const envoyReason = "Istio's sidecar and waypoint proxy is Envoy, which the tool does not deploy with Istio: Envoy cannot be built here, so no fault of it could be tested"
+
+// IstioSkip says why a plan cannot run on Istio here ("" if it can, or
+// it is not an Istio mode): Istio's sidecar mode and waypoints are Envoy.
+func IstioSkip(pl scenario.Plan) string {
+	if scenario.MeshOf(pl.Mode) != scenario.MeshIstio {
+		return ""
+	}
+	if scenario.BaseMode(pl.Mode) != "ambient" || pl.Mesh.Waypoint != nil {
+		return envoyReason
+	}
+	return ""
+}
 
 // istioTrialChecks are done before an Istio trial's load starts.
 const (
@@ -76,6 +88,17 @@ func istioCapabilities(mode string) scenario.Capabilities {
 		scenario.CapCrashNodeAgent:    "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one",
 		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
 		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",
+	}
+}
+
+// Unoffered implements scenario.Unoffered: in Istio's modes, what needs
+// Envoy.
+func (b *Backend) Unoffered(mode string) map[scenario.Capability]string {
+	if scenario.MeshOf(mode) != scenario.MeshIstio {
+		return nil
+	}
+	return map[scenario.Capability]string{
+		scenario.CapWaypoints: envoyReason, scenario.CapCrashSidecar: envoyReason, scenario.CapRestartAppPod: envoyReason,
 	}
 }
 
@@ -117,7 +140,7 @@ func (d *istioDataPlane) podOn(ctx context.Context, selector, node string) (core
 	var best *corev1.Pod
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || (node != "" && p.Spec.NodeName != node) {
 			continue
 		}
 		if best == nil || p.CreationTimestamp.After(best.CreationTimestamp.Time) {
@@ -198,7 +221,7 @@ func (d *istioDataPlane) waitReady(ctx context.Context, selector, node string, n
 			return false, nil
 		}
 		for _, p := range list.Items {
-			if p.UID != not && p.DeletionTimestamp == nil && podReady(&p) {
+			if p.UID != not && p.Spec.NodeName == node && p.DeletionTimestamp == nil && podReady(&p) {
 				found = p
 				return true, nil
 			}
@@ -282,11 +305,19 @@ func (d *istioDataPlane) StopControlPlane() (time.Time, error) {
 	}
 	at := time.Now()
 	zero := int64(0)
-	err := d.b.Client.CoreV1().Pods(d.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: istiodSelector})
+	list, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: istiodSelector})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("delete istiod pods: %w", err)
+		return time.Time{}, fmt.Errorf("list istiod pods: %w", err)
 	}
-	d.logf("istio: istiod scaled to 0")
+	var names []string
+	for _, p := range list.Items {
+		err := d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return time.Time{}, fmt.Errorf("delete pod %s/%s: %w", d.ns, p.Name, err)
+		}
+		names = append(names, p.Name)
+	}
+	d.logf("istio: istiod scaled to 0 (%s deleted with grace period 0)", strings.Join(names, ", "))
 	return at, nil
 }
 

@@ -31,8 +31,8 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return &scenario.SkipError{Reason: "waypoints are not wired on the Kubernetes provider yet (the registry does not place them)"}
 	}
 	istio := scenario.MeshOf(t.Mode) == scenario.MeshIstio
-	if istio && (scenario.BaseMode(t.Mode) != "ambient" || t.Plan.Mesh.Waypoint != nil) {
-		return &scenario.SkipError{Reason: envoyReason}
+	if why := IstioSkip(t.Plan); why != "" {
+		return &scenario.SkipError{Reason: why}
 	}
 	if istio && b.Istio == nil {
 		return b.CheckMode(t.Mode)

@@ -3,6 +3,7 @@ package scenario
 import (
 	"context"
 	"fmt"
+	"slices"
 	"net/netip"
 	"sort"
 	"strings"
@@ -270,5 +271,24 @@ func FaultSkip(b Backend, sc Scenario, mode string) string {
 	if sc.Fault.Kind == "" {
 		return ""
 	}
-	return missing(sc.Fault, mode, b.Capabilities(mode))
+	caps := b.Capabilities(mode)
+	if u, ok := b.(Unoffered); ok {
+		why := u.Unoffered(mode)
+		var reasons []string
+		for _, c := range needs(sc.Fault) {
+			if _, ok := caps[c]; !ok && why[c] != "" && !slices.Contains(reasons, why[c]) {
+				reasons = append(reasons, why[c])
+			}
+		}
+		if len(reasons) > 0 {
+			return fmt.Sprintf("fault %s: %s", sc.Fault.Kind, strings.Join(reasons, "; "))
+		}
+	}
+	return missing(sc.Fault, mode, caps)
+}
+
+// Unoffered is what a backend may say of capabilities it lacks in a mode:
+// why not (a fault skipped for want of one then gives that reason).
+type Unoffered interface {
+	Unoffered(mode string) map[Capability]string
 }

@@ -84,6 +84,11 @@ func (r *Runner) Finish(status string) error {
 // Run returns the run record (do not modify while trials run).
 func (r *Runner) Run() *results.Run { return r.run }
 
+// SetImages records the images the run's data planes run (saved at once).
+func (r *Runner) SetImages(imgs []results.Image) {
+	r.update(func() { r.run.Environment.Images = imgs })
+}
+
 // Trial runs one scenario in the runner's default mode.
 func (r *Runner) Trial(ctx context.Context, sc Scenario) (*results.Trial, error) {
 	return r.TrialIn(ctx, sc, modeName(r.opt.Mode), 1)

@@ -1,0 +1,300 @@
+package kubetrial
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"blastradius.dev/blastradius/framework/scenario"
+	"blastradius.dev/blastradius/manifests"
+)
+
+func TestHBONEStreamsReadsTheStandInsAndUpstreamsCounters(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, metric string
+		want                float64
+		err                 string
+	}{
+		{name: "the tool's stand-in: outbound streams only",
+			text: "# TYPE hbone_streams_total counter\n" +
+				`hbone_streams_total{node="node-1",mode="ztunnel",direction="outbound"} 5` + "\n" +
+				`hbone_streams_total{node="node-1",mode="ztunnel",direction="inbound"} 7` + "\n",
+			metric: "hbone_streams_total", want: 5},
+		{name: "upstream ztunnel: mutual TLS connections it opened as the source",
+			text: "# TYPE istio_tcp_connections_opened_total counter\n" +
+				`istio_tcp_connections_opened_total{reporter="source",security_policy="mutual_tls",destination_workload="a"} 3` + "\n" +
+				`istio_tcp_connections_opened_total{reporter="source",security_policy="mutual_tls",destination_workload="b"} 2` + "\n" +
+				`istio_tcp_connections_opened_total{reporter="destination",security_policy="mutual_tls"} 4` + "\n" +
+				`istio_tcp_connections_opened_total{reporter="source",security_policy="unknown"} 9` + "\n",
+			metric: "istio_tcp_connections_opened_total", want: 5},
+		{name: "no HBONE counter", text: "# TYPE go_goroutines gauge\ngo_goroutines 12\n", err: "no HBONE counter"},
+		{name: "not metrics", text: "<html>not found</html>", err: "metrics:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, metric, err := hboneStreams([]byte(tc.text))
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one saying %q", err, tc.err)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case got != tc.want || metric != tc.metric:
+				t.Errorf("got %v from %s, want %v from %s", got, metric, tc.want, tc.metric)
+			}
+		})
+	}
+}
+
+func TestIstioModesNeedIstioAndOfferItsFailures(t *testing.T) {
+	b := &Backend{}
+	if err := b.CheckMode("istio-ambient"); err == nil || !strings.Contains(err.Error(), "--mesh istio") {
+		t.Errorf("istio-ambient without Istio: %v, want an error naming --mesh istio", err)
+	}
+	b.Istio = &Istio{Namespace: "istio-system"}
+	if err := b.CheckMode("istio-ambient"); err != nil {
+		t.Errorf("istio-ambient with Istio: %v", err)
+	}
+	caps := b.Capabilities("istio-ambient")
+	for _, c := range []scenario.Capability{scenario.CapCrashNodeProxy, scenario.CapRestartNodeProxy, scenario.CapCrashNodeAgent,
+		scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapDrainNode} {
+		if caps[c] == "" {
+			t.Errorf("istio-ambient lacks %s", c)
+		}
+	}
+	if !strings.HasPrefix(caps[scenario.CapCrashNodeProxy], "Istio:") {
+		t.Errorf("node proxy crash in istio-ambient is done by %q, want Istio's mechanism", caps[scenario.CapCrashNodeProxy])
+	}
+	for _, c := range []scenario.Capability{scenario.CapWaypoints, scenario.CapCrashSidecar} {
+		if _, ok := caps[c]; ok {
+			t.Errorf("istio-ambient offers %s, which needs Envoy", c)
+		}
+	}
+	if side := b.Capabilities("istio-sidecar"); side[scenario.CapCrashControlPlane] != "" || side[scenario.CapCrashSidecar] != "" {
+		t.Errorf("istio-sidecar offers data plane faults: %v", side)
+	}
+	offered := scenario.FaultsOffered(b, "istio-ambient")
+	for _, f := range []string{scenario.FaultNodeProxyCrash, scenario.FaultNodeProxyRestart, scenario.FaultNodeProxyRolling, scenario.FaultNodeAgentCrash, scenario.FaultControlPlaneDown} {
+		if offered[f] == "" {
+			t.Errorf("fault %s not offered in istio-ambient", f)
+		}
+	}
+	if offered[scenario.FaultWaypointKill] != "" {
+		t.Errorf("waypoint kill offered in istio-ambient")
+	}
+}
+
+// istioPods is an Istio install on two nodes as the fakes hold it.
+func istioPods() []runtime.Object {
+	pod := func(name, node, uid string, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system", UID: types.UID(uid), Labels: labels,
+				CreationTimestamp: metav1.NewTime(time.Unix(1000, 0))},
+			Spec: corev1.PodSpec{NodeName: node},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+		}
+	}
+	one := int32(1)
+	return []runtime.Object{
+		pod("ztunnel-a", "w1", "za", map[string]string{"app": "ztunnel"}),
+		pod("ztunnel-b", "w2", "zb", map[string]string{"app": "ztunnel"}),
+		pod("istio-cni-node-a", "w1", "ca", map[string]string{"k8s-app": "istio-cni-node"}),
+		pod("istio-cni-node-b", "w2", "cb", map[string]string{"k8s-app": "istio-cni-node"}),
+		pod("istiod-x", "w1", "ix", map[string]string{"app": "istiod"}),
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "istiod", Namespace: "istio-system"}, Spec: appsv1.DeploymentSpec{Replicas: &one}},
+	}
+}
+
+// deletes records the pod deletions a fake saw, with their grace periods.
+func deletes(cs *fake.Clientset) map[string]*int64 {
+	out := map[string]*int64{}
+	for _, a := range cs.Actions() {
+		if d, ok := a.(k8stesting.DeleteActionImpl); ok && d.GetResource().Resource == "pods" {
+			out[d.GetName()] = d.DeleteOptions.GracePeriodSeconds
+		}
+	}
+	return out
+}
+
+func TestIstioDataPlaneKillsTheNodesPods(t *testing.T) {
+	cs := fake.NewSimpleClientset(istioPods()...)
+	d := &istioDataPlane{b: &Backend{Client: cs}, ns: "istio-system", real: map[string]string{"node-1": "w1", "node-2": "w2"}, logf: t.Logf}
+	if _, err := d.CrashNodeProxy("node-2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CrashNodeAgent("node-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CrashControlPlane(); err != nil {
+		t.Fatal(err)
+	}
+	got := deletes(cs)
+	for _, name := range []string{"ztunnel-b", "istio-cni-node-a", "istiod-x"} {
+		if g, ok := got[name]; !ok || g == nil || *g != 0 {
+			t.Errorf("pod %s: deleted %v with grace %v, want deleted with grace 0", name, ok, g)
+		}
+	}
+	for _, name := range []string{"ztunnel-a", "istio-cni-node-b"} {
+		if _, ok := got[name]; ok {
+			t.Errorf("pod %s of the other node deleted", name)
+		}
+	}
+	if _, err := d.CrashNodeProxy("node-3"); err == nil {
+		t.Error("a node no cluster node plays: no error")
+	}
+}
+
+// The graceful restart deletes the old ztunnel with its own grace period
+// and is ready once the DaemonSet's new pod on the node is.
+func TestIstioNodeProxyRestartWaitsForTheNewZtunnel(t *testing.T) {
+	cs := fake.NewSimpleClientset(istioPods()...)
+	d := &istioDataPlane{b: &Backend{Client: cs}, ns: "istio-system", real: map[string]string{"node-1": "w1", "node-2": "w2"}, logf: t.Logf}
+	// The DaemonSet controller: a new pod on w2, Ready a little later.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		p := istioPods()[1].(*corev1.Pod).DeepCopy()
+		p.Name, p.UID = "ztunnel-c", "zc"
+		_, _ = cs.CoreV1().Pods("istio-system").Create(context.Background(), p, metav1.CreateOptions{})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	started, ready, stopped, done, err := d.RestartNodeProxy(ctx, "node-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := deletes(cs)["ztunnel-b"]; !ok || g != nil {
+		t.Errorf("old ztunnel deleted %v with grace %v, want deleted with its own grace period (nil)", ok, g)
+	}
+	if ready.Sub(started) < 250*time.Millisecond || stopped != started {
+		t.Errorf("started %v, ready %v, stopped %v: want ready once the new pod is, stopped at the SIGTERM", started, ready, stopped)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("done not closed though the old pod is gone")
+	}
+}
+
+func TestIstioControlPlaneHeldDown(t *testing.T) {
+	cs := fake.NewSimpleClientset(istioPods()...)
+	d := &istioDataPlane{b: &Backend{Client: cs}, ns: "istio-system", logf: t.Logf}
+	if _, err := d.StopControlPlane(); err != nil {
+		t.Fatal(err)
+	}
+	dep, err := cs.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *dep.Spec.Replicas != 0 {
+		t.Errorf("istiod replicas %d after the stop, want 0", *dep.Spec.Replicas)
+	}
+	if _, err := d.podOn(context.Background(), istiodSelector, ""); err == nil {
+		t.Error("an istiod pod left after the stop")
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_, _ = cs.CoreV1().Pods("istio-system").Create(context.Background(), istioPods()[4].(*corev1.Pod), metav1.CreateOptions{})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := d.StartControlPlane(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dep, _ = cs.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod", metav1.GetOptions{})
+	if *dep.Spec.Replicas != 1 {
+		t.Errorf("istiod replicas %d after the start, want 1", *dep.Spec.Replicas)
+	}
+}
+
+func TestWaitRedirectedNamesThePodsIstioCNIHasNotTaken(t *testing.T) {
+	mk := func(name, redirected string) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "t", Labels: map[string]string{manifests.LabelPartOf: "blastradius"}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+		if redirected != "" {
+			p.Annotations = map[string]string{istioRedirection: redirected}
+		}
+		return p
+	}
+	cs := fake.NewSimpleClientset(mk("server-1", "enabled"), mk("client-1", ""))
+	b := &Backend{Client: cs}
+	_, err := b.waitRedirected(context.Background(), "t", 600*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "client-1") || strings.Contains(err.Error(), "server-1") {
+		t.Fatalf("err = %v, want one naming client-1 only", err)
+	}
+	p := mk("client-1", "enabled")
+	if _, err := cs.CoreV1().Pods("t").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.waitRedirected(context.Background(), "t", 2*time.Second)
+	if err != nil || n != 2 {
+		t.Fatalf("n = %d, err = %v; want 2 redirected", n, err)
+	}
+}
+
+func TestZtunnelCertTTLRollsTheDaemonSet(t *testing.T) {
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system"},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy",
+			Env: []corev1.EnvVar{{Name: "XDS_ADDRESS", Value: "istiod.istio-system.svc:15012"}}}}}}},
+		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberAvailable: 3, CurrentNumberScheduled: 3}}
+	cs := fake.NewSimpleClientset(ds)
+	b := &Backend{Client: cs}
+	env := func() map[string]string {
+		got, err := cs.AppsV1().DaemonSets("istio-system").Get(context.Background(), "ztunnel", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, e := range got.Spec.Template.Spec.Containers[0].Env {
+			m[e.Name] = e.Value
+		}
+		return m
+	}
+	if err := b.ztunnelCertTTL(context.Background(), "istio-system", 10*time.Second, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if e := env(); e["SECRET_TTL"] != "10s" || e["XDS_ADDRESS"] == "" {
+		t.Errorf("env %v, want SECRET_TTL=10s beside the chart's", e)
+	}
+	if err := b.ztunnelCertTTL(context.Background(), "istio-system", 0, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if e := env(); e["SECRET_TTL"] != "" || e["XDS_ADDRESS"] == "" {
+		t.Errorf("env %v, want SECRET_TTL gone again", e)
+	}
+}
+
+func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
+	b := &Backend{Istio: &Istio{Namespace: "istio-system"}}
+	for _, name := range []string{"waypoint-replica-kill", "waypoint-all-killed"} {
+		sc, err := scenario.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why := scenario.FaultSkip(b, sc, "istio-ambient"); !strings.Contains(why, "Envoy") {
+			t.Errorf("%s in istio-ambient: skip %q, want the Envoy reason", name, why)
+		}
+		if why := scenario.FaultSkip(b, sc, "ambient"); strings.Contains(why, "Envoy") {
+			t.Errorf("%s in the reference's ambient: skip %q names Envoy", name, why)
+		}
+	}
+	sc, _ := scenario.Lookup("node-crash")
+	pl, err := scenario.PlanFor(sc, "istio-sidecar", 450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := IstioSkip(pl); !strings.Contains(why, "Envoy") {
+		t.Errorf("node-crash in istio-sidecar: %q, want the Envoy reason", why)
+	}
+	if pl, _ := scenario.PlanFor(sc, "istio-ambient", 450); IstioSkip(pl) != "" {
+		t.Errorf("node-crash in istio-ambient skipped: %q", IstioSkip(pl))
+	}
+}
