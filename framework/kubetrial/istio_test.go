@@ -21,8 +21,8 @@ import (
 func TestHBONEStreamsReadsTheStandInsAndUpstreamsCounters(t *testing.T) {
 	for _, tc := range []struct {
 		name, text, metric string
-		want                float64
-		err                 string
+		want               float64
+		err                string
 	}{
 		{name: "the tool's stand-in: outbound streams only",
 			text: "# TYPE hbone_streams_total counter\n" +
@@ -99,7 +99,7 @@ func istioPods() []runtime.Object {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system", UID: types.UID(uid), Labels: labels,
 				CreationTimestamp: metav1.NewTime(time.Unix(1000, 0))},
-			Spec: corev1.PodSpec{NodeName: node},
+			Spec:   corev1.PodSpec{NodeName: node},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
 		}
 	}

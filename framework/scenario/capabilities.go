@@ -3,8 +3,8 @@ package scenario
 import (
 	"context"
 	"fmt"
-	"slices"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
