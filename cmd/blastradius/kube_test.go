@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"blastradius.dev/blastradius/framework/istio/istioinstall"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -262,5 +265,77 @@ func TestDryRunKubeconfigWithoutCluster(t *testing.T) {
 	got = dryRunOutput(t, "--provider", "kubeconfig", "--kubeconfig", kc, "--scenario", "baseline")
 	if !strings.Contains(got, `context "prod", server https://10.0.0.1:6443`) {
 		t.Errorf("kubeconfig line missing:\n%s", got)
+	}
+}
+
+// The dry run of Istio on kind: upstream's images as the pinned charts
+// name them, the values the tool sets on each chart, and every cell of the
+// matrix in Istio's modes, run or skipped with its reason (Envoy for the
+// sidecar mode and waypoints).
+func TestDryRunKindIstioMatrixGolden(t *testing.T) {
+	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mesh", "istio", "--scenario", "matrix", "--mode", "none,sidecar,ambient")
+	golden := filepath.Join("testdata", "dryrun-kind-istio-matrix.golden")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("dry run differs from %s at line %d:\n got  %q\n want %q\n(rerun with -update if the change is intended)", golden, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("dry run differs from %s: %d lines, want %d", golden, len(gl), len(wl))
+	}
+	d, err := istioinstall.Defaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"    istiod     " + d.Hub + "/pilot:" + d.Tag + "  pulled by the nodes",
+		"    istio-cni  " + d.Hub + "/install-cni:" + d.Tag,
+		"    ztunnel    " + d.Hub + "/ztunnel:" + d.Tag,
+		"profile: ambient", "dnsCapture: false", "ipv6: false", "autoscaleEnabled: false",
+		"labelled istio.io/dataplane-mode=ambient",
+	} {
+		if !strings.Contains(got, s) {
+			t.Errorf("plan lacks %q", s)
+		}
+	}
+	sections := regexp.MustCompile(`(?m)^scenario (\S+) in (none|istio-sidecar|istio-ambient)\n((?:  .*\n?)*)`).FindAllStringSubmatch(got, -1)
+	if len(sections) != 45 {
+		t.Fatalf("%d scenario sections, want 15 faults x 3 modes", len(sections))
+	}
+	var planned []string
+	envoy := 0
+	for _, s := range sections {
+		body := s[3]
+		if strings.HasPrefix(body, "  skipped ") {
+			if strings.Contains(body, "Envoy") {
+				envoy++
+			}
+			continue
+		}
+		planned = append(planned, s[1]+"/"+s[2])
+		if s[2] == "istio-ambient" && strings.Contains(body, "in apply order") && !strings.Contains(body, "    Namespace/blastradius-istio-ambient\n") {
+			t.Errorf("%s in istio-ambient: not in its own namespace", s[1])
+		}
+	}
+	// Istio's own failures run in istio-ambient; the sidecar mode's cells
+	// and the waypoints' are skipped for Envoy.
+	for _, want := range []string{"node-proxy-crash/istio-ambient", "node-proxy-restart/istio-ambient", "node-proxy-rolling-upgrade/istio-ambient",
+		"node-agent-crash/istio-ambient", "controlplane-crash/istio-ambient", "cert-expiry/istio-ambient", "node-proxy-crash-during-cp-outage/istio-ambient"} {
+		if !slices.Contains(planned, want) {
+			t.Errorf("cell %s not planned (planned: %v)", want, planned)
+		}
+	}
+	if envoy < 2+4 { // two waypoint faults; every runnable cell of istio-sidecar
+		t.Errorf("%d cells skipped for Envoy, want at least 6", envoy)
 	}
 }
