@@ -678,9 +678,12 @@ func (p *page) expectations(t *results.Trial) {
 	}
 	p.s("<ul class=\"expect\">")
 	for _, e := range t.Expectations {
-		if e.Pass {
+		switch {
+		case e.Pass:
 			p.s("<li class=\"pass\"><strong>PASS</strong> ", esc(e.Name))
-		} else {
+		case e.Informational:
+			p.s("<li class=\"differs\"><strong>DIFFERS</strong> (the reference's design, not required of this mesh) ", esc(e.Name))
+		default:
 			p.s("<li class=\"fail\"><strong>FAIL</strong> ", esc(e.Name))
 		}
 		if e.Detail != "" {

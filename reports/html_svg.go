@@ -436,7 +436,7 @@ small{color:var(--mute)}
 .st{font-size:12px;font-weight:600;text-transform:uppercase;padding:0 4px;border:1px solid currentColor;border-radius:3px}
 .st-done{color:#1e6b34}.st-failed,.st-error{color:#9b1c1c}.st-running,.st-interrupted{color:#8a5a00}
 .flag{font-weight:700;color:#8a5a00}
-.expect{list-style:none;padding:0}.expect .pass strong{color:#1e6b34}.expect .fail strong{color:#9b1c1c}
+.expect{list-style:none;padding:0}.expect .pass strong{color:#1e6b34}.expect .fail strong{color:#9b1c1c}.expect .differs strong{color:#8a5a00}
 .env{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px}.env dt{color:var(--mute)}.env dd{margin:0}
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px}.legend svg{vertical-align:middle}
 .trial{border-top:1px solid var(--line);content-visibility:auto;contain-intrinsic-size:auto 1200px}

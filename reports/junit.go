@@ -155,7 +155,7 @@ func junitCaseOf(t *results.Trial) (junitCase, float64) {
 		c.Errors = append(c.Errors, junitResult{Message: first, Type: t.Status, Body: msg})
 	}
 	for _, e := range t.Expectations {
-		if !e.Pass {
+		if e.Failed() {
 			c.Failures = append(c.Failures, junitResult{Message: e.Name, Type: "expectation", Body: e.Detail})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +183,30 @@ func TestJUnitFile(t *testing.T) {
 	}
 	if err := JUnitFile(filepath.Join(dir, "missing"), junitRun()); err == nil {
 		t.Error("writing into a missing folder did not fail")
+	}
+}
+
+// On Istio an expectation of the reference's design that is not met is a
+// finding, reported, not a failed test case; on the reference it fails.
+func TestJUnitInformationalExpectations(t *testing.T) {
+	for _, tc := range []struct {
+		mode          string
+		informational bool
+		wantFailure   bool
+	}{{"ambient", false, true}, {"istio-ambient", true, false}} {
+		run := &results.Run{ID: "r", Trials: []*results.Trial{{Scenario: "node-proxy-restart", Mode: tc.mode, Index: 1, Status: results.StatusDone,
+			Expectations: []results.ExpectationResult{{Name: "no failed request across the handoff", Pass: false, Informational: tc.informational}}}}}
+		var b strings.Builder
+		if err := JUnit(&b, run); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(b.String(), "<failure"); got != tc.wantFailure {
+			t.Errorf("%s: failure in JUnit %v, want %v:\n%s", tc.mode, got, tc.wantFailure, b.String())
+		}
+		var v strings.Builder
+		Verdicts(&v, run)
+		if tc.informational && !strings.Contains(TrialLine(run.Trials[0]), "DIFFERS") {
+			t.Errorf("%s: trial line %q does not say the expectation differs", tc.mode, TrialLine(run.Trials[0]))
+		}
 	}
 }

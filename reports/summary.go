@@ -99,8 +99,11 @@ func Summary(w io.Writer, run *results.Run) {
 		}
 		for _, e := range t.Expectations {
 			mark := "PASS"
-			if !e.Pass {
+			switch {
+			case e.Failed():
 				mark = "FAIL"
+			case !e.Pass:
+				mark = "DIFFERS (informational)"
 			}
 			line := fmt.Sprintf("%s %s", mark, e.Name)
 			if e.Detail != "" && !e.Pass {

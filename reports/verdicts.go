@@ -116,7 +116,11 @@ func TrialLine(t *results.Trial) string {
 	}
 	for _, e := range t.Expectations {
 		if !e.Pass {
-			line += "; FAIL " + e.Name
+			mark := "FAIL"
+			if e.Informational {
+				mark = "DIFFERS from the reference's design (informational)"
+			}
+			line += "; " + mark + " " + e.Name
 			if e.Detail != "" {
 				line += ": " + e.Detail
 			}

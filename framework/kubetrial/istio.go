@@ -658,3 +658,60 @@ func (b *Backend) waitDaemonSetRolled(ctx context.Context, ns, name string) erro
 	}
 	return nil
 }
+
+// istioHeal brings Istio back to what every trial starts from, and waits
+// for it: istiod at one replica and available, istio-cni and ztunnel with
+// a Ready pod on every node. Istio is installed once for the run, so what
+// a trial's fault left (istiod held down past the window, a ztunnel still
+// coming back) must not leak into the next trial.
+func (b *Backend) istioHeal(ctx context.Context, logf func(string, ...any)) error {
+	ns := b.Istio.Namespace
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	dep, err := b.Client.AppsV1().Deployments(ns).Get(ctx, istiodName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("istio: istiod Deployment: %w", err)
+	}
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 1 {
+		logf("istio: istiod scaled back to 1")
+		d := &istioDataPlane{b: b, ns: ns, logf: logf}
+		if err := d.scaleIstiod(ctx, 1); err != nil {
+			return err
+		}
+	}
+	var last string
+	err = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		var pending []string
+		d, err := b.Client.AppsV1().Deployments(ns).Get(ctx, istiodName, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		if d.Status.ObservedGeneration < d.Generation || d.Status.AvailableReplicas < 1 || d.Status.UpdatedReplicas < 1 {
+			pending = append(pending, fmt.Sprintf("istiod (%d available)", d.Status.AvailableReplicas))
+		}
+		for _, name := range []string{"istio-cni-node", ztunnelName} {
+			ds, err := b.Client.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				last = err.Error()
+				return false, nil
+			}
+			st := ds.Status
+			if st.ObservedGeneration < ds.Generation || st.DesiredNumberScheduled == 0 || st.NumberReady < st.DesiredNumberScheduled ||
+				st.UpdatedNumberScheduled < st.DesiredNumberScheduled {
+				pending = append(pending, fmt.Sprintf("%s (%d/%d ready)", name, st.NumberReady, st.DesiredNumberScheduled))
+			}
+		}
+		last = strings.Join(pending, ", ")
+		return len(pending) == 0, nil
+	})
+	if err != nil {
+		why := kube.PodProblems(ctx, b.Client, ns)
+		return fmt.Errorf("istio not ready again after the trial (%s) %s: %w", last, why, err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		logf("istio: ready again in %s", d.Round(100*time.Millisecond))
+	}
+	return nil
+}

@@ -298,3 +298,33 @@ func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
 		t.Errorf("node-crash in istio-ambient skipped: %q", IstioSkip(pl))
 	}
 }
+
+// What a trial's fault left of Istio is put back and waited for before the
+// next trial: istiod held down is scaled up again, and a DaemonSet not
+// ready again stops the run with what is not ready.
+func TestIstioHealBringsIstiodBackAndWaits(t *testing.T) {
+	zero := int32(0)
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "istiod", Namespace: "istio-system"}, Spec: appsv1.DeploymentSpec{Replicas: &zero},
+		Status: appsv1.DeploymentStatus{AvailableReplicas: 1, UpdatedReplicas: 1}}
+	ds := func(name string, ready int32) *appsv1.DaemonSet {
+		return &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system"},
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, NumberReady: ready, UpdatedNumberScheduled: 3}}
+	}
+	cs := fake.NewSimpleClientset(dep, ds("istio-cni-node", 3), ds("ztunnel", 3))
+	b := &Backend{Client: cs, Istio: &Istio{Namespace: "istio-system"}}
+	if err := b.istioHeal(context.Background(), t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := cs.AppsV1().Deployments("istio-system").Get(context.Background(), "istiod", metav1.GetOptions{})
+	if got.Spec.Replicas == nil || *got.Spec.Replicas != 1 {
+		t.Errorf("istiod replicas %v after the heal, want 1", got.Spec.Replicas)
+	}
+	cs2 := fake.NewSimpleClientset(dep, ds("istio-cni-node", 3), ds("ztunnel", 2))
+	b2 := &Backend{Client: cs2, Istio: &Istio{Namespace: "istio-system"}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := b2.istioHeal(ctx, t.Logf)
+	if err == nil || !strings.Contains(err.Error(), "ztunnel (2/3 ready)") {
+		t.Fatalf("err = %v, want one saying ztunnel is 2/3 ready", err)
+	}
+}

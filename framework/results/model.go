@@ -340,7 +340,15 @@ type ExpectationResult struct {
 	Name   string `json:"name"`
 	Pass   bool   `json:"pass"`
 	Detail string `json:"detail,omitempty"`
+	// Informational: the expectation states how the tool's reference data
+	// plane is built to behave; on another mesh (Istio) it is what that
+	// mesh is held against and reported, and a miss is a finding about
+	// that mesh, not a failed trial.
+	Informational bool `json:"informational,omitempty"`
 }
+
+// Failed reports whether the expectation fails its trial.
+func (e ExpectationResult) Failed() bool { return !e.Pass && !e.Informational }
 
 // Save writes run.json into dir atomically: a reader (or a kill) never sees
 // a half-written file.

@@ -262,6 +262,11 @@ func (t *TrialRun) Measure(kind *FaultKind, fe *FaultEnv, eps []results.Endpoint
 		tr.Precision = precision(tr.Faults, sums, t.r.opt.Bucket)
 		explainLateEnds(tr.Precision, tr.Faults, sums, te, t.r.opt.Bucket)
 		tr.Expectations = check(t.Scenario, t.p, tr, sums, t.r.opt.Bucket)
+		if MeshOf(t.Mode) == MeshIstio {
+			for i := range tr.Expectations {
+				tr.Expectations[i].Informational = true
+			}
+		}
 	})
 	return nil
 }

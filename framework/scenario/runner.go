@@ -131,7 +131,7 @@ func (r *Runner) TrialIn(ctx context.Context, sc Scenario, mode string, index in
 		default:
 			tr.Status = results.StatusDone
 			for _, e := range tr.Expectations {
-				if !e.Pass {
+				if e.Failed() {
 					tr.Status = results.StatusFailed
 				}
 			}
