@@ -132,28 +132,7 @@ func dryRunOutput(t *testing.T, args ...string) string {
 // rewrites it), plus the structure a reader relies on.
 func TestDryRunKindMatrixGolden(t *testing.T) {
 	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mode", "none,sidecar,ambient", "--scenario", "matrix")
-	golden := filepath.Join("testdata", "dryrun-kind-matrix.golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := range min(len(gl), len(wl)) {
-			if gl[i] != wl[i] {
-				t.Fatalf("dry run differs from %s at line %d:\n got  %q\n want %q\n(rerun with -update if the change is intended)", golden, i+1, gl[i], wl[i])
-			}
-		}
-		t.Fatalf("dry run differs from %s: %d lines, want %d", golden, len(gl), len(wl))
-	}
+	checkGolden(t, "dryrun-kind-matrix.golden", got)
 
 	// Structure: the cluster, then every matrix scenario in every mode,
 	// each either skipped with a reason or with fault, load and objects.
@@ -274,25 +253,7 @@ func TestDryRunKubeconfigWithoutCluster(t *testing.T) {
 // sidecar mode and waypoints).
 func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 	got := dryRunOutput(t, "--provider", "kind", "--kind-config", kindConfig, "--mesh", "istio", "--scenario", "matrix", "--mode", "none,sidecar,ambient")
-	golden := filepath.Join("testdata", "dryrun-kind-istio-matrix.golden")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-		for i := range min(len(gl), len(wl)) {
-			if gl[i] != wl[i] {
-				t.Fatalf("dry run differs from %s at line %d:\n got  %q\n want %q\n(rerun with -update if the change is intended)", golden, i+1, gl[i], wl[i])
-			}
-		}
-		t.Fatalf("dry run differs from %s: %d lines, want %d", golden, len(gl), len(wl))
-	}
+	checkGolden(t, "dryrun-kind-istio-matrix.golden", got)
 	d, err := istioinstall.Defaults()
 	if err != nil {
 		t.Fatal(err)
@@ -337,5 +298,33 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 	}
 	if envoy < 2+4 { // two waypoint faults; every runnable cell of istio-sidecar
 		t.Errorf("%d cells skipped for Envoy, want at least 6", envoy)
+	}
+}
+
+// checkGolden compares got with testdata/name (-update rewrites it) and
+// fails at the first line that differs.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := range min(len(gl), len(wl)) {
+			if gl[i] != wl[i] {
+				t.Fatalf("dry run differs from %s at line %d:\n got  %q\n want %q\n(rerun with -update if the change is intended)", golden, i+1, gl[i], wl[i])
+			}
+		}
+		t.Fatalf("dry run differs from %s: %d lines, want %d", golden, len(gl), len(wl))
 	}
 }
