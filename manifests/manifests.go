@@ -52,6 +52,11 @@ const (
 // Envoy).
 const DataplaneModeLabel = "blastradius.dev/dataplane-mode"
 
+// ControlPlaneCASecret is the Secret the reference control plane reads its
+// CA root from (keys root-cert.pem, root-key.pem): made by the run for
+// each trial, since it holds a key.
+const ControlPlaneCASecret = "controlplane-ca"
+
 // The binary inside the image (one static binary, `make images`).
 const Binary = "/blastradius"
 

@@ -16,6 +16,7 @@ import (
 
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
+	"blastradius.dev/blastradius/proxy/ca"
 )
 
 func TestHBONEStreamsReadsTheStandInsAndUpstreamsCounters(t *testing.T) {
@@ -327,4 +328,53 @@ func TestIstioHealBringsIstiodBackAndWaits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ztunnel (2/3 ready)") {
 		t.Fatalf("err = %v, want one saying ztunnel is 2/3 ready", err)
 	}
+}
+
+// The reference control plane's CA root comes from a Secret the trial
+// makes: a pod that replaces it signs with the same root.
+func TestControlPlaneCASecretHoldsARoot(t *testing.T) {
+	sec, err := controlPlaneCA("blastradius-ambient", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.GetKind() != "Secret" || sec.GetName() != manifests.ControlPlaneCASecret || sec.GetNamespace() != "blastradius-ambient" {
+		t.Fatalf("%s %s/%s", sec.GetKind(), sec.GetNamespace(), sec.GetName())
+	}
+	data, _, _ := unstructuredStrings(sec, "stringData")
+	if _, err := ca.Load("cluster.local", time.Hour, []byte(data["root-cert.pem"]), []byte(data["root-key.pem"])); err != nil {
+		t.Fatalf("the Secret's root does not load as a CA: %v", err)
+	}
+}
+
+// Certificate expiries on Kubernetes come from the proxies' admin ports,
+// the earliest per identity.
+func TestReferenceCertExpiriesFromTheProxies(t *testing.T) {
+	pod := func(name, plan string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{manifests.LabelPartOf: "blastradius", manifests.LabelPod: plan}},
+			Spec: corev1.PodSpec{NodeName: "w1"}, Status: corev1.PodStatus{PodIP: "10.0.0.1", Phase: corev1.PodRunning}}
+	}
+	cs := fake.NewSimpleClientset(pod("zt-1", "ztunnel"), pod("cp-1", "controlplane"))
+	t1 := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	var asked []string
+	b := &Backend{Client: cs, Nodes: []string{"w1"}, Admin: func(ctx context.Context, ns, p string, port int, path string) ([]byte, error) {
+		asked = append(asked, p+path)
+		return []byte(`{"certificates":{"spiffe://cluster.local/ns/ns/sa/server-n1":"` + t1.Format(time.RFC3339) + `"}}`), nil
+	}}
+	d := &dataPlane{b: b, ns: "ns", mode: "ambient"}
+	got, err := d.CertExpiries(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got["spiffe://cluster.local/ns/ns/sa/server-n1"].Equal(t1) || len(asked) != 1 || asked[0] != "zt-1/config_dump" {
+		t.Errorf("expiries %v from %v, want server-n1's from the node proxy only", got, asked)
+	}
+}
+
+func unstructuredStrings(u interface{ UnstructuredContent() map[string]any }, field string) (map[string]string, bool, error) {
+	m, ok := u.UnstructuredContent()[field].(map[string]any)
+	out := map[string]string{}
+	for k, v := range m {
+		out[k], _ = v.(string)
+	}
+	return out, ok, nil
 }

@@ -124,6 +124,7 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 		caps = caps.Merge(istioCapabilities(mode))
 	case mode != "none":
 		caps[scenario.CapCrashControlPlane] = "delete of the control plane pod with grace period 0; its Deployment makes a new one"
+		caps[scenario.CapStopControlPlane] = "control plane scaled to 0 (its pod deleted with grace period 0), then back to 1 and waited for as Ready; its CA root is kept in a Secret, so the new pod signs with the same root"
 	}
 	if mode == "ambient" {
 		caps[scenario.CapCrashNodeProxy] = "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one"

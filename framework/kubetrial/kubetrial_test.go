@@ -42,6 +42,7 @@ func testMapper() meta.RESTMapper {
 		{schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}, meta.RESTScopeRoot},
 		{schema.GroupVersionKind{Version: "v1", Kind: "Service"}, meta.RESTScopeNamespace},
 		{schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, meta.RESTScopeNamespace},
+		{schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, meta.RESTScopeNamespace},
 		{schema.GroupVersionKind{Version: "v1", Kind: "ServiceAccount"}, meta.RESTScopeNamespace},
 		{schema.GroupVersionKind{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"}, meta.RESTScopeRoot},
 		{schema.GroupVersionKind{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"}, meta.RESTScopeRoot},
@@ -63,6 +64,7 @@ func readyDynamic() *dynfake.FakeDynamicClient {
 		{Version: "v1", Resource: "namespaces"}:                 "NamespaceList",
 		{Version: "v1", Resource: "services"}:                   "ServiceList",
 		{Version: "v1", Resource: "configmaps"}:                 "ConfigMapList",
+		{Version: "v1", Resource: "secrets"}:                    "SecretList",
 	})
 	c.PrependReactor("patch", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		pa := a.(k8stesting.PatchActionImpl)

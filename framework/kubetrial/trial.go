@@ -3,6 +3,7 @@ package kubetrial
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -23,6 +26,7 @@ import (
 	"blastradius.dev/blastradius/framework/results"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
+	"blastradius.dev/blastradius/proxy/ca"
 )
 
 // Trial implements scenario.Backend.
@@ -72,6 +76,14 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	objs, err := Render(t.Plan, b.Nodes, b.Image)
 	if err != nil {
 		return err
+	}
+	if t.Mode != "none" && !istio {
+		sec, err := controlPlaneCA(ns, t.Plan.Mesh.CertTTL)
+		if err != nil {
+			return err
+		}
+		// After the namespace, before the control plane that reads it.
+		objs = append(objs[:1], append([]*unstructured.Unstructured{sec}, objs[1:]...)...)
 	}
 	// A namespace left by an interrupted run would mix old pods in.
 	if err := b.deleteNamespace(ctx, ns, 2*time.Minute); err != nil {
@@ -599,12 +611,27 @@ func (d *dataPlane) scaleControlPlane(ctx context.Context, n int32) error {
 	return scale(ctx, d.b.Client, d.ns, "controlplane", n)
 }
 
-// StopControlPlane scales the control plane to zero.
+// StopControlPlane holds the control plane down: scaled to zero, its pod
+// deleted with grace period 0 (a scale-down alone would let it serve
+// through its grace period).
 func (d *dataPlane) StopControlPlane() (time.Time, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if err := d.scaleControlPlane(ctx, 0); err != nil {
+		return time.Time{}, err
+	}
 	at := time.Now()
-	return at, d.scaleControlPlane(ctx, 0)
+	pods, err := d.b.Client.CoreV1().Pods(d.ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPod + "=controlplane"})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("list control plane pods: %w", err)
+	}
+	zero := int64(0)
+	for _, p := range pods.Items {
+		if err := d.b.Client.CoreV1().Pods(d.ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+			return time.Time{}, fmt.Errorf("delete pod %s: %w", p.Name, err)
+		}
+	}
+	return at, nil
 }
 
 // StartControlPlane scales the control plane back to one replica if it was
@@ -631,10 +658,73 @@ func (d *dataPlane) StartControlPlane(ctx context.Context) (time.Time, error) {
 	}
 }
 
-// CertExpiries needs the proxies' certificate state, which the runner
-// reads on the embedded cluster only.
+// CertExpiries reads every proxy's certificates (identity → NotAfter, the
+// earliest for an identity several proxies hold) from its admin port's
+// /config_dump, through the API server: the node proxies in ambient mode,
+// every pod's sidecar in sidecar mode.
 func (d *dataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, error) {
-	return nil, errors.New("certificate expiries are not read on the Kubernetes provider")
+	if d.b.Admin == nil {
+		return nil, errors.New("no way to reach the proxies' admin ports")
+	}
+	pl, err := d.b.place(ctx, d.ns)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]time.Time{}
+	var errs []string
+	for name, p := range pl.pods {
+		proxy := strings.HasPrefix(name, "ztunnel-")
+		if d.mode == "sidecar" {
+			proxy = name != "controlplane"
+		}
+		if !proxy {
+			continue
+		}
+		body, err := d.b.Admin(ctx, d.ns, p.Name, 15020, "/config_dump")
+		var dump struct {
+			Certificates map[string]time.Time `json:"certificates"`
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &dump)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		for id, t := range dump.Certificates {
+			if cur, ok := out[id]; !ok || t.Before(cur) {
+				out[id] = t
+			}
+		}
+	}
+	if len(out) == 0 && len(errs) > 0 {
+		sort.Strings(errs)
+		return nil, fmt.Errorf("no proxy's certificates read: %s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// controlPlaneCA is the Secret holding a fresh CA root for one trial's
+// reference control plane.
+func controlPlaneCA(ns string, ttl time.Duration) (*unstructured.Unstructured, error) {
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	root, err := ca.New("cluster.local", ttl)
+	if err != nil {
+		return nil, fmt.Errorf("control plane CA: %w", err)
+	}
+	key, err := root.RootKeyPEM()
+	if err != nil {
+		return nil, fmt.Errorf("control plane CA: %w", err)
+	}
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{"name": manifests.ControlPlaneCASecret, "namespace": ns,
+			"labels": map[string]any{manifests.LabelPartOf: "blastradius"}},
+		"type":       "Opaque",
+		"stringData": map[string]any{"root-cert.pem": string(root.RootPEM()), "root-key.pem": string(key)},
+	}}, nil
 }
 
 // podProblems says why the namespace's pods are not ready (kube.PodProblems).
