@@ -177,10 +177,10 @@ func TestDryRunKindMatrixGolden(t *testing.T) {
 	// matrix is skipped with the reason.
 	wantCells := "node-crash/none node-crash/sidecar node-crash/ambient node-drain/none node-drain/sidecar node-drain/ambient " +
 		"node-partition/none node-partition/sidecar node-partition/ambient segment-partition/none segment-partition/sidecar segment-partition/ambient " +
-		"node-proxy-crash/ambient controlplane-crash/sidecar controlplane-crash/ambient " +
+		"node-proxy-crash/ambient node-proxy-rolling-upgrade/ambient controlplane-crash/sidecar controlplane-crash/ambient " +
 		"cert-expiry/sidecar cert-expiry/ambient node-proxy-crash-during-cp-outage/ambient"
-	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-18 {
-		t.Errorf("planned cells %q (%d unavailable on kind), want %q (%d)", planned, unavailable, wantCells, 45-20-18)
+	if strings.Join(planned, " ") != wantCells || unavailable != 45-20-19 {
+		t.Errorf("planned cells %q (%d unavailable on kind), want %q (%d)", planned, unavailable, wantCells, 45-20-19)
 	}
 	if strings.Contains(got, "---\n") {
 		t.Errorf("YAML printed without --yaml")

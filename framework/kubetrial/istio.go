@@ -85,6 +85,7 @@ func istioCapabilities(mode string) scenario.Capabilities {
 	return scenario.Capabilities{
 		scenario.CapCrashNodeProxy:    "Istio: delete of the node's ztunnel pod with grace period 0 (SIGKILL); its DaemonSet makes a new one",
 		scenario.CapRestartNodeProxy:  "Istio: delete of the node's ztunnel pod with its grace period (SIGTERM, the old ztunnel drains); the DaemonSet's surge starts the new one at once, and istio-cni hands the node's pods to it",
+		scenario.CapRollNodeProxies:   "Istio: the ztunnel DaemonSet rolled (maxSurge 1, maxUnavailable 0): on each node the new ztunnel starts, istio-cni hands it the node's pods, and once it is Ready the old one gets SIGTERM and drains",
 		scenario.CapCrashNodeAgent:    "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one",
 		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
 		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",

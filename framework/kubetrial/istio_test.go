@@ -378,3 +378,56 @@ func unstructuredStrings(u interface{ UnstructuredContent() map[string]any }, fi
 	}
 	return out, ok, nil
 }
+
+// A roll through the DaemonSet's controller: every node's old ztunnel is
+// reported stopped only after its new one is Ready, and gone once deleted.
+func TestRollDaemonSetFollowsTheController(t *testing.T) {
+	objs := istioPods()
+	objs = append(objs, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system"}})
+	cs := fake.NewSimpleClientset(objs...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The controller, surging: per node a new pod, Ready, then the old
+	// one deleted.
+	go func() {
+		for {
+			ds, err := cs.AppsV1().DaemonSets("istio-system").Get(ctx, "ztunnel", metav1.GetOptions{})
+			if err == nil && ds.Spec.Template.Annotations[rollAnnotation] != "" {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for _, n := range []struct{ node, old, uid string }{{"w1", "ztunnel-a", "na"}, {"w2", "ztunnel-b", "nb"}} {
+			p := istioPods()[0].(*corev1.Pod).DeepCopy()
+			p.Name, p.UID, p.Spec.NodeName = n.old+"-new", types.UID(n.uid), n.node
+			_, _ = cs.CoreV1().Pods("istio-system").Create(ctx, p, metav1.CreateOptions{})
+			time.Sleep(300 * time.Millisecond)
+			_ = cs.CoreV1().Pods("istio-system").Delete(ctx, n.old, metav1.DeleteOptions{})
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	d := &istioDataPlane{b: &Backend{Client: cs}, ns: "istio-system", real: map[string]string{"node-1": "w1", "node-2": "w2"}, logf: t.Logf}
+	type ev struct {
+		node      string
+		at, ready time.Time
+	}
+	var stops []ev
+	gones := map[string]time.Time{}
+	err := d.RollNodeProxies(ctx, []string{"node-1", "node-2"},
+		func(node string, at, ready time.Time) { stops = append(stops, ev{node, at, ready}) },
+		func(node string, at time.Time) { gones[node] = at })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stops) != 2 || stops[0].node != "node-1" || stops[1].node != "node-2" {
+		t.Fatalf("stops %+v, want node-1 then node-2", stops)
+	}
+	for _, s := range stops {
+		if s.ready.After(s.at) || !gones[s.node].After(s.ready) {
+			t.Errorf("%s: new ready %v, old stopped %v, gone %v: want ready before stopped, gone after", s.node, s.ready, s.at, gones[s.node])
+		}
+	}
+	if stops[1].at.Sub(stops[0].at) < 400*time.Millisecond {
+		t.Errorf("node-2 stopped %v after node-1: the roll went faster than the controller", stops[1].at.Sub(stops[0].at))
+	}
+}

@@ -128,6 +128,7 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 	}
 	if mode == "ambient" {
 		caps[scenario.CapCrashNodeProxy] = "delete of the node's proxy pod with grace period 0; its DaemonSet makes a new one"
+		caps[scenario.CapRollNodeProxies] = "the node-proxy DaemonSet rolled (maxSurge 1, maxUnavailable 0): on each node the new proxy pod (proxy and node agent) starts, and once it is Ready the old one gets SIGTERM and drains"
 	}
 	if b.Crasher != nil {
 		how := "every process of the node killed; with recoverAfter started again"

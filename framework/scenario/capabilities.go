@@ -33,6 +33,7 @@ const (
 const (
 	CapCrashNodeProxy    Capability = "crash-node-proxy"    // nodeProxyCrasher
 	CapRestartNodeProxy  Capability = "restart-node-proxy"  // nodeProxyRestarter
+	CapRollNodeProxies   Capability = "roll-node-proxies"   // nodeProxyRoller, or nodeProxyRestarter node by node
 	CapCrashControlPlane Capability = "crash-control-plane" // controlPlane
 	CapStopControlPlane  Capability = "stop-control-plane"  // controlPlane
 	CapCrashNodeAgent    Capability = "crash-node-agent"    // nodeAgentCrasher
@@ -89,6 +90,16 @@ type nodeProxyCrasher interface {
 
 type nodeProxyRestarter interface {
 	RestartNodeProxy(ctx context.Context, node string) (started, ready, stopped time.Time, done <-chan struct{}, err error)
+}
+
+// nodeProxyRoller rolls every node proxy as its controller does on an
+// upgrade: on each node the new proxy starts and is ready before the old
+// one is stopped gracefully. stopped is called once per node when its old
+// proxy is told to stop (with when the new one was ready), gone when it has
+// exited. Data planes without one are rolled by restarting each node's
+// proxy in turn.
+type nodeProxyRoller interface {
+	RollNodeProxies(ctx context.Context, nodes []string, stopped func(node string, at, newReady time.Time), gone func(node string, at time.Time)) error
 }
 
 type nodeProxyDrainer interface {
@@ -175,6 +186,7 @@ func DataPlaneCapabilities(dp FaultTarget) Capabilities {
 	}
 	if _, ok := dp.(nodeProxyRestarter); ok {
 		out[CapRestartNodeProxy] = name + ": node proxy restarted gracefully"
+		out[CapRollNodeProxies] = name + ": each node's proxy restarted gracefully in turn"
 	}
 	if _, ok := dp.(controlPlane); ok {
 		out[CapCrashControlPlane] = name + ": control plane killed"

@@ -13,6 +13,7 @@ var allCapabilities = map[Capability]bool{
 	CapCrashNode: true, CapPartitionNodes: true, CapPartitionSegment: true, CapDropFlow: true, CapDropPod: true,
 	CapDrainNode: true, CapCrashNodeProxy: true, CapRestartNodeProxy: true, CapCrashControlPlane: true,
 	CapStopControlPlane: true, CapCrashNodeAgent: true, CapWaypoints: true, CapCrashSidecar: true, CapRestartAppPod: true,
+	CapRollNodeProxies: true,
 }
 
 // Every fault kind names what it needs, from the known capabilities: the
