@@ -98,9 +98,18 @@ func (b *Backend) Unoffered(mode string) map[scenario.Capability]string {
 	if scenario.MeshOf(mode) != scenario.MeshIstio {
 		return nil
 	}
-	return map[scenario.Capability]string{
+	out := map[scenario.Capability]string{
 		scenario.CapWaypoints: envoyReason, scenario.CapCrashSidecar: envoyReason, scenario.CapRestartAppPod: envoyReason,
 	}
+	if scenario.BaseMode(mode) == "sidecar" {
+		// Istio's sidecar mode is Envoy throughout: its control plane is
+		// not run without it either.
+		for _, c := range []scenario.Capability{scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapCrashNodeProxy,
+			scenario.CapRestartNodeProxy, scenario.CapRollNodeProxies, scenario.CapCrashNodeAgent} {
+			out[c] = envoyReason
+		}
+	}
+	return out
 }
 
 // istioDataPlane is Istio's ambient mesh as faults see it.
