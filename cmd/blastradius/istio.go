@@ -219,7 +219,7 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 	if f.provider == "local-k8s" {
 		p("  no DNS       local-k8s runs no cluster DNS: the ztunnel pods get istiod's Service address under its names (hostAliases)")
 	}
-	p("  per trial    the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifestsNamespace("istio-ambient"), "2s")
+	p("  per trial    the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifests.Namespace("istio-ambient"), "2s")
 	p("  on exit      the logs of istiod, istio-cni and ztunnel saved in <results>/istio-logs, then every object of the charts deleted and waited for")
 	return nil
 }
@@ -281,5 +281,3 @@ func istioVersion() string {
 	}
 	return "(unknown)"
 }
-
-func manifestsNamespace(mode string) string { return manifests.Namespace(mode) }
