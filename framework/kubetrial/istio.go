@@ -725,3 +725,32 @@ func (b *Backend) istioHeal(ctx context.Context, logf func(string, ...any)) erro
 	}
 	return nil
 }
+
+// istioTrialSetup readies Istio for a trial and returns what gives it back
+// after. Istio is shared by the run's trials: each starts from it whole
+// and leaves it whole (istioHeal: istiod up again after a control-plane
+// outage). Certificates that must run out within the trial: the ztunnels
+// ask for the scenario's lifetime, and get their default back after (once
+// istiod is up again, which the new ztunnels need to become ready).
+func (b *Backend) istioTrialSetup(ctx context.Context, t *scenario.TrialRun) (func(), error) {
+	if err := b.istioHeal(ctx, t.Logf); err != nil {
+		return nil, err
+	}
+	ttl := t.Plan.Mesh.CertTTL
+	if ttl > 0 {
+		if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, ttl, t.Logf); err != nil {
+			return nil, err
+		}
+	}
+	return func() {
+		ctx := context.WithoutCancel(ctx)
+		if err := b.istioHeal(ctx, t.Logf); err != nil {
+			t.Logf("clean-up: %v", err)
+		}
+		if ttl > 0 {
+			if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, 0, t.Logf); err != nil {
+				t.Logf("clean-up: %v", err)
+			}
+		}
+	}, nil
+}

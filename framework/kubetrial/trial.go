@@ -42,31 +42,11 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return b.CheckMode(t.Mode)
 	}
 	if istio {
-		// Istio is shared by the run's trials: each starts from it whole,
-		// and gives it back whole (istiod up again after a control-plane
-		// outage, before the certificate lifetime below is restored).
-		if err := b.istioHeal(ctx, t.Logf); err != nil {
+		undo, err := b.istioTrialSetup(ctx, t)
+		if err != nil {
 			return err
 		}
-	}
-	if istio && t.Plan.Mesh.CertTTL > 0 {
-		// Certificates that run out within the trial: the ztunnels ask for
-		// the scenario's lifetime, and get their default back after.
-		if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, t.Plan.Mesh.CertTTL, t.Logf); err != nil {
-			return err
-		}
-		defer func() {
-			if err := b.ztunnelCertTTL(context.WithoutCancel(ctx), b.Istio.Namespace, 0, t.Logf); err != nil {
-				t.Logf("clean-up: %v", err)
-			}
-		}()
-	}
-	if istio {
-		defer func() {
-			if err := b.istioHeal(context.WithoutCancel(ctx), t.Logf); err != nil {
-				t.Logf("clean-up: %v", err)
-			}
-		}()
+		defer undo()
 	}
 	ns := manifests.Namespace(t.Mode)
 	ready := b.ReadyTimeout
