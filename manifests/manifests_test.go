@@ -180,6 +180,32 @@ func TestNamespaceLabelsPerMode(t *testing.T) {
 	}
 }
 
+// The data plane's own pods (control plane, node proxies, waypoints) opt
+// out of the enrolment label their namespace carries: the node agent must
+// never redirect the traffic of what it hands pods to.
+func TestDataPlanePodsOptOutOfTheirOwnMesh(t *testing.T) {
+	p := params("ambient")
+	p.Waypoint = &Waypoint{Service: "echo-n1", Replicas: 1}
+	objs, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, o := range objs {
+		labels, _, _ := unstructured.NestedStringMap(o.Object, "spec", "template", "metadata", "labels")
+		switch labels[LabelPod] {
+		case "controlplane", "ztunnel", "waypoint":
+			seen++
+			if labels[DataplaneModeLabel] != "none" {
+				t.Errorf("%s/%s: pod label %s=%q, want none", o.GetKind(), o.GetName(), DataplaneModeLabel, labels[DataplaneModeLabel])
+			}
+		}
+	}
+	if seen < 3 {
+		t.Errorf("found %d data plane workloads, want the control plane, the node proxies and the waypoint", seen)
+	}
+}
+
 func TestRenderPerMode(t *testing.T) {
 	kinds := func(mode string) []string {
 		objs, err := Render(params(mode))
