@@ -65,9 +65,6 @@ endif
 # needs root. Test binaries are linked without DWARF: -p 1 links them one at
 # a time, and a quarter of each link is debug information nothing reads.
 test: vet
-	@# Every test binary built first, two at a time (-exec true runs none of
-	@# them): with -p 1 below, compiling would use one core of two.
-	$(GO) test -count=1 -p 2 -ldflags='-s -w' -exec true ./... > /dev/null
 	KUBEBUILDER_ASSETS=$(K8S_BIN_DIR) BLASTRADIUS_REQUIRE_K8S=1 \
 		BLASTRADIUS_ISTIO_BINS=$(ISTIO_BIN_DIR) BLASTRADIUS_REQUIRE_ISTIO=1 \
 		$(GO) test -count=1 -p 1 -timeout 25m -ldflags='-s -w' ./...
