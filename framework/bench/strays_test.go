@@ -2,7 +2,9 @@ package bench
 
 import (
 	"os/exec"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Two processes with one command line in one network namespace: the one not
@@ -17,11 +19,23 @@ func TestFindStrays(t *testing.T) {
 		return c
 	}
 	a, b := start(), start()
-	id, ok := procIdentity(a.Process.Pid)
-	if !ok {
-		t.Skip("no /proc")
+	// A child started a moment ago may not have exec'd sleep yet (its
+	// command line is still empty): read both until they settle.
+	var id, idb string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ok bool
+		id, ok = procIdentity(a.Process.Pid)
+		if !ok {
+			t.Skip("no /proc")
+		}
+		idb, _ = procIdentity(b.Process.Pid)
+		if (id == idb && strings.Contains(id, "sleep")) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if idb, _ := procIdentity(b.Process.Pid); idb != id {
+	if idb != id {
 		t.Fatalf("identities differ: %q, %q", id, idb)
 	}
 	w := &strayWatch{known: map[string]string{id: "pod/sleep"}}
