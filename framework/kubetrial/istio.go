@@ -231,7 +231,7 @@ func (d *istioDataPlane) waitReady(ctx context.Context, selector, node string, n
 			return false, nil
 		}
 		for _, p := range list.Items {
-			if p.UID != not && p.Spec.NodeName == node && p.DeletionTimestamp == nil && podReady(&p) {
+			if p.UID != not && p.Spec.NodeName == node && p.DeletionTimestamp == nil && kube.PodReady(&p) {
 				found = p
 				return true, nil
 			}
@@ -339,7 +339,7 @@ func (d *istioDataPlane) StartControlPlane(ctx context.Context) (time.Time, erro
 	var last string
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		p, err := d.podOn(ctx, istiodSelector, "")
-		if err == nil && podReady(&p) {
+		if err == nil && kube.PodReady(&p) {
 			return true, nil
 		}
 		if err != nil {
@@ -360,15 +360,6 @@ func (d *istioDataPlane) StartControlPlane(ctx context.Context) (time.Time, erro
 // config dump has them, but is not read yet here.
 func (d *istioDataPlane) CertExpiries(ctx context.Context) (map[string]time.Time, error) {
 	return nil, errors.New("certificate expiries are not read from ztunnel")
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // istioNamespaceLabels enrol a trial's namespace in Istio's ambient mode.

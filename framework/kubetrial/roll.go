@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/manifests"
 )
 
@@ -66,7 +67,7 @@ func rollDaemonSet(ctx context.Context, cs kubernetes.Interface, ns, name, selec
 			}
 			for real, st := range nodes {
 				for _, p := range list.Items {
-					if _, old := st.old[p.UID]; !old && p.Spec.NodeName == real && p.DeletionTimestamp == nil && podReady(&p) && st.ready.IsZero() {
+					if _, old := st.old[p.UID]; !old && p.Spec.NodeName == real && p.DeletionTimestamp == nil && kube.PodReady(&p) && st.ready.IsZero() {
 						st.ready = now
 					}
 				}
