@@ -8,6 +8,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -140,10 +141,16 @@ func Drain(ctx context.Context, cs kubernetes.Interface, node string, opts Drain
 					continue
 				case apierrors.IsTooManyRequests(err):
 					tg.why = "eviction refused: " + oneline.Lines(err.Error())
-				default:
-					if dctx.Err() != nil {
-						break
+				case dctx.Err() != nil:
+				case !isAPIStatus(err):
+					// No answer from the server: the client's own rate
+					// limiter refusing to wait past the deadline, or the
+					// connection. Retried until the deadline; the pod
+					// keeps the last reason the server gave.
+					if tg.why == "not evicted yet" {
+						tg.why = "eviction not answered: " + oneline.Lines(err.Error())
 					}
+				default:
 					return fmt.Errorf("drain node %s: evict %s/%s: %s", node, tg.pod.Namespace, tg.pod.Name, oneline.Lines(err.Error()))
 				}
 			}
@@ -178,6 +185,13 @@ func Drain(ctx context.Context, cs kubernetes.Interface, node string, opts Drain
 		case <-time.After(every):
 		}
 	}
+}
+
+// isAPIStatus says whether err is the API server's answer (a Status), as
+// opposed to a request that never got one.
+func isAPIStatus(err error) bool {
+	var st apierrors.APIStatus
+	return errors.As(err, &st)
 }
 
 // skipOnDrain says whether a drain leaves the pod: DaemonSet pods, mirror
