@@ -267,10 +267,8 @@ type Resume struct {
 func (t *Tap) HoleClosing() {
 	opened := map[connKey]bool{}
 	if t.tcp >= 0 {
-		buf := make([]byte, 256<<10)
-		n, err := unix.Pread(t.tcp, buf, 0)
-		if err == nil {
-			for _, k := range synSent(buf[:n]) {
+		if b, err := readProcTable(t.tcp); err == nil {
+			for _, k := range synSent(b) {
 				opened[k] = true
 			}
 		}
@@ -278,6 +276,30 @@ func (t *Tap) HoleClosing() {
 	t.mu.Lock()
 	t.opened = opened
 	t.mu.Unlock()
+}
+
+// readProcTable reads a whole /proc/net/tcp from its descriptor. The kernel
+// hands such a table out a page at a time (about 27 sockets per read, what
+// a pod with a few hundred connections in TIME_WAIT far exceeds), so it
+// reads on to the end.
+func readProcTable(fd int) ([]byte, error) {
+	buf := make([]byte, 0, 64<<10)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+		}
+		n, err := unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
 
 // synSent parses /proc/net/tcp for sockets in SYN_SENT: "sl local rem st

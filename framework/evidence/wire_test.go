@@ -193,6 +193,16 @@ func TestTapPlacesBackoff(t *testing.T) {
 	// next, doubled, comes about 450 ms after the hole. (The client's own
 	// segments are dropped before they leave, and it sends them again at
 	// its next write, so its direction alone would be back at once.)
+	// Enough sockets in the namespace that its socket table spans many
+	// pages (a client pod's connections in TIME_WAIT): the connecting one
+	// is listed after all of them.
+	for range 150 {
+		ln, err := netnsx.ListenTCP(a, "127.0.0.1:0", netnsx.ListenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+	}
 	start := time.Now()
 	undo := holeNS(t, a)
 	time.Sleep(50 * time.Millisecond)
