@@ -47,6 +47,7 @@ type span struct {
 	start, end int64
 	counts     [9]int  // indexed like classOrder
 	slow       []int64 // latencies of the slow requests, ns
+	lastFailed int64   // start of the last failed request, 0 if none
 }
 
 // failures counts failed and missing requests: every count but the slow.
@@ -96,6 +97,7 @@ func failureRuns(reqs []events.Event, we int64, qps float64, slow func(events.Ev
 				continue
 			}
 			sp.counts[classIndex(reqs[j].Class)]++
+			sp.lastFailed = max(sp.lastFailed, reqs[j].Start)
 		}
 		if j < len(reqs) {
 			sp.end = reqs[j].Start
@@ -183,6 +185,7 @@ func merge(spans []span) []OutageInterval {
 				cur.counts[i] += c
 			}
 			cur.slow = append(cur.slow, sp.slow...)
+			cur.lastFailed = max(cur.lastFailed, sp.lastFailed)
 			continue
 		}
 		merged = append(merged, sp)
@@ -199,6 +202,10 @@ func merge(spans []span) []OutageInterval {
 			ByClass:  map[events.Class]int{},
 		}
 		o.Failed = o.Failures - o.Missing
+		if sp.lastFailed != 0 {
+			lf := ts(sp.lastFailed)
+			o.LastFailed = &lf
+		}
 		if len(sp.slow) > 0 {
 			ls := summarizeLatency(sp.slow)
 			o.SlowLatency = &ls

@@ -244,3 +244,52 @@ func TestPooledConnectionHoleEndsWithItsAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A pooled tunnel black-holed for 1 s, then working off what it held up:
+// requests sent in the hole's first half time out; every later one, up to
+// 300 ms after the hole, is answered only once the backlog is through, at
+// 1.3 s. The outage runs to the last late answer, and LastFailed says where
+// its failures stopped.
+func TestLastFailedEndsBeforeTheBacklog(t *testing.T) {
+	const qps = 200
+	step := time.Second / qps
+	from, drained := 2*time.Second, 3300*time.Millisecond // the hole ends at 3 s
+	var evs []events.Event
+	var lastFailed time.Duration
+	for off := time.Duration(0); off < 6*time.Second; off += step {
+		e := events.Event{Start: ns(off), Latency: int64(2 * msec), Class: events.ClassOK}
+		switch {
+		case off >= from && drained-off > 500*msec:
+			e.Class, e.Latency = events.ClassTimeout, int64(500*msec)
+			lastFailed = off
+		case off >= from && off < drained:
+			e.Latency = int64(drained - off)
+		}
+		evs = append(evs, e)
+	}
+	s := AnalyzeFlow(FlowMeta{ID: "f", QPS: qps, Profile: "http-keepalive"}, evs, window(6*time.Second), nil, Options{Timeout: 500 * msec})
+	if len(s.Outages) != 1 {
+		t.Fatalf("outages %+v, want one", s.Outages)
+	}
+	o := s.Outages[0]
+	if !o.Start.Equal(at(from)) || o.End.Before(at(drained)) {
+		t.Errorf("outage [%v, %v), want from %v to at least %v", o.Start.Sub(t0), o.End.Sub(t0), from, drained)
+	}
+	if o.LastFailed == nil || !o.LastFailed.Equal(at(lastFailed)) {
+		t.Errorf("LastFailed %v, want %v", o.LastFailed, lastFailed)
+	}
+	if o.Slow == 0 || o.Failed == 0 {
+		t.Errorf("failed %d, slow %d: want both", o.Failed, o.Slow)
+	}
+
+	// No failure at all: no LastFailed.
+	for i := range evs {
+		if evs[i].Class != events.ClassOK {
+			evs[i].Class, evs[i].Latency = events.ClassOK, int64(700*msec)
+		}
+	}
+	s = AnalyzeFlow(FlowMeta{ID: "f", QPS: qps, Profile: "http-keepalive"}, evs, window(6*time.Second), nil, Options{Timeout: 500 * msec})
+	if len(s.Outages) != 1 || s.Outages[0].LastFailed != nil {
+		t.Errorf("late answers only: %+v, want one outage without LastFailed", s.Outages)
+	}
+}

@@ -92,6 +92,12 @@ type OutageInterval struct {
 	// expected at the flow's rate but never recorded.
 	Failed  int `json:"failed"`
 	Missing int `json:"missing"`
+	// LastFailed is when the last request seen failing in the interval
+	// started (absent when none failed): after it the interval held only
+	// late answers and missing requests. A multiplexed tunnel that comes
+	// back after a hole answers what it held up late, all at once; the
+	// interval then runs on past its last failure.
+	LastFailed *time.Time `json:"lastFailed,omitempty"`
 	// Slow counts requests inside the interval that succeeded late (above
 	// the flow's stall threshold); SlowLatency summarizes their latency.
 	Slow        int             `json:"slow"`

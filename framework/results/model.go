@@ -327,6 +327,13 @@ type PrecisionCheck struct {
 	WireEnd             *time.Time `json:"wireEnd,omitempty"`
 	WireLastEnd         *time.Time `json:"wireLastEnd,omitempty"`
 	WireEndErrorSeconds *float64   `json:"wireEndErrorSeconds,omitempty"`
+	// BacklogSeconds is set when the flow's outage ran on more than a
+	// bucket past WireLastEnd with late answers only, no request failing
+	// after it: how long the data plane took to work off the requests the
+	// hole had queued in its tunnels. It is measured disruption (in the
+	// outage), and not an error of the hole's end: WireEndErrorSeconds and
+	// the total are then judged without it.
+	BacklogSeconds *float64 `json:"backlogSeconds,omitempty"`
 	// Within: the start within one timeline bucket of the hole's, and the
 	// end and the total within one bucket of the hole's, or, when the tap
 	// saw the connections come back later, of the range the wire allows;

@@ -21,8 +21,14 @@ func ptrTime(t time.Time) *time.Time { return &t }
 
 // outage is one synthetic outage interval from..to after t0.
 func outage(from, to time.Duration, c events.Class) measure.OutageInterval {
-	return measure.OutageInterval{Start: at(from), End: at(to), Seconds: (to - from).Seconds(), Failures: 5,
+	o := measure.OutageInterval{Start: at(from), End: at(to), Seconds: (to - from).Seconds(), Failures: 5,
 		ByClass: map[events.Class]int{c: 5}, Class: c}
+	if c != measure.ClassSlow {
+		// Its requests failed to the end.
+		lf := at(to - time.Millisecond)
+		o.LastFailed = &lf
+	}
+	return o
 }
 
 // summaries turns a plan into flow summaries the way the runner would, with
@@ -520,7 +526,15 @@ func TestPrecisionWire(t *testing.T) {
 	// Answered, late: requests that started once the path was back.
 	slow := func(from, to int) measure.OutageInterval {
 		x := o(from, to)
-		x.Failures, x.Slow, x.Class, x.ByClass = 0, 5, measure.ClassSlow, map[events.Class]int{measure.ClassSlow: 5}
+		x.Failures, x.Slow, x.Class, x.ByClass, x.LastFailed = 0, 5, measure.ClassSlow, map[events.Class]int{measure.ClassSlow: 5}, nil
+		return x
+	}
+	// Failing until failedUntil, then answered late until to: the node
+	// proxies working off what the hole queued in their tunnels.
+	backlog := func(from, failedUntil, to int) measure.OutageInterval {
+		x := o(from, to)
+		lf := at(time.Duration(failedUntil) * time.Millisecond)
+		x.LastFailed = &lf
 		return x
 	}
 	for _, tc := range []struct {
@@ -544,6 +558,12 @@ func TestPrecisionWire(t *testing.T) {
 		{flow("slow-burst-after", "server-n2", "pod", o(2000, 2700), slow(2720, 2950)), true, true, last.Add(bucket), 0},
 		{flow("failing-after", "server-n2", "pod", o(2000, 2700), o(2720, 2950)), false, true, last.Add(bucket), 0.25},
 		{flow("slow-inside", "server-n2", "pod", o(2000, 2300), slow(2450, 2700)), true, true, last.Add(bucket), 0},
+		// Late answers only, past the last return: the backlog, up to the
+		// back-off window (the hole's end plus its length, a minimum RTO
+		// and a bucket: 2.9 s).
+		{flow("backlog", "server-n2", "pod", backlog(2000, 2690, 2850)), true, true, at(2850 * time.Millisecond), 0.15},
+		{flow("backlog-failing", "server-n2", "pod", backlog(2000, 2840, 2850)), false, true, last.Add(bucket), 0.15},
+		{flow("backlog-too-long", "server-n2", "pod", backlog(2000, 2690, 2950)), false, true, last.Add(bucket), 0.25},
 	} {
 		got := precision([]results.FaultRecord{hole}, []measure.FlowSummary{tc.flow}, bucket)
 		if len(got) != 1 {
@@ -565,6 +585,9 @@ func TestPrecisionWire(t *testing.T) {
 		}
 		if pc.WireEndErrorSeconds == nil || *pc.WireEndErrorSeconds != tc.wireEndErrS {
 			t.Errorf("%s: wire end error %v, want %v", pc.Flow, pc.WireEndErrorSeconds, tc.wireEndErrS)
+		}
+		if backlog := strings.HasPrefix(pc.Flow, "backlog") && pc.Within; backlog != (pc.BacklogSeconds != nil) {
+			t.Errorf("%s: backlog %v", pc.Flow, pc.BacklogSeconds)
 		}
 	}
 }
