@@ -33,7 +33,7 @@ const istioReadyTimeout = 3 * time.Minute
 // istioOptions are the values the run sets on Istio's charts, and the
 // images built here it loads (none where upstream's are pulled).
 func istioOptions(f *runFlags) (istioinstall.Options, []istioinstall.Built, bool, error) {
-	var o istioinstall.Options
+	o := istioinstall.Options{ProxyImage: f.istioProxyImage}
 	dir := f.istioImages
 	if dir == "" && f.provider == "local-k8s" {
 		dir = defaultIstioImages
@@ -66,6 +66,16 @@ func istioOptions(f *runFlags) (istioinstall.Options, []istioinstall.Built, bool
 		o.CNIBinDir, o.CNIConfDir = localk8s.CNIBinDir, localk8s.CNIConfDir
 	}
 	return o, built, standIn, nil
+}
+
+// noSidecar says why the istio-sidecar mode cannot run on the run's
+// cluster ("" if it can): local-k8s's nodes reach no registry, so without
+// a sidecar image named for them they have no Envoy.
+func noSidecar(f *runFlags) string {
+	if f.provider == "local-k8s" && f.istioProxyImage == "" {
+		return kubetrial.SidecarUnavailable
+	}
+	return ""
 }
 
 // installIstio installs Istio's ambient mesh for the run's istio-* modes
@@ -102,7 +112,7 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 	if standIn {
 		what = "the tool's ztunnel-compatible proxy"
 	}
-	logf("istio: installing the pinned charts (profile ambient): istiod %s, istio-cni %s, ztunnel %s (%s)", imgs[istioinstall.PartIstiod], imgs[istioinstall.PartCNI], imgs[istioinstall.PartZtunnel], what)
+	logf("istio: installing the pinned charts (profile ambient): istiod %s, istio-cni %s, ztunnel %s (%s), sidecar %s", imgs[istioinstall.PartIstiod], imgs[istioinstall.PartCNI], imgs[istioinstall.PartZtunnel], what, imgs[istioinstall.Sidecar])
 	c := istioinstall.Cluster{Client: b.Client, Dynamic: b.Dynamic, Mapper: b.Mapper, Logf: logf}
 	uninstall := func() {
 		saveIstioLogs(b, filepath.Join(f.out, "istio-logs"), logf)
@@ -126,7 +136,7 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 		return nil, err
 	}
 	logf("istio: installed and ready in %s", time.Since(t0).Round(100*time.Millisecond))
-	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn}
+	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn, NoSidecar: noSidecar(f)}
 	f.images = runningImages(ctx, b, built, standIn, logf)
 	return uninstall, nil
 }
@@ -195,8 +205,14 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 	p("istio (--mesh istio: the istio-* modes)")
 	p("  charts       base, istio-control/istio-discovery, istio-cni, ztunnel of istio.io/istio %s (embedded in this binary), rendered by Helm's engine", istioVersion())
 	p("  images")
-	for _, part := range []string{istioinstall.PartIstiod, istioinstall.PartCNI, istioinstall.PartZtunnel} {
+	for _, part := range []string{istioinstall.PartIstiod, istioinstall.PartCNI, istioinstall.PartZtunnel, istioinstall.Sidecar} {
 		how := "pulled by the nodes"
+		if part == istioinstall.Sidecar {
+			how = "injected by istiod into the istio-sidecar pods, pulled by the nodes"
+			if why := noSidecar(f); why != "" {
+				how = "not run here (istio-sidecar is skipped)"
+			}
+		}
 		if i := slices.IndexFunc(built, func(b istioinstall.Built) bool { return b.Part == part }); i >= 0 {
 			how = "loaded from " + built[i].Archive + " (make istio-images)"
 		}
@@ -219,7 +235,8 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 	if f.provider == "local-k8s" {
 		p("  no DNS       local-k8s runs no cluster DNS: the ztunnel pods get istiod's Service address under its names (hostAliases)")
 	}
-	p("  per trial    the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifests.Namespace("istio-ambient"), "2s")
+	p("  per trial    istio-ambient: the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifests.Namespace("istio-ambient"), "2s")
+	p("               istio-sidecar: the workloads of mode none in namespace %s labelled istio-injection=enabled; load starts once every pod carries istiod's sidecar (annotation sidecar.istio.io/status, istio-proxy ready)", manifests.Namespace("istio-sidecar"))
 	p("  on exit      the logs of istiod, istio-cni and ztunnel saved in <results>/istio-logs, then every object of the charts deleted and waited for")
 	return nil
 }

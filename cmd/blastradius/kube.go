@@ -335,7 +335,7 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 		b.Chaos = kube.NewChaosClientFor(nil)
 	}
 	if f.istio() {
-		b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace}
+		b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, NoSidecar: noSidecar(f)}
 	}
 	return b
 }
@@ -555,7 +555,7 @@ func dryRun(w io.Writer, f *runFlags, scs []scenario.Scenario) error {
 				p("  skipped      %s", why)
 				continue
 			}
-			if why := kubetrial.IstioSkip(pl); why != "" {
+			if why := kubetrial.IstioSkip(pl, b.Istio); why != "" {
 				p("  skipped      %s", why)
 				continue
 			}

@@ -275,13 +275,11 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 		t.Fatalf("%d scenario sections, want 15 faults x 3 modes", len(sections))
 	}
 	var planned []string
-	envoy := 0
+	skipped := map[string]string{}
 	for _, s := range sections {
 		body := s[3]
 		if strings.HasPrefix(body, "  skipped ") {
-			if strings.Contains(body, "Envoy") {
-				envoy++
-			}
+			skipped[s[1]+"/"+s[2]] = body
 			continue
 		}
 		planned = append(planned, s[1]+"/"+s[2])
@@ -289,16 +287,44 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 			t.Errorf("%s in istio-ambient: not in its own namespace", s[1])
 		}
 	}
-	// Istio's own failures run in istio-ambient; the sidecar mode's cells
-	// and the waypoints' are skipped for Envoy.
+	// Istio's own failures run in istio-ambient, and in istio-sidecar with
+	// upstream's sidecar (kind pulls it): istiod's faults and the sidecar
+	// upgrade. Waypoints are skipped with their reason, the sidecar kill
+	// (without Chaos Mesh) with its own.
 	for _, want := range []string{"node-proxy-crash/istio-ambient", "node-proxy-restart/istio-ambient", "node-proxy-rolling-upgrade/istio-ambient",
-		"node-agent-crash/istio-ambient", "controlplane-crash/istio-ambient", "cert-expiry/istio-ambient", "node-proxy-crash-during-cp-outage/istio-ambient"} {
+		"node-agent-crash/istio-ambient", "controlplane-crash/istio-ambient", "cert-expiry/istio-ambient", "node-proxy-crash-during-cp-outage/istio-ambient",
+		"node-crash/istio-sidecar", "controlplane-crash/istio-sidecar", "sidecar-rolling-restart/istio-sidecar"} {
 		if !slices.Contains(planned, want) {
 			t.Errorf("cell %s not planned (planned: %v)", want, planned)
 		}
 	}
-	if envoy < 2+4 { // two waypoint faults; every runnable cell of istio-sidecar
-		t.Errorf("%d cells skipped for Envoy, want at least 6", envoy)
+	for cell, why := range map[string]string{
+		"waypoint-replica-kill/istio-ambient": "Gateway API", "waypoint-all-killed/istio-ambient": "Gateway API",
+		"sidecar-crash/istio-sidecar": "Chaos Mesh", "node-proxy-crash/istio-sidecar": "proxy per node",
+		"cert-expiry/istio-sidecar": "SECRET_TTL",
+	} {
+		if !strings.Contains(skipped[cell], why) {
+			t.Errorf("cell %s: %q, want skipped for a reason naming %q", cell, skipped[cell], why)
+		}
+	}
+}
+
+// Where no registry is reachable (local-k8s) the sidecar mode has no
+// Envoy unless an image the nodes have is named.
+func TestNoSidecarWithoutARegistry(t *testing.T) {
+	for _, tc := range []struct {
+		provider, image string
+		runs            bool
+	}{
+		{"local-k8s", "", false},
+		{"local-k8s", "localhost/proxyv2:mine", true},
+		{"kind", "", true},
+		{"kubeconfig", "", true},
+	} {
+		why := noSidecar(&runFlags{provider: tc.provider, istioProxyImage: tc.image})
+		if (why == "") != tc.runs {
+			t.Errorf("%s with --istio-proxy-image %q: %q", tc.provider, tc.image, why)
+		}
 	}
 }
 

@@ -53,8 +53,8 @@ type runFlags struct {
 	kindConfig                 *v1alpha4.Cluster // parsed --kind-config
 	localDir, k8sBinDir        string            // --provider local-k8s
 	// Istio: --mesh, --ztunnel-image, --istio-images; meshes as parsed.
-	mesh, ztunnelImage, istioImages string
-	meshes                          []string
+	mesh, ztunnelImage, istioImages, istioProxyImage string
+	meshes                                           []string
 	// images are the data planes' images a Kubernetes run ran, recorded
 	// in the results' environment (set when the cluster is prepared).
 	images []results.Image
@@ -91,6 +91,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 	fs.StringVar(&f.k8sBinDir, "k8s-bin-dir", defaultLocalK8sBinDir, "--provider local-k8s: where `make k8s-bins` put etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy")
 	fs.StringVar(&f.mesh, "mesh", scenario.MeshReference, "comma-separated meshes the meshed modes run: reference (the tool's own data plane) and istio (Istio's ambient mesh: istiod, istio-cni and ztunnel installed from the pinned charts for the run and removed after; Kubernetes providers only; docs/istio.md). Each meshed mode runs once per mesh: --mesh reference,istio --mode none,ambient runs none, ambient and istio-ambient side by side")
 	fs.StringVar(&f.ztunnelImage, "ztunnel-image", "", "--mesh istio: the ztunnel image (default: local-k8s, where no registry is reachable: the tool's ztunnel-compatible proxy, the --image; kind and kubeconfig: upstream ztunnel as the pinned charts name it)")
+	fs.StringVar(&f.istioProxyImage, "istio-proxy-image", "", "--mesh istio: the sidecar istiod injects in the istio-sidecar mode (proxyv2: pilot-agent and Envoy; default: kind and kubeconfig: as the pinned charts name it, pulled by the nodes; local-k8s: none, and istio-sidecar is skipped, since no registry is reachable and Envoy cannot be built here)")
 	fs.StringVar(&f.istioImages, "istio-images", "", "--mesh istio: the folder `make istio-images` wrote istiod's and istio-cni's images to (images.json), loaded into the nodes and run instead of upstream's (default: local-k8s: "+defaultIstioImages+"; kind and kubeconfig: none, upstream's images are pulled)")
 	fs.StringVar(&f.faults, "faults", "api", "--provider kind or kubeconfig: how faults are injected: api (pod deletions and scaling through the API, node crashes and partitions through the provider) or chaos-mesh (Chaos Mesh objects for the faults it can do, their times from its status records; Chaos Mesh must be installed: docs/chaos-mesh.md)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "--provider kind or kubeconfig: print the plan (cluster, every object to apply, faults and their timing per scenario and mode, container commands) and exit without touching any cluster")
@@ -189,8 +190,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, []scenario.Scena
 		}
 		f.meshes = append(f.meshes, m)
 	}
-	if !f.istio() && (set["ztunnel-image"] || set["istio-images"]) {
-		return nil, nil, errors.New("--ztunnel-image and --istio-images need --mesh istio")
+	if !f.istio() && (set["ztunnel-image"] || set["istio-images"] || set["istio-proxy-image"]) {
+		return nil, nil, errors.New("--ztunnel-image, --istio-images and --istio-proxy-image need --mesh istio")
 	}
 	var bases []string
 	for _, m := range strings.Split(f.mode, ",") {

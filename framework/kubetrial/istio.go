@@ -37,6 +37,10 @@ type Istio struct {
 	// StandIn says ztunnel is the tool's ztunnel-compatible proxy (its
 	// HBONE counters are named differently from upstream ztunnel's).
 	StandIn bool
+	// NoSidecar says why the istio-sidecar mode cannot run on this
+	// cluster (its sidecar image is Envoy's, which the nodes cannot get);
+	// empty when it can.
+	NoSidecar string
 }
 
 // Istio's pods, by the labels its charts give them.
@@ -53,19 +57,45 @@ const (
 	istioRedirectionValue = "enabled"
 	// ztunnel's stats port (the chart's ztunnel-stats containerPort).
 	ztunnelStatsPort = 15020
+	// Sidecar mode: the namespace label istiod's injector selects, the
+	// annotation it leaves on every pod it injected, and the container.
+	istioInjectionLabel = "istio-injection"
+	istioSidecarStatus  = "sidecar.istio.io/status"
+	istioProxyContainer = "istio-proxy"
 )
 
-// envoyReason is why Istio's sidecar mode and waypoints are not run.
-const envoyReason = "Istio's sidecar and waypoint proxy is Envoy, which the tool does not deploy with Istio: Envoy cannot be built here, so no fault of it could be tested"
+// Why Istio's Envoy-based parts do not run.
+const (
+	// SidecarUnavailable is why the istio-sidecar mode cannot run where
+	// the nodes reach no registry: its sidecar is Envoy (proxyv2), which
+	// cannot be built here either.
+	SidecarUnavailable = "Istio's sidecar is Envoy (the proxyv2 image): no registry is reachable from these nodes and Envoy cannot be built here (--istio-proxy-image names one the nodes have)"
+	// sidecarCertTTLReason: a sidecar's certificate lifetime is its own
+	// pilot-agent's, set per pod, which the tool does not set: nothing
+	// would run out within the trial.
+	sidecarCertTTLReason = "the certificate lifetime of Istio's sidecars is pilot-agent's SECRET_TTL, set per pod (proxy.istio.io/config), which the tool does not set: no certificate would run out within the trial"
+	// waypointReason: the tool deploys no Istio waypoint.
+	waypointReason = "Istio's waypoints (Envoy, made by istiod from a Gateway API Gateway) are not deployed by the tool: it installs no Gateway API CRDs, and waypoints are not wired on the Kubernetes provider for the reference data plane either"
+)
 
 // IstioSkip says why a plan cannot run on Istio here ("" if it can, or
-// it is not an Istio mode): Istio's sidecar mode and waypoints are Envoy.
-func IstioSkip(pl scenario.Plan) string {
+// it is not an Istio mode): waypoints are not deployed, and the sidecar
+// mode needs Envoy's image on the nodes (ist.NoSidecar).
+func IstioSkip(pl scenario.Plan, ist *Istio) string {
 	if scenario.MeshOf(pl.Mode) != scenario.MeshIstio {
 		return ""
 	}
-	if scenario.BaseMode(pl.Mode) != "ambient" || pl.Mesh.Waypoint != nil {
-		return envoyReason
+	if pl.Mesh.Waypoint != nil {
+		return waypointReason
+	}
+	if scenario.BaseMode(pl.Mode) != "sidecar" {
+		return ""
+	}
+	if ist != nil && ist.NoSidecar != "" {
+		return ist.NoSidecar
+	}
+	if pl.Mesh.CertTTL > 0 {
+		return sidecarCertTTLReason
 	}
 	return ""
 }
@@ -78,7 +108,18 @@ const (
 
 // istioCapabilities is what the Istio modes offer of the data plane's
 // capabilities, each with its real mechanism.
-func istioCapabilities(mode string) scenario.Capabilities {
+func istioCapabilities(mode string, chaos bool) scenario.Capabilities {
+	cp := scenario.Capabilities{
+		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
+		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",
+	}
+	if scenario.BaseMode(mode) == "sidecar" {
+		cp[scenario.CapRestartAppPod] = "Istio: the pod deleted with its grace period (pilot-agent drains Envoy on SIGTERM); its Deployment's new pod, injected again by istiod, waited for as Ready"
+		if chaos {
+			cp[scenario.CapCrashSidecar] = "Istio: Chaos Mesh PodChaos container-kill of the pod's istio-proxy container (pilot-agent and Envoy); the kubelet restarts it"
+		}
+		return cp
+	}
 	if scenario.BaseMode(mode) != "ambient" {
 		return scenario.Capabilities{}
 	}
@@ -92,35 +133,61 @@ func istioCapabilities(mode string) scenario.Capabilities {
 	}
 }
 
-// Unoffered implements scenario.Unoffered: in Istio's modes, what needs
-// Envoy.
+// Unoffered implements scenario.Unoffered: in Istio's modes, waypoints;
+// in its sidecar mode, everything where the sidecar cannot run, and a
+// sidecar kill without Chaos Mesh (the API deletes whole pods only).
 func (b *Backend) Unoffered(mode string) map[scenario.Capability]string {
 	if scenario.MeshOf(mode) != scenario.MeshIstio {
 		return nil
 	}
-	out := map[scenario.Capability]string{
-		scenario.CapWaypoints: envoyReason, scenario.CapCrashSidecar: envoyReason, scenario.CapRestartAppPod: envoyReason,
+	out := map[scenario.Capability]string{scenario.CapWaypoints: waypointReason}
+	if scenario.BaseMode(mode) != "sidecar" {
+		return out
 	}
-	if scenario.BaseMode(mode) == "sidecar" {
-		// Istio's sidecar mode is Envoy throughout: its control plane is
-		// not run without it either.
-		for _, c := range []scenario.Capability{scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapCrashNodeProxy,
-			scenario.CapRestartNodeProxy, scenario.CapRollNodeProxies, scenario.CapCrashNodeAgent} {
-			out[c] = envoyReason
+	if b.Istio != nil && b.Istio.NoSidecar != "" {
+		for _, c := range []scenario.Capability{scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapCrashSidecar, scenario.CapRestartAppPod} {
+			out[c] = b.Istio.NoSidecar
 		}
+		return out
+	}
+	if b.Chaos == nil {
+		out[scenario.CapCrashSidecar] = "killing one container of a pod needs Chaos Mesh (container-kill): the API deletes whole pods only, and pilot-agent, PID 1 of istio-proxy, cannot be SIGKILLed from inside"
 	}
 	return out
 }
 
-// istioDataPlane is Istio's ambient mesh as faults see it.
+// istioDataPlane is Istio's mesh as faults see it.
 type istioDataPlane struct {
-	b    *Backend
-	ns   string // Istio's namespace
-	real map[string]string
-	logf func(string, ...any)
+	b       *Backend
+	ns      string // Istio's namespace
+	trialNS string // the trial's
+	sidecar bool   // the istio-sidecar mode
+	real    map[string]string
+	logf    func(string, ...any)
+}
+
+// istioChaosDataPlane adds what only Chaos Mesh can do: kill one
+// container of a pod.
+type istioChaosDataPlane struct {
+	*istioDataPlane
+	k     *kube.ChaosClient
+	scope kube.ChaosScope
+}
+
+// CrashSidecar kills the istio-proxy container of a pod (a planned name);
+// the kubelet restarts it.
+func (c *istioChaosDataPlane) CrashSidecar(pod string) (time.Time, error) {
+	ps, err := c.b.playing(c.trialNS, pod)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return kill(c.k, kube.ContainerCrash(c.scope, ps[0].Name, istioProxyContainer))
 }
 
 func (d *istioDataPlane) Describe() string {
+	if d.sidecar {
+		return "Istio sidecars (istiod, istio-proxy) on Kubernetes"
+	}
 	return "Istio ambient (istiod, istio-cni, ztunnel) on Kubernetes"
 }
 
@@ -362,9 +429,105 @@ func (d *istioDataPlane) CertExpiries(ctx context.Context) (map[string]time.Time
 	return nil, errors.New("certificate expiries are not read from ztunnel")
 }
 
-// istioNamespaceLabels enrol a trial's namespace in Istio's ambient mode.
-func istioNamespaceLabels() map[string]string {
+// istioNamespaceLabels enrol a trial's namespace in Istio's mode: ambient
+// (istio-cni redirects its pods to ztunnel), or sidecar (istiod's webhook
+// injects istio-proxy into its pods).
+func istioNamespaceLabels(mode string) map[string]string {
+	if scenario.BaseMode(mode) == "sidecar" {
+		return map[string]string{istioInjectionLabel: "enabled"}
+	}
 	return map[string]string{istioDataplaneLabel: "ambient"}
+}
+
+// waitInjected waits until every pod of the trial's namespace runs the
+// sidecar istiod injected (its status annotation, and an istio-proxy
+// container that is ready), or says which do not.
+func (b *Backend) waitInjected(ctx context.Context, ns string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var pending []string
+	n := 0
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPartOf + "=blastradius"})
+		if err != nil {
+			pending = []string{err.Error()}
+			return false, nil
+		}
+		pending, n = nil, 0
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+				continue
+			}
+			if p.Annotations[istioSidecarStatus] == "" || !containerReady(p, istioProxyContainer) {
+				pending = append(pending, p.Name)
+				continue
+			}
+			n++
+		}
+		return len(pending) == 0 && n > 0, nil
+	})
+	if err != nil {
+		if len(pending) > 4 {
+			pending = append(pending[:4], fmt.Sprintf("and %d more", len(pending)-4))
+		}
+		return n, fmt.Errorf("pods without a ready %s sidecar within %s (injected by istiod: the %s annotation): %s", istioProxyContainer, timeout, istioSidecarStatus, strings.Join(pending, ", "))
+	}
+	return n, nil
+}
+
+// containerReady says whether the pod's container of that name is ready.
+func containerReady(p corev1.Pod, name string) bool {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == name {
+			return cs.Ready
+		}
+	}
+	return false
+}
+
+// RestartAppPod restarts a pod of the trial as a sidecar upgrade does
+// (kubectl rollout restart): the pod is deleted with its grace period, so
+// pilot-agent drains Envoy; stopped is when it is gone, ready when its
+// Deployment's new pod, injected again, is Ready.
+func (d *istioDataPlane) RestartAppPod(ctx context.Context, pod string) (stopped, ready time.Time, err error) {
+	ps, err := d.b.playing(d.trialNS, pod)
+	if err != nil {
+		return stopped, ready, err
+	}
+	old := ps[0]
+	if err := d.b.Client.CoreV1().Pods(d.trialNS).Delete(ctx, old.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &old.UID}}); err != nil {
+		return stopped, ready, fmt.Errorf("delete pod %s: %w", old.Name, err)
+	}
+	d.logf("istio: pod %s deleted with its grace period", old.Name)
+	var p corev1.Pod
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		list, err := d.b.Client.CoreV1().Pods(d.trialNS).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPod + "=" + old.Labels[manifests.LabelPod]})
+		if err != nil {
+			return false, nil
+		}
+		gone := true
+		for _, q := range list.Items {
+			switch {
+			case q.UID == old.UID:
+				gone = false
+			case stopped.IsZero():
+			case q.DeletionTimestamp == nil && kube.PodReady(&q) && q.Annotations[istioSidecarStatus] != "":
+				p = q
+			}
+		}
+		if gone && stopped.IsZero() {
+			stopped = time.Now()
+		}
+		return !stopped.IsZero() && p.Name != "", nil
+	})
+	if err != nil {
+		if stopped.IsZero() {
+			return stopped, ready, fmt.Errorf("pod %s not gone: %w", old.Name, err)
+		}
+		return stopped, ready, fmt.Errorf("no new Ready pod for %s with its sidecar: %w", pod, err)
+	}
+	d.logf("istio: pod %s Ready in place of %s", p.Name, old.Name)
+	return stopped, time.Now(), nil
 }
 
 // waitRedirected waits until istio-cni has redirected every pod of the

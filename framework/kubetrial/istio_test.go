@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/scenario"
 	"blastradius.dev/blastradius/manifests"
 	"blastradius.dev/blastradius/proxy/ca"
@@ -80,9 +81,33 @@ func TestIstioModesNeedIstioAndOfferItsFailures(t *testing.T) {
 			t.Errorf("istio-ambient offers %s, which needs Envoy", c)
 		}
 	}
-	if side := b.Capabilities("istio-sidecar"); side[scenario.CapCrashControlPlane] != "" || side[scenario.CapCrashSidecar] != "" {
-		t.Errorf("istio-sidecar offers data plane faults: %v", side)
+	// Sidecar mode: istiod's faults and the pod restart through the API;
+	// a sidecar kill only with Chaos Mesh (a container kill).
+	side := b.Capabilities("istio-sidecar")
+	for _, c := range []scenario.Capability{scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapRestartAppPod} {
+		if !strings.HasPrefix(side[c], "Istio:") {
+			t.Errorf("istio-sidecar: %s done by %q, want Istio's mechanism", c, side[c])
+		}
 	}
+	if side[scenario.CapCrashSidecar] != "" || side[scenario.CapCrashNodeProxy] != "" {
+		t.Errorf("istio-sidecar without Chaos Mesh offers %v", side)
+	}
+	if why := b.Unoffered("istio-sidecar")[scenario.CapCrashSidecar]; !strings.Contains(why, "Chaos Mesh") {
+		t.Errorf("sidecar kill unoffered for %q, want the Chaos Mesh reason", why)
+	}
+	b.Chaos = &kube.ChaosClient{}
+	if side := b.Capabilities("istio-sidecar"); !strings.Contains(side[scenario.CapCrashSidecar], "istio-proxy") {
+		t.Errorf("istio-sidecar with Chaos Mesh: sidecar kill %q", side[scenario.CapCrashSidecar])
+	}
+	b.Chaos = nil
+	// Where the nodes cannot have Envoy, nothing of sidecar mode is.
+	b.Istio.NoSidecar = SidecarUnavailable
+	for c, why := range b.Unoffered("istio-sidecar") {
+		if c != scenario.CapWaypoints && why != SidecarUnavailable {
+			t.Errorf("istio-sidecar without its image: %s unoffered for %q", c, why)
+		}
+	}
+	b.Istio.NoSidecar = ""
 	offered := scenario.FaultsOffered(b, "istio-ambient")
 	for _, f := range []string{scenario.FaultNodeProxyCrash, scenario.FaultNodeProxyRestart, scenario.FaultNodeProxyRolling, scenario.FaultNodeAgentCrash, scenario.FaultControlPlaneDown} {
 		if offered[f] == "" {
@@ -280,8 +305,8 @@ func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if why := scenario.FaultSkip(b, sc, "istio-ambient"); !strings.Contains(why, "Envoy") {
-			t.Errorf("%s in istio-ambient: skip %q, want the Envoy reason", name, why)
+		if why := scenario.FaultSkip(b, sc, "istio-ambient"); !strings.HasSuffix(why, waypointReason) {
+			t.Errorf("%s in istio-ambient: skip %q, want the waypoint reason", name, why)
 		}
 		if why := scenario.FaultSkip(b, sc, "ambient"); strings.Contains(why, "Envoy") {
 			t.Errorf("%s in the reference's ambient: skip %q names Envoy", name, why)
@@ -292,11 +317,83 @@ func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if why := IstioSkip(pl); !strings.Contains(why, "Envoy") {
-		t.Errorf("node-crash in istio-sidecar: %q, want the Envoy reason", why)
+	if why := IstioSkip(pl, b.Istio); why != "" {
+		t.Errorf("node-crash in istio-sidecar where the nodes pull Envoy: skipped for %q", why)
 	}
-	if pl, _ := scenario.PlanFor(sc, "istio-ambient", 450); IstioSkip(pl) != "" {
-		t.Errorf("node-crash in istio-ambient skipped: %q", IstioSkip(pl))
+	if why := IstioSkip(pl, &Istio{NoSidecar: SidecarUnavailable}); why != SidecarUnavailable {
+		t.Errorf("node-crash in istio-sidecar without Envoy: %q, want the sidecar reason", why)
+	}
+	ce, _ := scenario.Lookup("cert-expiry")
+	if pl, err := scenario.PlanFor(ce, "istio-sidecar", 450); err != nil || IstioSkip(pl, b.Istio) != sidecarCertTTLReason {
+		t.Errorf("cert-expiry in istio-sidecar: %q (%v), want skipped: the sidecars' lifetime is not set", IstioSkip(pl, b.Istio), err)
+	}
+	if pl, _ := scenario.PlanFor(sc, "istio-ambient", 450); IstioSkip(pl, &Istio{NoSidecar: SidecarUnavailable}) != "" {
+		t.Errorf("node-crash in istio-ambient skipped: %q", IstioSkip(pl, b.Istio))
+	}
+}
+
+// appPod is a trial pod as its Deployment leaves it, with or without
+// istiod's sidecar.
+func appPod(name, plan, uid string, injected, ready bool) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "trial", UID: types.UID(uid),
+			Labels: map[string]string{manifests.LabelPartOf: "blastradius", manifests.LabelPod: plan}, CreationTimestamp: metav1.NewTime(time.Unix(1000, 0))},
+		Spec:   corev1.PodSpec{NodeName: "w1", Containers: []corev1.Container{{Name: "app"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.9"},
+	}
+	if ready {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	}
+	if injected {
+		p.Annotations = map[string]string{istioSidecarStatus: `{"containers":["istio-proxy"]}`}
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: istioProxyContainer})
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: istioProxyContainer, Ready: ready}}
+	}
+	return p
+}
+
+// Load starts in sidecar mode only once every pod runs istiod's sidecar.
+func TestIstioSidecarWaitsForEveryPodInjected(t *testing.T) {
+	cs := fake.NewClientset(appPod("server-a", "server-n1", "s1", true, true), appPod("client-b", "client", "c1", false, true))
+	b := &Backend{Client: cs}
+	_, err := b.waitInjected(t.Context(), "trial", 600*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "client-b") || strings.Contains(err.Error(), "server-a") {
+		t.Fatalf("one pod without its sidecar: %v, want an error naming it alone", err)
+	}
+	if _, err := cs.CoreV1().Pods("trial").Update(t.Context(), appPod("client-b", "client", "c1", true, true), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.waitInjected(t.Context(), "trial", 2*time.Second)
+	if err != nil || n != 2 {
+		t.Fatalf("every pod injected: %d, %v", n, err)
+	}
+}
+
+// A sidecar upgrade restarts the pod: deleted with its own grace period
+// (Envoy drains), stopped once gone, ready once the Deployment's new pod
+// runs its sidecar and is Ready.
+func TestIstioRestartAppPodWaitsForTheInjectedReplacement(t *testing.T) {
+	cs := fake.NewClientset(appPod("server-a", "server-n1", "s1", true, true))
+	d := &istioDataPlane{b: &Backend{Client: cs}, ns: "istio-system", trialNS: "trial", sidecar: true, logf: t.Logf}
+	go func() {
+		// The Deployment's new pod: first without a ready sidecar.
+		time.Sleep(200 * time.Millisecond)
+		cs.CoreV1().Pods("trial").Create(context.Background(), appPod("server-b", "server-n1", "s2", true, false), metav1.CreateOptions{})
+		time.Sleep(300 * time.Millisecond)
+		cs.CoreV1().Pods("trial").Update(context.Background(), appPod("server-b", "server-n1", "s2", true, true), metav1.UpdateOptions{})
+	}()
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	stopped, ready, err := d.RestartAppPod(ctx, "server-n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := deletes(cs)["server-a"]; g != nil {
+		t.Errorf("deleted with grace period %d, want the pod's own", *g)
+	}
+	if stopped.Before(t0) || ready.Sub(t0) < 450*time.Millisecond || ready.Before(stopped) {
+		t.Errorf("stopped %s, ready %s after the start: want ready once the new pod's sidecar is", stopped.Sub(t0), ready.Sub(t0))
 	}
 }
 

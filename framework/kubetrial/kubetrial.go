@@ -121,7 +121,7 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 	istio := scenario.MeshOf(mode) == scenario.MeshIstio
 	switch {
 	case istio:
-		caps = caps.Merge(istioCapabilities(mode))
+		caps = caps.Merge(istioCapabilities(mode, b.Chaos != nil))
 	case mode != "none":
 		caps[scenario.CapCrashControlPlane] = "delete of the control plane pod with grace period 0; its Deployment makes a new one"
 		caps[scenario.CapStopControlPlane] = "control plane scaled to 0 (its pod deleted with grace period 0), then back to 1 and waited for as Ready; its CA root is kept in a Secret, so the new pod signs with the same root"
@@ -171,7 +171,7 @@ func Render(pl scenario.Plan, nodes []string, image string) ([]*unstructured.Uns
 	if scenario.MeshOf(pl.Mode) == scenario.MeshIstio {
 		// Istio's trials run the workloads of mode none in a namespace
 		// Istio's label enrols: Istio itself is installed once per run.
-		params.Mode, params.Namespace, params.NamespaceLabels = "none", manifests.Namespace(pl.Mode), istioNamespaceLabels()
+		params.Mode, params.Namespace, params.NamespaceLabels = "none", manifests.Namespace(pl.Mode), istioNamespaceLabels(pl.Mode)
 	}
 	for _, pp := range pl.Pods {
 		params.Pods = append(params.Pods, manifests.Pod{Name: pp.Name, Role: pp.Role, Node: pp.Node})

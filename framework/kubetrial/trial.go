@@ -35,7 +35,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return &scenario.SkipError{Reason: "waypoints are not wired on the Kubernetes provider yet (the registry does not place them)"}
 	}
 	istio := scenario.MeshOf(t.Mode) == scenario.MeshIstio
-	if why := IstioSkip(t.Plan); why != "" {
+	if why := IstioSkip(t.Plan, b.Istio); why != "" {
 		return &scenario.SkipError{Reason: why}
 	}
 	if istio && b.Istio == nil {
@@ -91,7 +91,16 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return err
 	}
 	var mesh *results.MeshEvidence
-	if istio {
+	sidecars := istio && scenario.BaseMode(t.Mode) == "sidecar"
+	switch {
+	case sidecars:
+		n, err := b.waitInjected(ctx, ns, redirectTimeout)
+		if err != nil {
+			return err
+		}
+		t.Logf("istio: %d pods run the sidecar istiod injected (%s)", n, istioSidecarStatus)
+		mesh = &results.MeshEvidence{Mesh: scenario.MeshIstio, Injected: n}
+	case istio:
 		n, err := b.waitRedirected(ctx, ns, redirectTimeout)
 		if err != nil {
 			return err
@@ -110,8 +119,12 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	var afterProbe map[string]float64
 	if istio {
 		mesh.Pods = len(topo.Pods)
-		if afterProbe, err = b.istioProbe(ctx, t, ns, topo, pl, mesh); err != nil {
-			return err
+		// The HBONE probe is ambient's: sidecars speak mTLS between
+		// Envoys, their injection is the evidence here.
+		if !sidecars {
+			if afterProbe, err = b.istioProbe(ctx, t, ns, topo, pl, mesh); err != nil {
+				return err
+			}
 		}
 		t.SetMesh(*mesh)
 	}
@@ -187,7 +200,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		target = dp
 	}
 	if istio {
-		idp := &istioDataPlane{b: b, ns: b.Istio.Namespace, real: map[string]string{}, logf: t.Logf}
+		idp := &istioDataPlane{b: b, ns: b.Istio.Namespace, trialNS: ns, sidecar: sidecars, real: map[string]string{}, logf: t.Logf}
 		for realName, planned := range pl.planned {
 			idp.real[planned] = realName
 		}
@@ -198,6 +211,17 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 			}
 		}
 		target = idp
+		if sidecars && b.Chaos != nil {
+			scope := chaosScope(t, ns)
+			target = &istioChaosDataPlane{istioDataPlane: idp, k: b.Chaos, scope: scope}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.Background(), chaosOp)
+				defer cancel()
+				if err := b.Chaos.CleanUp(cctx, ns); err != nil {
+					t.Logf("clean-up: %v", err)
+				}
+			}()
+		}
 	}
 	var faultInfra scenario.Infra = infra
 	if b.Chaos != nil && !istio {
@@ -237,7 +261,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 	if err := b.pull(ctx, t, ns, clients); err != nil {
 		t.Logf("pull events: %v", err)
 	}
-	if istio {
+	if istio && !sidecars {
 		after, _, err := b.hboneByNode(ctx, b.Istio.Namespace, pl.planned)
 		if err != nil {
 			t.Logf("istio: HBONE counters after the trial: %v", err)

@@ -83,8 +83,9 @@ type Image struct {
 // flow ran on every flow's path.
 type MeshEvidence struct {
 	Mesh       string `json:"mesh"`
-	Redirected int    `json:"redirected"` // pods annotated as redirected
-	Pods       int    `json:"pods"`       // the trial's application pods
+	Redirected int    `json:"redirected"`         // pods annotated as redirected (ambient)
+	Injected   int    `json:"injected,omitempty"` // pods running the sidecar istiod injected (sidecar mode)
+	Pods       int    `json:"pods"`               // the trial's application pods
 	// ProbeStreams is the HBONE streams the node proxies opened during the
 	// probe, by node (node-1...); TrialStreams during the whole trial.
 	ProbeStreams map[string]float64 `json:"probeStreams"`

@@ -233,12 +233,18 @@ func WaypointReplicaKill(s ChaosScope, pod string) *v1alpha1.PodChaos {
 // (container-kill); the kubelet restarts it in place, as the embedded
 // provider's supervisor does.
 func SidecarCrash(s ChaosScope, pod string) *v1alpha1.PodChaos {
+	return ContainerCrash(s, pod, SidecarContainer)
+}
+
+// ContainerCrash kills one container of a pod (container-kill), as a
+// sidecar crash: the kubelet restarts it.
+func ContainerCrash(s ChaosScope, pod, container string) *v1alpha1.PodChaos {
 	o := podKill(s.meta(faultSidecarCrash, pod, "sidecar-kill-"+pod), v1alpha1.PodSelectorSpec{
 		GenericSelectorSpec: v1alpha1.GenericSelectorSpec{Namespaces: []string{s.Namespace}},
 		Pods:                map[string][]string{s.Namespace: {pod}},
 	})
 	o.Spec.Action = v1alpha1.ContainerKillAction
-	o.Spec.ContainerNames = []string{SidecarContainer}
+	o.Spec.ContainerNames = []string{container}
 	return o
 }
 

@@ -59,13 +59,19 @@ const (
 	PartZtunnel = "ztunnel"
 )
 
+// Sidecar names the image istiod's injector gives pods in sidecar mode
+// (proxyv2: pilot-agent and Envoy) among Images. It is no chart of its
+// own: istio-discovery's value global.proxy.image.
+const Sidecar = "sidecar"
+
 // Options are what the tool sets on Istio's charts. Everything else keeps
 // the chart's default, so the install is the one Istio's documentation
 // describes for `helm install ... --set profile=ambient`.
 type Options struct {
 	// Images, as full references. Empty: the chart's own default
-	// (Istio's published build for the chart's hub and tag).
-	PilotImage, CNIImage, ZtunnelImage string
+	// (Istio's published build for the chart's hub and tag). ProxyImage is
+	// the sidecar's (proxyv2), which istiod injects.
+	PilotImage, CNIImage, ZtunnelImage, ProxyImage string
 	// PullPolicy is every Istio container's imagePullPolicy: IfNotPresent
 	// for images loaded into the nodes beforehand; empty keeps the chart's.
 	PullPolicy string
@@ -138,6 +144,7 @@ func (o Options) Images() (map[string]string, error) {
 		PartIstiod:  or(o.PilotImage, "pilot"),
 		PartCNI:     or(o.CNIImage, "install-cni"),
 		PartZtunnel: or(o.ZtunnelImage, "ztunnel"),
+		Sidecar:     or(o.ProxyImage, "proxyv2"),
 	}, nil
 }
 
@@ -160,12 +167,15 @@ func (o Options) Values() (map[string]map[string]any, error) {
 		// down is a scale to 0): no autoscaler may change it.
 		"autoscaleEnabled": false,
 		"replicaCount":     1,
-		// The charts' hub/tag also name istiod's injection templates'
-		// proxy image; nothing here is injected (ambient), so they stay.
 	}
+	// The sidecar istiod injects in sidecar mode: a full reference is
+	// taken as it is (the injection template's rule), so the image is the
+	// one the run names even where the hub and tag differ.
+	global := map[string]any{"proxy": map[string]any{"image": img[Sidecar]}}
 	if o.PullPolicy != "" {
-		istiod["global"] = map[string]any{"imagePullPolicy": o.PullPolicy}
+		global["imagePullPolicy"] = o.PullPolicy
 	}
+	istiod["global"] = global
 	if o.CertTTL > 0 {
 		ttl := o.CertTTL.String()
 		istiod["env"] = map[string]any{

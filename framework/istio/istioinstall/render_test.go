@@ -1,6 +1,7 @@
 package istioinstall
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -184,5 +185,43 @@ func TestRenderRefusesABadKubernetesVersion(t *testing.T) {
 	_, err := Render(Options{KubeVersion: "not-a-version"})
 	if err == nil || !strings.Contains(err.Error(), "not-a-version") {
 		t.Fatalf("err = %v, want one naming the version", err)
+	}
+}
+
+// istiod's injector takes the sidecar image from its values ConfigMap,
+// and a reference with a "/" as it is (its template's rule): the pods of
+// the istio-sidecar mode run the image the run names.
+func TestRenderGivesTheInjectorTheSidecarImage(t *testing.T) {
+	for _, tc := range []struct{ opt, want string }{
+		{"registry.example/istio/proxyv2:1.2.3", "registry.example/istio/proxyv2:1.2.3"},
+		{"", ""}, // the chart's hub and tag
+	} {
+		parts, err := Render(Options{ProxyImage: tc.opt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := tc.want
+		if want == "" {
+			d, err := Defaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = d.Hub + "/proxyv2:" + d.Tag
+		}
+		cm := typed[corev1.ConfigMap](t, find(t, parts, PartIstiod, "ConfigMap", "istio-sidecar-injector"))
+		var vals struct {
+			Global struct {
+				Proxy struct{ Image string } `json:"proxy"`
+			} `json:"global"`
+		}
+		if err := json.Unmarshal([]byte(cm.Data["values"]), &vals); err != nil {
+			t.Fatalf("injector values: %v", err)
+		}
+		if vals.Global.Proxy.Image != want {
+			t.Errorf("injector's sidecar image %q, want %q", vals.Global.Proxy.Image, want)
+		}
+		if !strings.Contains(cm.Data["config"], `contains "/" (annotation .ObjectMeta `+"`sidecar.istio.io/proxyImage`"+` .Values.global.proxy.image)`) {
+			t.Errorf("the injection template no longer takes a full reference as it is")
+		}
 	}
 }
