@@ -746,49 +746,77 @@ func streamsLine(by map[string]float64) string {
 	return strings.Join(parts, ", ")
 }
 
-// ztunnelCertTTL sets the workload certificate lifetime the ztunnels ask
-// istiod for (ztunnel's SECRET_TTL; "" removes it: ztunnel's 24 h) and
-// waits for the DaemonSet's roll. A trial that needs certificates to run
-// out (cert-expiry) sets its TTL before it starts and takes it back after:
-// istiod issues what is asked up to its MAX_WORKLOAD_CERT_TTL.
-func (b *Backend) ztunnelCertTTL(ctx context.Context, ns string, ttl time.Duration, logf func(string, ...any)) error {
+// ztunnel's environment a trial may set for itself: its workload
+// certificate lifetime (what it asks istiod for) and its drain deadline
+// on SIGTERM.
+const (
+	envSecretTTL     = "SECRET_TTL"
+	envDrainDeadline = "CONNECTION_TERMINATION_DEADLINE"
+)
+
+// ztunnelTrialEnv is what a trial sets in ztunnel's environment: the
+// scenario's certificate lifetime (cert-expiry: certificates must run
+// out within the trial; istiod issues what is asked up to its
+// MAX_WORKLOAD_CERT_TTL) and its drain deadline (the reference proxies
+// get the same scenario value as --drain-deadline, so a restart or roll
+// drains alike on both meshes, and within the trial's window: the chart's
+// grace period would make it 25 s). Unset: ztunnel's defaults (24 h, the
+// grace period less 5 s).
+func ztunnelTrialEnv(pl scenario.Plan) map[string]string {
+	env := map[string]string{envSecretTTL: "", envDrainDeadline: ""}
+	if pl.Mesh.CertTTL > 0 {
+		env[envSecretTTL] = pl.Mesh.CertTTL.String()
+	}
+	if pl.Mesh.Drain > 0 {
+		env[envDrainDeadline] = pl.Mesh.Drain.String()
+	}
+	return env
+}
+
+// ztunnelEnv sets environment variables of the ztunnel DaemonSet's
+// containers ("" removes one) and, if that changed anything, waits for
+// the DaemonSet's roll.
+func (b *Backend) ztunnelEnv(ctx context.Context, ns string, want map[string]string, logf func(string, ...any)) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	ds, err := b.Client.AppsV1().DaemonSets(ns).Get(ctx, ztunnelName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("ztunnel DaemonSet: %w", err)
 	}
-	want := ""
-	if ttl > 0 {
-		want = ttl.String()
-	}
 	changed := false
 	for i := range ds.Spec.Template.Spec.Containers {
 		c := &ds.Spec.Template.Spec.Containers[i]
 		var env []corev1.EnvVar
-		have := ""
+		have := map[string]string{}
 		for _, e := range c.Env {
-			if e.Name == "SECRET_TTL" {
-				have = e.Value
+			if _, ok := want[e.Name]; ok {
+				have[e.Name] = e.Value
 				continue
 			}
 			env = append(env, e)
 		}
-		if want != "" {
-			env = append(env, corev1.EnvVar{Name: "SECRET_TTL", Value: want})
+		for _, name := range slices.Sorted(maps.Keys(want)) {
+			if want[name] != "" {
+				env = append(env, corev1.EnvVar{Name: name, Value: want[name]})
+			}
+			if have[name] != want[name] {
+				changed = true
+			}
 		}
-		if have != want {
-			c.Env, changed = env, true
-		}
+		c.Env = env
 	}
 	if !changed {
 		return nil
 	}
-	what := "ztunnel's default (24h)"
-	if want != "" {
-		what = want
+	var what []string
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		v := want[name]
+		if v == "" {
+			v = "ztunnel's default"
+		}
+		what = append(what, name+" "+v)
 	}
-	logf("istio: ztunnel certificates: %s; rolling the ztunnel DaemonSet", what)
+	logf("istio: ztunnel %s; rolling the ztunnel DaemonSet", strings.Join(what, ", "))
 	t0 := time.Now()
 	if _, err := b.Client.AppsV1().DaemonSets(ns).Update(ctx, ds, metav1.UpdateOptions{FieldManager: "blastradius"}); err != nil {
 		return fmt.Errorf("ztunnel DaemonSet: %w", err)
@@ -883,16 +911,19 @@ func (b *Backend) istioHeal(ctx context.Context, logf func(string, ...any)) erro
 // istioTrialSetup readies Istio for a trial and returns what gives it back
 // after. Istio is shared by the run's trials: each starts from it whole
 // and leaves it whole (istioHeal: istiod up again after a control-plane
-// outage). Certificates that must run out within the trial: the ztunnels
-// ask for the scenario's lifetime, and get their default back after (once
-// istiod is up again, which the new ztunnels need to become ready).
+// outage). In ambient mode the ztunnels get the trial's environment
+// (ztunnelTrialEnv: certificate lifetime, drain deadline) before it, and
+// their defaults back after (once istiod is up again, which the new
+// ztunnels need to become ready).
 func (b *Backend) istioTrialSetup(ctx context.Context, t *scenario.TrialRun) (func(), error) {
 	if err := b.istioHeal(ctx, t.Logf); err != nil {
 		return nil, err
 	}
-	ttl := t.Plan.Mesh.CertTTL
-	if ttl > 0 {
-		if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, ttl, t.Logf); err != nil {
+	// ztunnel's environment is the trial's in ambient mode only: sidecars
+	// do not use ztunnel.
+	ambient := scenario.BaseMode(t.Mode) == "ambient"
+	if ambient {
+		if err := b.ztunnelEnv(ctx, b.Istio.Namespace, ztunnelTrialEnv(t.Plan), t.Logf); err != nil {
 			return nil, err
 		}
 	}
@@ -901,8 +932,8 @@ func (b *Backend) istioTrialSetup(ctx context.Context, t *scenario.TrialRun) (fu
 		if err := b.istioHeal(ctx, t.Logf); err != nil {
 			t.Logf("clean-up: %v", err)
 		}
-		if ttl > 0 {
-			if err := b.ztunnelCertTTL(ctx, b.Istio.Namespace, 0, t.Logf); err != nil {
+		if ambient {
+			if err := b.ztunnelEnv(ctx, b.Istio.Namespace, ztunnelTrialEnv(scenario.Plan{}), t.Logf); err != nil {
 				t.Logf("clean-up: %v", err)
 			}
 		}

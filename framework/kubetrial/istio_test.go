@@ -266,7 +266,7 @@ func TestWaitRedirectedNamesThePodsIstioCNIHasNotTaken(t *testing.T) {
 	}
 }
 
-func TestZtunnelCertTTLRollsTheDaemonSet(t *testing.T) {
+func TestZtunnelTrialEnvRollsTheDaemonSet(t *testing.T) {
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "ztunnel", Namespace: "istio-system"},
 		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy",
 			Env: []corev1.EnvVar{{Name: "XDS_ADDRESS", Value: "istiod.istio-system.svc:15012"}}}}}}},
@@ -284,17 +284,32 @@ func TestZtunnelCertTTLRollsTheDaemonSet(t *testing.T) {
 		}
 		return m
 	}
-	if err := b.ztunnelCertTTL(context.Background(), "istio-system", 10*time.Second, t.Logf); err != nil {
+	updates := func() int {
+		n := 0
+		for _, a := range cs.Actions() {
+			if a.GetVerb() == "update" && a.GetResource().Resource == "daemonsets" {
+				n++
+			}
+		}
+		return n
+	}
+	pl := scenario.Plan{Mesh: scenario.Mesh{CertTTL: 10 * time.Second, Drain: 3 * time.Second}}
+	if err := b.ztunnelEnv(context.Background(), "istio-system", ztunnelTrialEnv(pl), t.Logf); err != nil {
 		t.Fatal(err)
 	}
-	if e := env(); e["SECRET_TTL"] != "10s" || e["XDS_ADDRESS"] == "" {
-		t.Errorf("env %v, want SECRET_TTL=10s beside the chart's", e)
+	if e := env(); e["SECRET_TTL"] != "10s" || e["CONNECTION_TERMINATION_DEADLINE"] != "3s" || e["XDS_ADDRESS"] == "" {
+		t.Errorf("env %v, want SECRET_TTL=10s and CONNECTION_TERMINATION_DEADLINE=3s beside the chart's", e)
 	}
-	if err := b.ztunnelCertTTL(context.Background(), "istio-system", 0, t.Logf); err != nil {
+	// The same again: nothing to roll.
+	n := updates()
+	if err := b.ztunnelEnv(context.Background(), "istio-system", ztunnelTrialEnv(pl), t.Logf); err != nil || updates() != n {
+		t.Errorf("an unchanged environment rolled the DaemonSet again (%v)", err)
+	}
+	if err := b.ztunnelEnv(context.Background(), "istio-system", ztunnelTrialEnv(scenario.Plan{}), t.Logf); err != nil {
 		t.Fatal(err)
 	}
-	if e := env(); e["SECRET_TTL"] != "" || e["XDS_ADDRESS"] == "" {
-		t.Errorf("env %v, want SECRET_TTL gone again", e)
+	if e := env(); e["SECRET_TTL"] != "" || e["CONNECTION_TERMINATION_DEADLINE"] != "" || e["XDS_ADDRESS"] == "" {
+		t.Errorf("env %v, want both gone again", e)
 	}
 }
 
