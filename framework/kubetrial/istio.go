@@ -443,36 +443,9 @@ func istioNamespaceLabels(mode string) map[string]string {
 // sidecar istiod injected (its status annotation, and an istio-proxy
 // container that is ready), or says which do not.
 func (b *Backend) waitInjected(ctx context.Context, ns string, timeout time.Duration) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var pending []string
-	n := 0
-	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		list, err := b.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: manifests.LabelPartOf + "=blastradius"})
-		if err != nil {
-			pending = []string{err.Error()}
-			return false, nil
-		}
-		pending, n = nil, 0
-		for _, p := range list.Items {
-			if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
-				continue
-			}
-			if p.Annotations[istioSidecarStatus] == "" || !containerReady(p, istioProxyContainer) {
-				pending = append(pending, p.Name)
-				continue
-			}
-			n++
-		}
-		return len(pending) == 0 && n > 0, nil
-	})
-	if err != nil {
-		if len(pending) > 4 {
-			pending = append(pending[:4], fmt.Sprintf("and %d more", len(pending)-4))
-		}
-		return n, fmt.Errorf("pods without a ready %s sidecar within %s (injected by istiod: the %s annotation): %s", istioProxyContainer, timeout, istioSidecarStatus, strings.Join(pending, ", "))
-	}
-	return n, nil
+	return b.waitEveryPod(ctx, ns, timeout, func(p corev1.Pod) bool {
+		return p.Annotations[istioSidecarStatus] != "" && containerReady(p, istioProxyContainer)
+	}, fmt.Sprintf("pods without a ready %s sidecar within %s (injected by istiod: the %s annotation)", istioProxyContainer, timeout, istioSidecarStatus))
 }
 
 // containerReady says whether the pod's container of that name is ready.
@@ -533,6 +506,15 @@ func (d *istioDataPlane) RestartAppPod(ctx context.Context, pod string) (stopped
 // waitRedirected waits until istio-cni has redirected every pod of the
 // trial's namespace (its annotation on each), or says which are not.
 func (b *Backend) waitRedirected(ctx context.Context, ns string, timeout time.Duration) (int, error) {
+	return b.waitEveryPod(ctx, ns, timeout, func(p corev1.Pod) bool {
+		return p.Annotations[istioRedirection] == istioRedirectionValue
+	}, fmt.Sprintf("pods not redirected by istio-cni within %s (no %s: %s annotation)", timeout, istioRedirection, istioRedirectionValue))
+}
+
+// waitEveryPod waits until every running pod of the trial's namespace is
+// ok by Istio (at least one), and returns how many; the error is what
+// followed by the first few that are not.
+func (b *Backend) waitEveryPod(ctx context.Context, ns string, timeout time.Duration, ok func(corev1.Pod) bool, what string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var pending []string
@@ -548,7 +530,7 @@ func (b *Backend) waitRedirected(ctx context.Context, ns string, timeout time.Du
 			if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
 				continue
 			}
-			if p.Annotations[istioRedirection] != istioRedirectionValue {
+			if !ok(p) {
 				pending = append(pending, p.Name)
 				continue
 			}
@@ -560,7 +542,7 @@ func (b *Backend) waitRedirected(ctx context.Context, ns string, timeout time.Du
 		if len(pending) > 4 {
 			pending = append(pending[:4], fmt.Sprintf("and %d more", len(pending)-4))
 		}
-		return n, fmt.Errorf("pods not redirected by istio-cni within %s (no %s: %s annotation): %s", timeout, istioRedirection, istioRedirectionValue, strings.Join(pending, ", "))
+		return n, fmt.Errorf("%s: %s", what, strings.Join(pending, ", "))
 	}
 	return n, nil
 }
