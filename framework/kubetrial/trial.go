@@ -212,15 +212,8 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		}
 		target = idp
 		if sidecars && b.Chaos != nil {
-			scope := chaosScope(t, ns)
-			target = &istioChaosDataPlane{istioDataPlane: idp, k: b.Chaos, scope: scope}
-			defer func() {
-				cctx, cancel := context.WithTimeout(context.Background(), chaosOp)
-				defer cancel()
-				if err := b.Chaos.CleanUp(cctx, ns); err != nil {
-					t.Logf("clean-up: %v", err)
-				}
-			}()
+			target = &istioChaosDataPlane{istioDataPlane: idp, k: b.Chaos, scope: chaosScope(t, ns)}
+			defer b.chaosCleanUp(ns, t.Logf)
 		}
 	}
 	var faultInfra scenario.Infra = infra
@@ -230,16 +223,7 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		if t.Mode != "none" {
 			target = &chaosDataPlane{dataPlane: dp, k: b.Chaos, scope: scope, nodes: infra}
 		}
-		// Whatever a fault left behind (a run interrupted mid-fault) goes
-		// before the namespace does: a chaos object's finalizer would hold
-		// the namespace's deletion.
-		defer func() {
-			cctx, cancel := context.WithTimeout(context.Background(), chaosOp)
-			defer cancel()
-			if err := b.Chaos.CleanUp(cctx, ns); err != nil {
-				t.Logf("clean-up: %v", err)
-			}
-		}()
+		defer b.chaosCleanUp(ns, t.Logf)
 	}
 	kind, fe, faultErr := t.RunFault(ctx, target, faultInfra)
 	select {
@@ -282,6 +266,17 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		return faultErr
 	}
 	return t.Measure(kind, fe, kp.Changes())
+}
+
+// chaosCleanUp deletes whatever a fault left behind in ns (a run
+// interrupted mid-fault) before the namespace goes: a chaos object's
+// finalizer would hold the namespace's deletion.
+func (b *Backend) chaosCleanUp(ns string, logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), chaosOp)
+	defer cancel()
+	if err := b.Chaos.CleanUp(ctx, ns); err != nil {
+		logf("clean-up: %v", err)
+	}
 }
 
 // containerOf is the container the load agent runs in: the first one that
