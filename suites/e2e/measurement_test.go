@@ -131,21 +131,24 @@ var _ = Describe("measurement against ground truth", func() {
 						case p.BacklogSeconds != nil:
 							evs := flowEvents(out, tr, p.Flow)
 							from, to := p.WireLastEnd.Add(time.Duration(bucket*float64(time.Second))), p.HoleStart.Add(time.Duration((p.TruthSeconds+*p.EndErrorSeconds)*float64(time.Second)))
+							// Failed: requests sent in the backlog. Late: the
+							// answers that made it, which may come from
+							// requests sent before it.
 							failed, late := 0, 0
 							for _, e := range evs {
-								st := time.Unix(0, e.Start)
-								// Requests only: a stream's broken and
-								// reconnected transitions are not.
-								if e.Kind == events.KindRequest && st.After(from) && !st.After(to) {
-									if !e.OK() {
-										failed++
-									} else if time.Duration(e.Latency) > 100*time.Millisecond {
-										late++
-									}
+								if e.Kind != events.KindRequest { // not a stream's transitions
+									continue
+								}
+								sent, answered := time.Unix(0, e.Start), time.Unix(0, e.Start+e.Latency)
+								if !e.OK() && sent.After(from) && !sent.After(to) {
+									failed++
+								}
+								if e.OK() && time.Duration(e.Latency) > 100*time.Millisecond && answered.After(from) && !answered.After(to.Add(time.Millisecond)) {
+									late++
 								}
 							}
 							if !p.Within || failed > 0 || late == 0 {
-								off = append(off, fmt.Sprintf("%s, backlog %.3fs past the wire's last end with %d failed and %d late requests sent in it (within %v)",
+								off = append(off, fmt.Sprintf("%s, backlog %.3fs past the wire's last end with %d failed requests sent and %d late answers in it (within %v)",
 									what, *p.BacklogSeconds, failed, late, p.Within))
 							} else {
 								backlogs = append(backlogs, fmt.Sprintf("%s, backlog %.3fs: %d late answers, none failed", what, *p.BacklogSeconds, late))
