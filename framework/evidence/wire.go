@@ -281,14 +281,19 @@ func (t *Tap) HoleClosing() {
 // readProcTable reads a whole /proc/net/tcp from its descriptor. The kernel
 // hands such a table out a page at a time (about 27 sockets per read, what
 // a pod with a few hundred connections in TIME_WAIT far exceeds), so it
-// reads on to the end.
+// reads on to the end, sequentially from the start: a read at an offset
+// makes the kernel walk the table from its beginning again, which for
+// thousands of sockets takes tens of milliseconds.
 func readProcTable(fd int) ([]byte, error) {
+	if _, err := unix.Seek(fd, 0, 0); err != nil {
+		return nil, err
+	}
 	buf := make([]byte, 0, 64<<10)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
 		}
-		n, err := unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf)))
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
 		if err == unix.EINTR {
 			continue
 		}

@@ -329,9 +329,10 @@ type PrecisionCheck struct {
 	WireLastEnd         *time.Time `json:"wireLastEnd,omitempty"`
 	WireEndErrorSeconds *float64   `json:"wireEndErrorSeconds,omitempty"`
 	// BacklogSeconds is set when the flow's outage ran on more than a
-	// bucket past WireLastEnd with late answers only, no request failing
-	// after it: how long the data plane took to work off the requests the
-	// hole had queued in its tunnels. It is measured disruption (in the
+	// bucket past WireLastEnd though no request sent after it failed (late
+	// answers, and timeouts of requests sent into the hole): how long the
+	// data plane took to work off the requests the hole had queued in its
+	// tunnels. It is measured disruption (in the
 	// outage), and not an error of the hole's end: WireEndErrorSeconds and
 	// the total are then judged without it.
 	BacklogSeconds *float64 `json:"backlogSeconds,omitempty"`

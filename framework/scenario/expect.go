@@ -407,18 +407,19 @@ func precision(faults []results.FaultRecord, sums []measure.FlowSummary, bucket 
 					longest := end.Sub(f.Inject).Seconds()
 					hole := measured
 					if off > bucket && !lastFailed.After(end.Add(bucket)) && !last.After(f.Recover.Add(truth+minRTO+bucket)) {
-						// Late answers only after the last connection came
-						// back: the node proxies working off what the hole
-						// held up in their tunnels (every stream queued in
-						// it reaches the server at once, in one burst of
-						// work on both nodes). The flow was out until the
-						// last of them, and that is what was measured, but
-						// it is the data plane's backlog, not the hole: no
-						// request sent once the path was back failed. It is
-						// the hole's as far as the back-off window reaches.
+						// No request sent after the last connection came
+						// back failed, yet the flow stayed out: the node
+						// proxies working off what the hole held up in
+						// their tunnels (every stream queued in it reaches
+						// the server at once, in one burst of work on both
+						// nodes), answering late, and requests sent into
+						// the hole timing out. The flow was out until then,
+						// and that is what was measured, but it is the data
+						// plane's backlog, not the hole. It is the hole's as
+						// far as the back-off window reaches.
 						pc.BacklogSeconds = ptr(round3(off.Seconds()))
 						pc.BackoffUntil = ptr(last)
-						pc.LateEndExplained = fmt.Sprintf("late answers only for %s after the pod's connections with %s came back (packet tap): the data plane working off what the hole held up, no request sent after that failed",
+						pc.LateEndExplained = fmt.Sprintf("the flow stayed out %s after the pod's connections with %s came back (packet tap), and no request sent after that failed: the data plane working off what the hole held up (late answers, and timeouts of requests sent into the hole)",
 							ms(off), s.Flow.Server)
 						hole -= off.Seconds()
 						off = 0
