@@ -52,7 +52,7 @@ func check(sc Scenario, p plan, tr *results.Trial, sums []measure.FlowSummary, b
 			wantControl = true
 			detail := fmt.Sprintf("%d/%d hole checks within; off: %s", n-len(bad), want, fmtList(bad, 5))
 			if backlogs > 0 {
-				detail += fmt.Sprintf("; %d with late answers only past the wire's return (the data plane's backlog, up to %.3fs)", backlogs, longest)
+				detail += fmt.Sprintf("; %d out past the wire's return with no request sent after it failing (the data plane's backlog, up to %.3fs)", backlogs, longest)
 			}
 			out = append(out, results.ExpectationResult{
 				Name:   fmt.Sprintf("every black hole measured within one bucket (%s)", bucket),
