@@ -258,12 +258,16 @@ type Resume struct {
 	Connections, Stuck int
 }
 
-// HoleClosing is called just before a hole closes: it notes the
-// connections still connecting (SYN sent) then. Their first SYN was lost in
-// the hole, unseen (the tap sees outgoing packets only past the drop), so
-// without this they would look opened after the hole, new rather than
-// coming back, when their retried SYN gets through: a pooled connection
-// dialled inside the hole holds its flows until then.
+// HoleClosing is called as a hole closes (just after the drop is
+// removed): it notes the connections still connecting (SYN sent) then.
+// Their first SYN was lost in the hole, unseen (the tap sees outgoing
+// packets only past the drop), so without this they would look opened
+// after the hole, new rather than coming back, when their retried SYN gets
+// through: a pooled connection dialled inside the hole holds its flows
+// until then. The retry comes a second or more after the first SYN, so
+// reading the socket table just after the drop went finds them still
+// connecting; a connection dialled in those few milliseconds connects at
+// once and is as good as new.
 func (t *Tap) HoleClosing() {
 	opened := map[connKey]bool{}
 	if t.tcp >= 0 {

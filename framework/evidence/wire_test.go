@@ -217,8 +217,8 @@ func TestTapPlacesBackoff(t *testing.T) {
 		}
 	}()
 	time.Sleep(950 * time.Millisecond)
-	tap.HoleClosing()
 	undo()
+	tap.HoleClosing()
 	tap.mu.Lock()
 	connecting := 0
 	for k := range tap.opened {

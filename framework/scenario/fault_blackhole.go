@@ -80,12 +80,15 @@ func init() {
 				rec := results.FaultRecord{Kind: FaultBlackHole, Target: target, Inject: at, Detail: what + " for " + d.String()}
 				// Hold the hole for exactly d from the instant the rule went live.
 				serr := e.Sleep(at.Add(d))
-				if tap != nil {
-					tap.tap.HoleClosing()
-				}
 				end, took, uerr := undo()
 				if uerr != nil {
 					return uerr
+				}
+				if tap != nil {
+					// Read after the drop is gone, so that reading the
+					// pod's socket table (tens of milliseconds with
+					// thousands of sockets) never lengthens the hole.
+					tap.tap.HoleClosing()
 				}
 				rec.Recover = &end
 				rec.Detail += fmt.Sprintf(" (rule removal took %s)", ms(took))
