@@ -109,28 +109,26 @@ const (
 // istioCapabilities is what the Istio modes offer of the data plane's
 // capabilities, each with its real mechanism.
 func istioCapabilities(mode string, chaos bool) scenario.Capabilities {
-	cp := scenario.Capabilities{
+	// istiod's faults, the same in both of Istio's modes.
+	caps := scenario.Capabilities{
 		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
 		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",
 	}
-	if scenario.BaseMode(mode) == "sidecar" {
-		cp[scenario.CapRestartAppPod] = "Istio: the pod deleted with its grace period (pilot-agent drains Envoy on SIGTERM); its Deployment's new pod, injected again by istiod, waited for as Ready"
+	switch scenario.BaseMode(mode) {
+	case "sidecar":
+		caps[scenario.CapRestartAppPod] = "Istio: the pod deleted with its grace period (pilot-agent drains Envoy on SIGTERM); its Deployment's new pod, injected again by istiod, waited for as Ready"
 		if chaos {
-			cp[scenario.CapCrashSidecar] = "Istio: Chaos Mesh PodChaos container-kill of the pod's istio-proxy container (pilot-agent and Envoy); the kubelet restarts it"
+			caps[scenario.CapCrashSidecar] = "Istio: Chaos Mesh PodChaos container-kill of the pod's istio-proxy container (pilot-agent and Envoy); the kubelet restarts it"
 		}
-		return cp
-	}
-	if scenario.BaseMode(mode) != "ambient" {
+	case "ambient":
+		caps[scenario.CapCrashNodeProxy] = "Istio: delete of the node's ztunnel pod with grace period 0 (SIGKILL); its DaemonSet makes a new one"
+		caps[scenario.CapRestartNodeProxy] = "Istio: delete of the node's ztunnel pod with its grace period (SIGTERM, the old ztunnel drains); the DaemonSet's surge starts the new one at once, and istio-cni hands the node's pods to it"
+		caps[scenario.CapRollNodeProxies] = "Istio: the ztunnel DaemonSet rolled (maxSurge 1, maxUnavailable 0): on each node the new ztunnel starts, istio-cni hands it the node's pods, and once it is Ready the old one gets SIGTERM and drains"
+		caps[scenario.CapCrashNodeAgent] = "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one"
+	default:
 		return scenario.Capabilities{}
 	}
-	return scenario.Capabilities{
-		scenario.CapCrashNodeProxy:    "Istio: delete of the node's ztunnel pod with grace period 0 (SIGKILL); its DaemonSet makes a new one",
-		scenario.CapRestartNodeProxy:  "Istio: delete of the node's ztunnel pod with its grace period (SIGTERM, the old ztunnel drains); the DaemonSet's surge starts the new one at once, and istio-cni hands the node's pods to it",
-		scenario.CapRollNodeProxies:   "Istio: the ztunnel DaemonSet rolled (maxSurge 1, maxUnavailable 0): on each node the new ztunnel starts, istio-cni hands it the node's pods, and once it is Ready the old one gets SIGTERM and drains",
-		scenario.CapCrashNodeAgent:    "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one",
-		scenario.CapCrashControlPlane: "Istio: delete of the istiod pod with grace period 0; its Deployment makes a new one",
-		scenario.CapStopControlPlane:  "Istio: istiod scaled to 0 (its pod deleted with grace period 0), scaled back to 1 and waited for as Ready",
-	}
+	return caps
 }
 
 // Unoffered implements scenario.Unoffered: in Istio's modes, waypoints;
