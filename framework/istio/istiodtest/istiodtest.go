@@ -28,10 +28,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	clusterkube "blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/cluster/kube/kubetest"
+	"blastradius.dev/blastradius/framework/istio/istioinstall"
 )
 
 // Environment variables read.
@@ -83,6 +86,22 @@ func Bins() string {
 // Start runs istiod against kube for the rest of the test.
 func Start(t testing.TB, kube *kubetest.Server) *Istiod {
 	t.Helper()
+	return start(t, kube, false)
+}
+
+// StartWithGateways starts istiod as Start does on a cluster that also has
+// the Gateway API CRDs and the sidecar injector's templates (the
+// istio-discovery chart's istio-sidecar-injector ConfigMap, rendered by
+// istioinstall with the tool's values): istiod then runs its gateway
+// deployment controller, which writes a waypoint's Deployment and Service
+// from a Gateway of class istio-waypoint.
+func StartWithGateways(t testing.TB, kube *kubetest.Server) *Istiod {
+	t.Helper()
+	return start(t, kube, true)
+}
+
+func start(t testing.TB, kube *kubetest.Server, gateways bool) *Istiod {
+	t.Helper()
 	bin := filepath.Join(Bins(), "pilot-discovery")
 	if st, err := os.Stat(bin); err != nil || st.IsDir() {
 		msg := fmt.Sprintf("no pilot-discovery in %s: run `make istio-bins` (or set $%s) for the tests against a real istiod", Bins(), EnvBins)
@@ -107,6 +126,11 @@ func Start(t testing.TB, kube *kubetest.Server) *Istiod {
 	if _, err := envtest.InstallCRDs(kube.Config, envtest.CRDInstallOptions{Paths: []string{crds}, ErrorIfPathMissing: true,
 		MaxTime: readyTimeout}); err != nil {
 		t.Fatalf("Istio CRDs from %s: %v", crds, err)
+	}
+	if gateways {
+		if err := installGateways(ctx, kube, cs); err != nil {
+			t.Fatalf("gateway API CRDs and injector templates: %v", err)
+		}
 	}
 	dir := t.TempDir()
 	kc, err := kube.Kubeconfig("istiod")
@@ -257,3 +281,36 @@ func tail(path string, n int) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// installGateways applies the Gateway API CRDs and the injector's
+// ConfigMap as the tool's install renders them.
+func installGateways(ctx context.Context, kube *kubetest.Server, cs kubernetes.Interface) error {
+	parts, err := istioinstall.Render(istioinstall.Options{})
+	if err != nil {
+		return err
+	}
+	var injector *unstructured.Unstructured
+	for _, p := range parts {
+		for _, o := range p.Objects {
+			if o.GetKind() == "ConfigMap" && o.GetName() == InjectorConfigMap {
+				injector = o
+			}
+		}
+	}
+	if injector == nil {
+		return fmt.Errorf("the rendered charts have no ConfigMap %s", InjectorConfigMap)
+	}
+	dyn, mapper, err := clusterkube.Clients(kube.Config)
+	if err != nil {
+		return err
+	}
+	c := istioinstall.Cluster{Client: cs, Dynamic: dyn, Mapper: mapper}
+	return istioinstall.Install(ctx, c, []istioinstall.Part{
+		parts[0],
+		{Name: "injector", Chart: "istio-control/istio-discovery", Objects: []*unstructured.Unstructured{injector}},
+	}, istioinstall.InstallOptions{NoWait: true})
+}
+
+// InjectorConfigMap holds the injection templates, the waypoint's among
+// them (the chart's name for the default revision).
+const InjectorConfigMap = "istio-sidecar-injector"

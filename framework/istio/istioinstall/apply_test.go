@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
@@ -85,6 +86,28 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 					}
 				}
 			}
+			// A trial's waypoint (istiod makes its Deployment; no istiod
+			// runs here) is accepted as the tool writes it.
+			trial := "trial-waypoint"
+			if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: trial}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			wp, err := Waypoint(trial, []string{"node-a", "node-b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := kube.ApplyWith(ctx, dyn, mapper, wp, kube.ApplyOptions{}); err != nil {
+				t.Fatalf("waypoint: %v", err)
+			}
+			for _, o := range wp {
+				ri, err := resource(c, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ri.Delete(ctx, o.GetName(), metav1.DeleteOptions{}); err != nil {
+					t.Errorf("delete %s: %v", kube.Ref(o), err)
+				}
+			}
 			// A second install (a run after an interrupted one) applies
 			// over the first.
 			if err := Install(ctx, c, parts, io); err != nil {
@@ -134,7 +157,7 @@ func assertNothingLeft(ctx context.Context, t *testing.T, c Cluster) {
 		t.Fatal(err)
 	}
 	for _, u := range crds.Items {
-		if strings.HasSuffix(u.GetName(), ".istio.io") {
+		if strings.HasSuffix(u.GetName(), ".istio.io") || (strings.HasSuffix(u.GetName(), ".gateway.networking.k8s.io") && ours(&u)) {
 			t.Errorf("CRD %s left after uninstall", u.GetName())
 		}
 	}
@@ -162,5 +185,85 @@ func assertNothingLeft(ctx context.Context, t *testing.T, c Cluster) {
 	}
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("namespace %s after uninstall: %v, want not found", Namespace, err)
+	}
+}
+
+// A cluster with Gateway API CRDs of its own keeps them: the install
+// neither changes them nor the uninstall removes them; only the classes
+// istiod wrote on them go.
+func TestTheClustersOwnGatewayAPICRDsAreKept(t *testing.T) {
+	srv := kubetest.Start(t)
+	dyn, mapper, err := kube.Clients(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	theirs, err := gatewayAPICRDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range theirs {
+		delete(o.Object["metadata"].(map[string]any), "labels")
+		a := o.GetAnnotations()
+		a["gateway.networking.k8s.io/bundle-version"] = "v9.9.9-theirs"
+		o.SetAnnotations(a)
+	}
+	if err := kube.ApplyWith(ctx, dyn, mapper, theirs, kube.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCRDs(ctx, c, theirs, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := Render(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Install(ctx, c, parts, InstallOptions{NoWait: true}); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	// What istiod writes once the CRDs exist: its classes, and one that
+	// is not Istio's.
+	classes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gatewayclasses"}
+	for name, ctrl := range map[string]string{"istio-waypoint": "istio.io/mesh-controller", "istio": "istio.io/gateway-controller", "other": "example.com/gateway"} {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+			"metadata": map[string]any{"name": name}, "spec": map[string]any{"controllerName": ctrl},
+		}}
+		if _, err := dyn.Resource(classes).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := finalizeNamespace(ctx, t, cs, Namespace)
+	err = Uninstall(ctx, c, parts, time.Minute)
+	stop()
+	if err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	assertNothingLeft(ctx, t, c)
+	for _, o := range theirs {
+		u, err := dyn.Resource(crdGVR).Get(ctx, o.GetName(), metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the cluster's CRD %s after uninstall: %v", o.GetName(), err)
+		}
+		if v := u.GetAnnotations()["gateway.networking.k8s.io/bundle-version"]; v != "v9.9.9-theirs" || ours(u) {
+			t.Errorf("the cluster's CRD %s was changed: bundle-version %q, labels %v", o.GetName(), v, u.GetLabels())
+		}
+	}
+	l, err := dyn.Resource(classes).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, u := range l.Items {
+		left = append(left, u.GetName())
+	}
+	if !slices.Equal(left, []string{"other"}) {
+		t.Errorf("gateway classes after uninstall: %v, want only the one that is not Istio's", left)
 	}
 }

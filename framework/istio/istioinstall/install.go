@@ -101,10 +101,21 @@ func Install(ctx context.Context, c Cluster, parts []Part, o InstallOptions) err
 				return fmt.Errorf("istio %s: %v", p.Name, err)
 			}
 		}
-		if err := kube.ApplyWith(ctx, c.Dynamic, c.Mapper, p.Objects, kube.ApplyOptions{}); err != nil {
+		objs := p.Objects
+		if p.Name == PartGatewayAPI {
+			var kept []string
+			var err error
+			if objs, kept, err = keepForeign(ctx, c, objs); err != nil {
+				return fmt.Errorf("istio %s: %v", p.Name, err)
+			}
+			if len(kept) > 0 {
+				c.logf("istio: the cluster's own Gateway API CRDs kept, neither changed nor removed later: %s", strings.Join(kept, ", "))
+			}
+		}
+		if err := kube.ApplyWith(ctx, c.Dynamic, c.Mapper, objs, kube.ApplyOptions{}); err != nil {
 			return fmt.Errorf("istio %s: %v", p.Name, err)
 		}
-		if err := waitCRDs(ctx, c, p.Objects, timeout); err != nil {
+		if err := waitCRDs(ctx, c, objs, timeout); err != nil {
 			return fmt.Errorf("istio %s: %v", p.Name, err)
 		}
 		if !o.NoWait {
@@ -175,7 +186,9 @@ func established(u *unstructured.Unstructured) bool {
 // Uninstall deletes every object of the parts, in reverse order (the node
 // proxy and node agent before istiod, the CRDs and webhooks last), and
 // waits until each is gone: the namespace's pods are terminated and a
-// later install starts from nothing. Objects already absent are fine. The
+// later install starts from nothing. Objects already absent are fine.
+// Gateway API CRDs the tool did not install stay (only the GatewayClasses
+// istiod wrote on them go). The
 // node-side remains (istio-cni's plugin and its CNI configuration chained
 // on the nodes, ztunnel's socket folder) are the provider's to remove; on
 // its normal exit istio-cni removes its configuration itself.
@@ -186,8 +199,25 @@ func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Durati
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var objs []*unstructured.Unstructured
+	foreign := false
 	for _, p := range parts {
-		objs = append(objs, p.Objects...)
+		if p.Name != PartGatewayAPI {
+			objs = append(objs, p.Objects...)
+			continue
+		}
+		// Only the Gateway API CRDs the tool installed go.
+		for _, o := range p.Objects {
+			live, err := c.Dynamic.Resource(crdGVR).Get(dctx, o.GetName(), metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+			case err != nil:
+				return fmt.Errorf("istio uninstall: get CRD %s: %v", o.GetName(), err)
+			case ours(live):
+				objs = append(objs, o)
+			default:
+				foreign = true
+			}
+		}
 	}
 	slices.Reverse(objs)
 	bg := metav1.DeletePropagationBackground
@@ -221,6 +251,15 @@ func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Durati
 			}
 		}
 		if len(left) == 0 {
+			if !foreign {
+				return nil
+			}
+			// The classes istiod wrote would outlive it on the cluster's
+			// own CRDs (with the tool's they go with them); istiod is
+			// gone now and writes them no more.
+			if err := deleteIstioGatewayClasses(dctx, c); err != nil {
+				return fmt.Errorf("istio uninstall: %v", err)
+			}
 			return nil
 		}
 		select {

@@ -224,8 +224,9 @@ var charts = []struct{ part, dir, release string }{
 	{PartZtunnel, "ztunnel", "ztunnel"},
 }
 
-// Render renders every chart with the options' values. The first part
-// starts with the istio-system Namespace, which Helm would create with
+// Render renders every chart with the options' values, after the Gateway
+// API CRDs (the part istiod's waypoints need). The base part starts with
+// the istio-system Namespace, which Helm would create with
 // --create-namespace.
 func Render(o Options) ([]Part, error) {
 	vals, err := o.Values()
@@ -236,7 +237,12 @@ func Render(o Options) ([]Part, error) {
 	if kv == "" {
 		kv = k8sversion.Version
 	}
-	parts := make([]Part, 0, len(charts))
+	gw, err := gatewayAPICRDs()
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]Part, 0, len(charts)+1)
+	parts = append(parts, Part{Name: PartGatewayAPI, Chart: "gateway-api " + GatewayAPIVersion + " (standard channel)", Objects: gw})
 	for _, c := range charts {
 		objs, err := renderChart(c.dir, c.release, vals[c.part], kv)
 		if err != nil {

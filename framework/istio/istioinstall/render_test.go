@@ -2,6 +2,7 @@ package istioinstall
 
 import (
 	"encoding/json"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	"golang.org/x/mod/modfile"
 )
 
 // localOptions are what local-k8s sets: its own CNI folders, images loaded
@@ -82,11 +86,11 @@ func TestRenderSetsTheToolsValues(t *testing.T) {
 			}
 		}
 	}
-	if want := []string{PartBase, PartIstiod, PartCNI, PartZtunnel}; !slices.Equal(names, want) {
-		t.Fatalf("parts %v, want %v (Istio's install order)", names, want)
+	if want := []string{PartGatewayAPI, PartBase, PartIstiod, PartCNI, PartZtunnel}; !slices.Equal(names, want) {
+		t.Fatalf("parts %v, want %v (the Gateway API's CRDs, then Istio's install order)", names, want)
 	}
-	if first := parts[0].Objects[0]; first.GetKind() != "Namespace" || first.GetName() != Namespace {
-		t.Errorf("first object %s/%s, want the Namespace %s", first.GetKind(), first.GetName(), Namespace)
+	if first := parts[1].Objects[0]; first.GetKind() != "Namespace" || first.GetName() != Namespace {
+		t.Errorf("base's first object %s/%s, want the Namespace %s", first.GetKind(), first.GetName(), Namespace)
 	}
 	find(t, parts, PartBase, "CustomResourceDefinition", "authorizationpolicies.security.istio.io")
 
@@ -223,5 +227,101 @@ func TestRenderGivesTheInjectorTheSidecarImage(t *testing.T) {
 		if !strings.Contains(cm.Data["config"], `contains "/" (annotation .ObjectMeta `+"`sidecar.istio.io/proxyImage`"+` .Values.global.proxy.image)`) {
 			t.Errorf("the injection template no longer takes a full reference as it is")
 		}
+	}
+}
+
+// The Gateway API CRDs come first, are the tool's (its label), and are of
+// the release the pinned Istio is built against: the one tools/istio's
+// module graph holds.
+func TestGatewayAPICRDsMatchTheVersionIstioIsBuiltWith(t *testing.T) {
+	raw, err := os.ReadFile("../../../tools/istio/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := modfile.Parse("go.mod", raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ""
+	for _, r := range f.Require {
+		if r.Mod.Path == "sigs.k8s.io/gateway-api" {
+			want = r.Mod.Version
+		}
+	}
+	if want == "" {
+		t.Fatal("tools/istio/go.mod requires no sigs.k8s.io/gateway-api")
+	}
+	if GatewayAPIVersion != want {
+		t.Errorf("GatewayAPIVersion %s, Istio is built with gateway-api %s", GatewayAPIVersion, want)
+	}
+	parts, err := Render(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parts[0].Name != PartGatewayAPI {
+		t.Fatalf("first part %s, want %s", parts[0].Name, PartGatewayAPI)
+	}
+	var kinds []string
+	for _, o := range parts[0].Objects {
+		if v := o.GetAnnotations()["gateway.networking.k8s.io/bundle-version"]; v != want {
+			t.Errorf("%s: bundle-version %s, want %s", o.GetName(), v, want)
+		}
+		if ch := o.GetAnnotations()["gateway.networking.k8s.io/channel"]; ch != "standard" {
+			t.Errorf("%s: channel %s, want standard", o.GetName(), ch)
+		}
+		if !ours(o) {
+			t.Errorf("%s: no %s=%s label", o.GetName(), ManagedByLabel, ManagedByValue)
+		}
+		k, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+		kinds = append(kinds, k)
+	}
+	if !slices.Equal(kinds, []string{"GatewayClass", "Gateway"}) {
+		t.Errorf("gateway API kinds %v, want GatewayClass then Gateway", kinds)
+	}
+}
+
+// The waypoint is Istio's documented one (class istio-waypoint, an HBONE
+// listener on 15008, for service traffic), shaped by a deployment overlay
+// that pins it to the nodes asked for and sets no replica count.
+func TestWaypointObjects(t *testing.T) {
+	if _, err := Waypoint("t", nil); err == nil {
+		t.Error("a waypoint without nodes was accepted")
+	}
+	objs, err := Waypoint("t", []string{"kind-worker", "kind-worker2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 || objs[0].GetKind() != "ConfigMap" || objs[1].GetKind() != "Gateway" {
+		t.Fatalf("objects %v", objs)
+	}
+	gw := objs[1]
+	class, _, _ := unstructured.NestedString(gw.Object, "spec", "gatewayClassName")
+	ref, _, _ := unstructured.NestedString(gw.Object, "spec", "infrastructure", "parametersRef", "name")
+	ls, _, _ := unstructured.NestedSlice(gw.Object, "spec", "listeners")
+	if class != WaypointClass || ref != objs[0].GetName() || len(ls) != 1 || gw.GetLabels()[waypointForLabel] != "service" {
+		t.Errorf("gateway %v", gw.Object)
+	}
+	l := ls[0].(map[string]any)
+	if l["port"] != int64(15008) || l["protocol"] != "HBONE" {
+		t.Errorf("listener %v, want HBONE on 15008", l)
+	}
+	ov, _, _ := unstructured.NestedString(objs[0].Object, "data", "deployment")
+	var d appsv1.Deployment
+	if err := yaml.UnmarshalStrict([]byte(ov), &d); err != nil {
+		t.Fatalf("deployment overlay is no Deployment: %v\n%s", err, ov)
+	}
+	if d.Spec.Replicas != nil {
+		t.Errorf("the overlay sets replicas %d: istiod would undo every scale", *d.Spec.Replicas)
+	}
+	terms := d.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	var nodes []string
+	for _, term := range terms {
+		if len(term.MatchFields) != 1 || term.MatchFields[0].Key != "metadata.name" || len(term.MatchFields[0].Values) != 1 {
+			t.Fatalf("node selector term %+v: want one node by metadata.name (a field selector takes one value)", term)
+		}
+		nodes = append(nodes, term.MatchFields[0].Values[0])
+	}
+	if !slices.Equal(nodes, []string{"kind-worker", "kind-worker2"}) {
+		t.Errorf("node affinity on %v", nodes)
 	}
 }
