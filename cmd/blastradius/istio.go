@@ -68,12 +68,12 @@ func istioOptions(f *runFlags) (istioinstall.Options, []istioinstall.Built, bool
 	return o, built, standIn, nil
 }
 
-// noSidecar says why the istio-sidecar mode cannot run on the run's
-// cluster ("" if it can): local-k8s's nodes reach no registry, so without
-// a sidecar image named for them they have no Envoy.
-func noSidecar(f *runFlags) string {
+// noEnvoy says why Istio's sidecars and waypoints cannot run on the run's
+// cluster ("" if they can): local-k8s's nodes reach no registry, so
+// without a proxy image named for them they have no Envoy.
+func noEnvoy(f *runFlags) string {
 	if f.provider == "local-k8s" && f.istioProxyImage == "" {
-		return kubetrial.SidecarUnavailable
+		return kubetrial.EnvoyUnavailable
 	}
 	return ""
 }
@@ -136,7 +136,7 @@ func installIstio(ctx context.Context, f *runFlags, b *kubetrial.Backend, load f
 		return nil, err
 	}
 	logf("istio: installed and ready in %s", time.Since(t0).Round(100*time.Millisecond))
-	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn, NoSidecar: noSidecar(f)}
+	b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, StandIn: standIn, NoEnvoy: noEnvoy(f)}
 	f.images = runningImages(ctx, b, built, standIn, logf)
 	return uninstall, nil
 }
@@ -203,14 +203,15 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 	}
 	p("")
 	p("istio (--mesh istio: the istio-* modes)")
-	p("  charts       base, istio-control/istio-discovery, istio-cni, ztunnel of istio.io/istio %s (embedded in this binary), rendered by Helm's engine", istioVersion())
+	p("  charts       base, istio-control/istio-discovery, istio-cni, ztunnel of istio.io/istio %s (embedded in this binary), rendered by Helm's engine;", istioVersion())
+	p("               before them the Gateway API CRDs GatewayClass and Gateway (gateway-api %s, standard channel, embedded), for waypoints; a cluster's own are kept", istioinstall.GatewayAPIVersion)
 	p("  images")
 	for _, part := range []string{istioinstall.PartIstiod, istioinstall.PartCNI, istioinstall.PartZtunnel, istioinstall.Sidecar} {
 		how := "pulled by the nodes"
 		if part == istioinstall.Sidecar {
-			how = "injected by istiod into the istio-sidecar pods, pulled by the nodes"
-			if why := noSidecar(f); why != "" {
-				how = "not run here (istio-sidecar is skipped)"
+			how = "injected by istiod into the istio-sidecar pods, and run as the istio-ambient waypoints, pulled by the nodes"
+			if why := noEnvoy(f); why != "" {
+				how = "not run here (istio-sidecar and the waypoint cells are skipped)"
 			}
 		}
 		if i := slices.IndexFunc(built, func(b istioinstall.Built) bool { return b.Part == part }); i >= 0 {
@@ -223,6 +224,10 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 	}
 	p("  install      in istio-system, server-side apply (strict), part by part, each waited for at most %s:", istioReadyTimeout)
 	for i, part := range parts {
+		if part.Name == istioinstall.PartGatewayAPI {
+			p("    %d. %-9s %s, %d CRDs, as released", i+1, part.Name, part.Chart, len(part.Objects))
+			continue
+		}
 		p("    %d. %-9s chart %s, %d objects; values:", i+1, part.Name, part.Chart, len(part.Objects))
 		y, err := yaml.Marshal(vals[part.Name])
 		if err != nil {
@@ -236,6 +241,7 @@ func dryRunIstio(w io.Writer, f *runFlags) error {
 		p("  no DNS       local-k8s runs no cluster DNS: the ztunnel pods get istiod's Service address under its names (hostAliases)")
 	}
 	p("  per trial    istio-ambient: the workloads of mode none in namespace %s labelled istio.io/dataplane-mode=ambient; load starts once istio-cni annotated every pod ambient.istio.io/redirection=enabled and a %s probe of every flow crossed HBONE (ztunnel's counters)", manifests.Namespace("istio-ambient"), "2s")
+	p("               istio-ambient with mesh.waypoint: the service labelled istio.io/use-waypoint=waypoint and a Gateway of class istio-waypoint (its overlay pins the replicas to node-1..N); istiod makes its Deployment (the sidecar image), scaled to mesh.waypoint.replicas and waited for as Ready")
 	p("               istio-sidecar: the workloads of mode none in namespace %s labelled istio-injection=enabled; load starts once every pod carries istiod's sidecar (annotation sidecar.istio.io/status, istio-proxy ready)", manifests.Namespace("istio-sidecar"))
 	p("  on exit      the logs of istiod, istio-cni and ztunnel saved in <results>/istio-logs, then every object of the charts deleted and waited for")
 	return nil

@@ -335,7 +335,7 @@ func dryRunBackend(f *runFlags) *kubetrial.Backend {
 		b.Chaos = kube.NewChaosClientFor(nil)
 	}
 	if f.istio() {
-		b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, NoSidecar: noSidecar(f)}
+		b.Istio = &kubetrial.Istio{Namespace: istioinstall.Namespace, NoEnvoy: noEnvoy(f)}
 	}
 	return b
 }

@@ -265,6 +265,7 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 		"    ztunnel    " + d.Hub + "/ztunnel:" + d.Tag,
 		"profile: ambient", "dnsCapture: false", "ipv6: false", "autoscaleEnabled: false",
 		"labelled istio.io/dataplane-mode=ambient",
+		"1. gateway-api gateway-api " + istioinstall.GatewayAPIVersion, "    Gateway/blastradius-istio-ambient/waypoint\n",
 	} {
 		if !strings.Contains(got, s) {
 			t.Errorf("plan lacks %q", s)
@@ -289,9 +290,9 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 	}
 	// Istio's own failures run in istio-ambient, and in istio-sidecar with
 	// upstream's sidecar (kind pulls it): istiod's faults and the sidecar
-	// upgrade. Waypoints are skipped with their reason, the sidecar kill
-	// (without Chaos Mesh) with its own.
-	for _, want := range []string{"node-proxy-crash/istio-ambient", "node-proxy-restart/istio-ambient", "node-proxy-rolling-upgrade/istio-ambient",
+	// upgrade; the waypoint's, with upstream's Envoy as the waypoint. The
+	// sidecar kill (without Chaos Mesh) is skipped with its reason.
+	for _, want := range []string{"waypoint-replica-kill/istio-ambient", "waypoint-all-killed/istio-ambient", "node-proxy-crash/istio-ambient", "node-proxy-restart/istio-ambient", "node-proxy-rolling-upgrade/istio-ambient",
 		"node-agent-crash/istio-ambient", "controlplane-crash/istio-ambient", "cert-expiry/istio-ambient", "node-proxy-crash-during-cp-outage/istio-ambient",
 		"node-crash/istio-sidecar", "controlplane-crash/istio-sidecar", "sidecar-rolling-restart/istio-sidecar"} {
 		if !slices.Contains(planned, want) {
@@ -299,7 +300,6 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 		}
 	}
 	for cell, why := range map[string]string{
-		"waypoint-replica-kill/istio-ambient": "Gateway API", "waypoint-all-killed/istio-ambient": "Gateway API",
 		"sidecar-crash/istio-sidecar": "Chaos Mesh", "node-proxy-crash/istio-sidecar": "proxy per node",
 		"cert-expiry/istio-sidecar": "SECRET_TTL",
 	} {
@@ -309,9 +309,9 @@ func TestDryRunKindIstioMatrixGolden(t *testing.T) {
 	}
 }
 
-// Where no registry is reachable (local-k8s) the sidecar mode has no
-// Envoy unless an image the nodes have is named.
-func TestNoSidecarWithoutARegistry(t *testing.T) {
+// Where no registry is reachable (local-k8s) sidecars and waypoints have
+// no Envoy unless an image the nodes have is named.
+func TestNoEnvoyWithoutARegistry(t *testing.T) {
 	for _, tc := range []struct {
 		provider, image string
 		runs            bool
@@ -321,7 +321,7 @@ func TestNoSidecarWithoutARegistry(t *testing.T) {
 		{"kind", "", true},
 		{"kubeconfig", "", true},
 	} {
-		why := noSidecar(&runFlags{provider: tc.provider, istioProxyImage: tc.image})
+		why := noEnvoy(&runFlags{provider: tc.provider, istioProxyImage: tc.image})
 		if (why == "") != tc.runs {
 			t.Errorf("%s with --istio-proxy-image %q: %q", tc.provider, tc.image, why)
 		}

@@ -37,10 +37,11 @@ type Istio struct {
 	// StandIn says ztunnel is the tool's ztunnel-compatible proxy (its
 	// HBONE counters are named differently from upstream ztunnel's).
 	StandIn bool
-	// NoSidecar says why the istio-sidecar mode cannot run on this
-	// cluster (its sidecar image is Envoy's, which the nodes cannot get);
-	// empty when it can.
-	NoSidecar string
+	// NoEnvoy says why Istio's Envoy-based parts, the sidecars of the
+	// istio-sidecar mode and ambient's waypoints, cannot run on this
+	// cluster (their image is Envoy's, which the nodes cannot get); empty
+	// when they can.
+	NoEnvoy string
 }
 
 // Istio's pods, by the labels its charts give them.
@@ -66,35 +67,28 @@ const (
 
 // Why Istio's Envoy-based parts do not run.
 const (
-	// SidecarUnavailable is why the istio-sidecar mode cannot run where
-	// the nodes reach no registry: its sidecar is Envoy (proxyv2), which
+	// EnvoyUnavailable is why Istio's sidecars and waypoints cannot run
+	// where the nodes reach no registry: both are Envoy (proxyv2), which
 	// cannot be built here either.
-	SidecarUnavailable = "Istio's sidecar is Envoy (the proxyv2 image): no registry is reachable from these nodes and Envoy cannot be built here (--istio-proxy-image names one the nodes have)"
+	EnvoyUnavailable = "Istio's sidecars and waypoints are Envoy (the proxyv2 image): no registry is reachable from these nodes and Envoy cannot be built here (--istio-proxy-image names one the nodes have)"
 	// sidecarCertTTLReason: a sidecar's certificate lifetime is its own
 	// pilot-agent's, set per pod, which the tool does not set: nothing
 	// would run out within the trial.
 	sidecarCertTTLReason = "the certificate lifetime of Istio's sidecars is pilot-agent's SECRET_TTL, set per pod (proxy.istio.io/config), which the tool does not set: no certificate would run out within the trial"
-	// waypointReason: the tool deploys no Istio waypoint.
-	waypointReason = "Istio's waypoints (Envoy, made by istiod from a Gateway API Gateway) are not deployed by the tool: it installs no Gateway API CRDs, and waypoints are not wired on the Kubernetes provider for the reference data plane either"
 )
 
 // IstioSkip says why a plan cannot run on Istio here ("" if it can, or
-// it is not an Istio mode): waypoints are not deployed, and the sidecar
-// mode needs Envoy's image on the nodes (ist.NoSidecar).
+// it is not an Istio mode): a sidecar or a waypoint needs Envoy's image
+// on the nodes (ist.NoEnvoy).
 func IstioSkip(pl scenario.Plan, ist *Istio) string {
 	if scenario.MeshOf(pl.Mode) != scenario.MeshIstio {
 		return ""
 	}
-	if pl.Mesh.Waypoint != nil {
-		return waypointReason
+	envoy := pl.Mesh.Waypoint != nil || scenario.BaseMode(pl.Mode) == "sidecar"
+	if envoy && ist != nil && ist.NoEnvoy != "" {
+		return ist.NoEnvoy
 	}
-	if scenario.BaseMode(pl.Mode) != "sidecar" {
-		return ""
-	}
-	if ist != nil && ist.NoSidecar != "" {
-		return ist.NoSidecar
-	}
-	if pl.Mesh.CertTTL > 0 {
+	if scenario.BaseMode(pl.Mode) == "sidecar" && pl.Mesh.CertTTL > 0 {
 		return sidecarCertTTLReason
 	}
 	return ""
@@ -125,26 +119,32 @@ func istioCapabilities(mode string, chaos bool) scenario.Capabilities {
 		caps[scenario.CapRestartNodeProxy] = "Istio: delete of the node's ztunnel pod with its grace period (SIGTERM, the old ztunnel drains); the DaemonSet's surge starts the new one at once, and istio-cni hands the node's pods to it"
 		caps[scenario.CapRollNodeProxies] = "Istio: the ztunnel DaemonSet rolled (maxSurge 1, maxUnavailable 0): on each node the new ztunnel starts, istio-cni hands it the node's pods, and once it is Ready the old one gets SIGTERM and drains"
 		caps[scenario.CapCrashNodeAgent] = "Istio: delete of the node's istio-cni pod with grace period 0; its DaemonSet makes a new one"
+		caps[scenario.CapWaypoints] = "Istio: a waypoint (Envoy) istiod makes from a Gateway API Gateway of class istio-waypoint, in front of the service by its istio.io/use-waypoint label; a replica killed by deleting its pod with grace period 0 (its Deployment makes a new one); all stopped by scaling istiod's waypoint Deployment to 0 (each replica drains for its grace period), and back to the scenario's replicas"
 	default:
 		return scenario.Capabilities{}
 	}
 	return caps
 }
 
-// Unoffered implements scenario.Unoffered: in Istio's modes, waypoints;
-// in its sidecar mode, everything where the sidecar cannot run, and a
-// sidecar kill without Chaos Mesh (the API deletes whole pods only).
+// Unoffered implements scenario.Unoffered: in Istio's modes, whatever
+// needs Envoy where the nodes cannot have it (waypoints, everything of
+// sidecar mode), and a sidecar kill without Chaos Mesh (the API deletes
+// whole pods only).
 func (b *Backend) Unoffered(mode string) map[scenario.Capability]string {
 	if scenario.MeshOf(mode) != scenario.MeshIstio {
 		return nil
 	}
-	out := map[scenario.Capability]string{scenario.CapWaypoints: waypointReason}
+	out := map[scenario.Capability]string{}
+	noEnvoy := b.Istio != nil && b.Istio.NoEnvoy != ""
+	if noEnvoy {
+		out[scenario.CapWaypoints] = b.Istio.NoEnvoy
+	}
 	if scenario.BaseMode(mode) != "sidecar" {
 		return out
 	}
-	if b.Istio != nil && b.Istio.NoSidecar != "" {
+	if noEnvoy {
 		for _, c := range []scenario.Capability{scenario.CapCrashControlPlane, scenario.CapStopControlPlane, scenario.CapCrashSidecar, scenario.CapRestartAppPod} {
-			out[c] = b.Istio.NoSidecar
+			out[c] = b.Istio.NoEnvoy
 		}
 		return out
 	}
@@ -160,8 +160,10 @@ type istioDataPlane struct {
 	ns      string // Istio's namespace
 	trialNS string // the trial's
 	sidecar bool   // the istio-sidecar mode
-	real    map[string]string
-	logf    func(string, ...any)
+	// waypoint is the trial's waypoint replicas (0: none).
+	waypoint int
+	real     map[string]string
+	logf     func(string, ...any)
 }
 
 // istioChaosDataPlane adds what only Chaos Mesh can do: kill one

@@ -76,10 +76,11 @@ func TestIstioModesNeedIstioAndOfferItsFailures(t *testing.T) {
 	if !strings.HasPrefix(caps[scenario.CapCrashNodeProxy], "Istio:") {
 		t.Errorf("node proxy crash in istio-ambient is done by %q, want Istio's mechanism", caps[scenario.CapCrashNodeProxy])
 	}
-	for _, c := range []scenario.Capability{scenario.CapWaypoints, scenario.CapCrashSidecar} {
-		if _, ok := caps[c]; ok {
-			t.Errorf("istio-ambient offers %s, which needs Envoy", c)
-		}
+	if _, ok := caps[scenario.CapCrashSidecar]; ok {
+		t.Errorf("istio-ambient offers %s: ambient has no sidecars", scenario.CapCrashSidecar)
+	}
+	if !strings.Contains(caps[scenario.CapWaypoints], "istio-waypoint") {
+		t.Errorf("istio-ambient's waypoints are done by %q, want istiod's from a Gateway of class istio-waypoint", caps[scenario.CapWaypoints])
 	}
 	// Sidecar mode: istiod's faults and the pod restart through the API;
 	// a sidecar kill only with Chaos Mesh (a container kill).
@@ -100,22 +101,31 @@ func TestIstioModesNeedIstioAndOfferItsFailures(t *testing.T) {
 		t.Errorf("istio-sidecar with Chaos Mesh: sidecar kill %q", side[scenario.CapCrashSidecar])
 	}
 	b.Chaos = nil
-	// Where the nodes cannot have Envoy, nothing of sidecar mode is.
-	b.Istio.NoSidecar = SidecarUnavailable
+	// Where the nodes cannot have Envoy, nothing of sidecar mode is, and
+	// no waypoint.
+	b.Istio.NoEnvoy = EnvoyUnavailable
 	for c, why := range b.Unoffered("istio-sidecar") {
-		if c != scenario.CapWaypoints && why != SidecarUnavailable {
+		if why != EnvoyUnavailable {
 			t.Errorf("istio-sidecar without its image: %s unoffered for %q", c, why)
 		}
 	}
-	b.Istio.NoSidecar = ""
+	if why := b.Unoffered("istio-ambient")[scenario.CapWaypoints]; why != EnvoyUnavailable {
+		t.Errorf("istio-ambient without Envoy: waypoints unoffered for %q", why)
+	}
+	if offered := scenario.FaultsOffered(b, "istio-ambient"); offered[scenario.FaultWaypointKill] != "" {
+		t.Errorf("waypoint kill offered in istio-ambient without Envoy: %q", offered[scenario.FaultWaypointKill])
+	}
+	b.Istio.NoEnvoy = ""
 	offered := scenario.FaultsOffered(b, "istio-ambient")
 	for _, f := range []string{scenario.FaultNodeProxyCrash, scenario.FaultNodeProxyRestart, scenario.FaultNodeProxyRolling, scenario.FaultNodeAgentCrash, scenario.FaultControlPlaneDown} {
 		if offered[f] == "" {
 			t.Errorf("fault %s not offered in istio-ambient", f)
 		}
 	}
-	if offered[scenario.FaultWaypointKill] != "" {
-		t.Errorf("waypoint kill offered in istio-ambient")
+	for _, f := range []string{scenario.FaultWaypointKill, scenario.FaultWaypointAllKilled, scenario.FaultWaypointOutage} {
+		if offered[f] == "" {
+			t.Errorf("fault %s not offered in istio-ambient where the nodes have Envoy", f)
+		}
 	}
 }
 
@@ -320,8 +330,18 @@ func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if why := scenario.FaultSkip(b, sc, "istio-ambient"); !strings.HasSuffix(why, waypointReason) {
-			t.Errorf("%s in istio-ambient: skip %q, want the waypoint reason", name, why)
+		if why := scenario.FaultSkip(b, sc, "istio-ambient"); why != "" {
+			t.Errorf("%s in istio-ambient where the nodes have Envoy: skipped for %q", name, why)
+		}
+		pl, err := scenario.PlanFor(sc, "istio-ambient", 450)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why := IstioSkip(pl, b.Istio); why != "" {
+			t.Errorf("%s in istio-ambient where the nodes have Envoy: skipped for %q", name, why)
+		}
+		if why := IstioSkip(pl, &Istio{NoEnvoy: EnvoyUnavailable}); why != EnvoyUnavailable {
+			t.Errorf("%s in istio-ambient without Envoy: %q, want the Envoy reason", name, why)
 		}
 		if why := scenario.FaultSkip(b, sc, "ambient"); strings.Contains(why, "Envoy") {
 			t.Errorf("%s in the reference's ambient: skip %q names Envoy", name, why)
@@ -335,14 +355,14 @@ func TestIstioSkipsWhatNeedsEnvoyWithThatReason(t *testing.T) {
 	if why := IstioSkip(pl, b.Istio); why != "" {
 		t.Errorf("node-crash in istio-sidecar where the nodes pull Envoy: skipped for %q", why)
 	}
-	if why := IstioSkip(pl, &Istio{NoSidecar: SidecarUnavailable}); why != SidecarUnavailable {
+	if why := IstioSkip(pl, &Istio{NoEnvoy: EnvoyUnavailable}); why != EnvoyUnavailable {
 		t.Errorf("node-crash in istio-sidecar without Envoy: %q, want the sidecar reason", why)
 	}
 	ce, _ := scenario.Lookup("cert-expiry")
 	if pl, err := scenario.PlanFor(ce, "istio-sidecar", 450); err != nil || IstioSkip(pl, b.Istio) != sidecarCertTTLReason {
 		t.Errorf("cert-expiry in istio-sidecar: %q (%v), want skipped: the sidecars' lifetime is not set", IstioSkip(pl, b.Istio), err)
 	}
-	if pl, _ := scenario.PlanFor(sc, "istio-ambient", 450); IstioSkip(pl, &Istio{NoSidecar: SidecarUnavailable}) != "" {
+	if pl, _ := scenario.PlanFor(sc, "istio-ambient", 450); IstioSkip(pl, &Istio{NoEnvoy: EnvoyUnavailable}) != "" {
 		t.Errorf("node-crash in istio-ambient skipped: %q", IstioSkip(pl, b.Istio))
 	}
 }

@@ -112,8 +112,8 @@ func (b *Backend) CheckMode(mode string) error {
 
 // Capabilities implements scenario.Backend: what can be done through the
 // API (pod deletion, scaling, cordon and eviction) or the provider (a node
-// crash, a partition). The rest (black holes, waypoints, sidecar container
-// kills, a control plane held down) is not offered here.
+// crash, a partition); with Istio, its own mechanisms. The rest (black
+// holes, the reference's waypoints and sidecar kills) is not offered here.
 func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 	caps := scenario.Capabilities{
 		scenario.CapDrainNode: "the servers' replacements scaled up and waited for as ready endpoints, then cordon and evictions (kubectl drain --ignore-daemonsets); uncordoned after the trial",
@@ -122,6 +122,10 @@ func (b *Backend) Capabilities(mode string) scenario.Capabilities {
 	switch {
 	case istio:
 		caps = caps.Merge(istioCapabilities(mode, b.Chaos != nil))
+		// What needs Envoy where the nodes cannot have it.
+		for c := range b.Unoffered(mode) {
+			delete(caps, c)
+		}
 	case mode != "none":
 		caps[scenario.CapCrashControlPlane] = "delete of the control plane pod with grace period 0; its Deployment makes a new one"
 		caps[scenario.CapStopControlPlane] = "control plane scaled to 0 (its pod deleted with grace period 0), then back to 1 and waited for as Ready; its CA root is kept in a Secret, so the new pod signs with the same root"
@@ -179,7 +183,14 @@ func Render(pl scenario.Plan, nodes []string, image string) ([]*unstructured.Uns
 	if w := pl.Mesh.Waypoint; w != nil && pl.Mode == "ambient" {
 		params.Waypoint = &manifests.Waypoint{Service: w.Service, Replicas: w.Replicas}
 	}
-	return manifests.Render(params)
+	objs, err := manifests.Render(params)
+	if err != nil {
+		return nil, err
+	}
+	if w := pl.Mesh.Waypoint; w != nil && scenario.MeshOf(pl.Mode) == scenario.MeshIstio && scenario.BaseMode(pl.Mode) == "ambient" {
+		return withIstioWaypoint(objs, params.Namespace, w, nodes[:pl.Nodes])
+	}
+	return objs, nil
 }
 
 // placed is a trial's pods as Kubernetes placed them, by plan name.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -108,6 +109,15 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		t.Logf("istio: %d pods redirected by istio-cni (%s: %s)", n, istioRedirection, istioRedirectionValue)
 		mesh = &results.MeshEvidence{Mesh: scenario.MeshIstio, Redirected: n}
 	}
+	// An Istio waypoint: istiod makes its Deployment from the trial's
+	// Gateway; the trial scales it to the scenario's replicas.
+	var waypointNodes map[string]string
+	if w := t.Plan.Mesh.Waypoint; w != nil && istio && !sidecars {
+		if waypointNodes, err = b.waitWaypoint(ctx, ns, w.Replicas, ready); err != nil {
+			return err
+		}
+		t.Logf("istio: waypoint in front of %s: %d replicas Ready (%v)", w.Service, w.Replicas, waypointNodes)
+	}
 	pl, err := b.place(ctx, ns)
 	if err != nil {
 		return err
@@ -200,7 +210,8 @@ func (b *Backend) Trial(ctx context.Context, t *scenario.TrialRun) error {
 		target = dp
 	}
 	if istio {
-		idp := &istioDataPlane{b: b, ns: b.Istio.Namespace, trialNS: ns, sidecar: sidecars, real: map[string]string{}, logf: t.Logf}
+		idp := &istioDataPlane{b: b, ns: b.Istio.Namespace, trialNS: ns, sidecar: sidecars, waypoint: len(waypointNodes), real: map[string]string{}, logf: t.Logf}
+		maps.Copy(podNodes, waypointNodes)
 		for realName, planned := range pl.planned {
 			idp.real[planned] = realName
 		}

@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -104,7 +103,7 @@ func TestIstiodMakesTheToolsWaypoint(t *testing.T) {
 	gen := dep.Generation
 	for i := range 2 {
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{"blastradius.dev/touch":"%d"}}}`, i)
-		if _, err := dyn.Resource(gatewaysGVR).Namespace(ns).Patch(ctx, istioinstall.WaypointName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		if _, err := dyn.Resource(istioinstall.GatewayGVR).Namespace(ns).Patch(ctx, istioinstall.WaypointName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
@@ -118,5 +117,3 @@ func TestIstiodMakesTheToolsWaypoint(t *testing.T) {
 	}
 	t.Logf("istiod's waypoint: image %s, generation %d → %d, replicas %d", spec.Containers[0].Image, gen, dep.Generation, *dep.Spec.Replicas)
 }
-
-var gatewaysGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}

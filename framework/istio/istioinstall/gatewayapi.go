@@ -111,8 +111,8 @@ var istioGatewayClasses = []string{"istio", "istio-waypoint", "istio-remote", "i
 // deleteIstioGatewayClasses removes the GatewayClasses istiod wrote whose
 // controller is Istio's; absent ones are fine.
 func deleteIstioGatewayClasses(ctx context.Context, c Cluster) error {
-	gvr := crdGVR
-	gvr.Group, gvr.Resource = "gateway.networking.k8s.io", "gatewayclasses"
+	gvr := GatewayGVR
+	gvr.Resource = "gatewayclasses"
 	var errs []string
 	for _, n := range istioGatewayClasses {
 		u, err := c.Dynamic.Resource(gvr).Get(ctx, n, metav1.GetOptions{})
