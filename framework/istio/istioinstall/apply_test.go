@@ -23,18 +23,8 @@ import (
 // accepted as rendered (a field the server does not know fails the apply).
 // Then uninstalled: nothing of Istio's may be left.
 func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
-	srv := kubetest.Start(t)
-	dyn, mapper, err := kube.Clients(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	c, ctx := testCluster(t)
+	cs, dyn, mapper := c.Client, c.Dynamic, c.Mapper
 
 	for _, tc := range []struct {
 		name  string
@@ -128,6 +118,23 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 	}
 }
 
+// testCluster is a fresh test API server as an install sees it, with a
+// context that ends with the test (3 minutes at most).
+func testCluster(t *testing.T) (Cluster, context.Context) {
+	srv := kubetest.Start(t)
+	dyn, mapper, err := kube.Clients(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(srv.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}, ctx
+}
+
 func finalizeNamespace(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -192,18 +199,8 @@ func assertNothingLeft(ctx context.Context, t *testing.T, c Cluster) {
 // neither changes them nor the uninstall removes them; only the classes
 // istiod wrote on them go.
 func TestTheClustersOwnGatewayAPICRDsAreKept(t *testing.T) {
-	srv := kubetest.Start(t)
-	dyn, mapper, err := kube.Clients(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := kubernetes.NewForConfig(srv.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	c, ctx := testCluster(t)
+	cs, dyn, mapper := c.Client, c.Dynamic, c.Mapper
 	theirs, err := gatewayAPICRDs()
 	if err != nil {
 		t.Fatal(err)
