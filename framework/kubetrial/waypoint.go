@@ -63,8 +63,16 @@ func (b *Backend) waypointReplicas(ctx context.Context, ns string) ([]corev1.Pod
 			out = append(out, p)
 		}
 	}
+	// A replica not scheduled yet (a kill's replacement) sorts last, so
+	// that it never shifts the names of those that run.
+	node := func(p corev1.Pod) string {
+		if n, ok := planned[p.Spec.NodeName]; ok {
+			return n
+		}
+		return "~"
+	}
 	slices.SortFunc(out, func(x, y corev1.Pod) int {
-		return cmp.Or(cmp.Compare(planned[x.Spec.NodeName], planned[y.Spec.NodeName]),
+		return cmp.Or(cmp.Compare(node(x), node(y)),
 			x.CreationTimestamp.Compare(y.CreationTimestamp.Time), cmp.Compare(x.Name, y.Name))
 	})
 	return out, nil
@@ -101,7 +109,10 @@ func (b *Backend) waitWaypoint(ctx context.Context, ns string, n int, timeout ti
 	}
 	pods, err := b.waitWaypointReady(ctx, ns, n)
 	if err != nil {
-		if why := kube.PodProblems(context.WithoutCancel(ctx), b.Client, ns); why != "" {
+		// The wait's context is spent: the pods' states get their own.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if why := kube.PodProblems(pctx, b.Client, ns); why != "" {
 			err = fmt.Errorf("%w; %s", err, why)
 		}
 		return nil, err

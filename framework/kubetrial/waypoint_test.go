@@ -167,6 +167,22 @@ func TestIstioWaypointReplicasAndFaults(t *testing.T) {
 	if len(back) != 2 || !started.After(stopped) {
 		t.Errorf("after the start: %d replicas (started %v, stopped %v)", len(back), started, stopped)
 	}
+	// A replacement not scheduled yet shifts no running replica's name.
+	cancel() // the fake controller would delete the extra pod
+	time.Sleep(100 * time.Millisecond)
+	pending := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "waypoint-pending", Namespace: ns, CreationTimestamp: metav1.NewTime(time.Unix(1, 0)),
+		Labels: map[string]string{istioinstall.GatewayNameLabel: istioinstall.WaypointName}}}
+	if _, err := cs.CoreV1().Pods(ns).Create(context.Background(), pending, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := b.waypointReplicas(context.Background(), ns)
+	if len(all) != 3 || all[2].Name != "waypoint-pending" || all[0].Spec.NodeName != "w1" || all[1].Spec.NodeName != "w2" {
+		var got []string
+		for _, p := range all {
+			got = append(got, p.Name+"@"+p.Spec.NodeName)
+		}
+		t.Errorf("replicas in plan order %v, want w1's, w2's, then the unscheduled one", got)
+	}
 }
 
 // Without istiod's Deployment the wait ends at its deadline and says what
