@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
 	"blastradius.dev/blastradius/framework/results"
@@ -363,10 +364,17 @@ func (d *istioDataPlane) RestartNodeProxy(ctx context.Context, node string) (sta
 func (d *istioDataPlane) CrashControlPlane() (time.Time, error) { return d.kill(istiodSelector, "") }
 
 func (d *istioDataPlane) scaleIstiod(ctx context.Context, n int32) error {
+	return patchReplicas(ctx, d.b.Client, d.ns, istiodName, n)
+}
+
+// patchReplicas sets an Istio Deployment's replicas with a merge patch on
+// the object (istiod's, and the waypoint's istiod made), as the tool's
+// field manager.
+func patchReplicas(ctx context.Context, cs kubernetes.Interface, ns, name string, n int32) error {
 	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
-	_, err := d.b.Client.AppsV1().Deployments(d.ns).Patch(ctx, istiodName, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "blastradius"})
+	_, err := cs.AppsV1().Deployments(ns).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "blastradius"})
 	if err != nil {
-		return fmt.Errorf("scale deployment %s/%s to %d: %w", d.ns, istiodName, n, err)
+		return fmt.Errorf("scale deployment %s/%s to %d: %w", ns, name, n, err)
 	}
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"blastradius.dev/blastradius/framework/cluster/kube"
@@ -81,12 +80,7 @@ func (b *Backend) waypointReplicas(ctx context.Context, ns string) ([]corev1.Pod
 // scaleWaypoint sets the replicas of istiod's waypoint Deployment: istiod
 // leaves the count to its users (its overlay sets none).
 func (b *Backend) scaleWaypoint(ctx context.Context, ns string, n int) error {
-	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)
-	_, err := b.Client.AppsV1().Deployments(ns).Patch(ctx, istioinstall.WaypointName, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "blastradius"})
-	if err != nil {
-		return fmt.Errorf("scale waypoint deployment %s/%s to %d: %w", ns, istioinstall.WaypointName, n, err)
-	}
-	return nil
+	return patchReplicas(ctx, b.Client, ns, istioinstall.WaypointName, int32(n))
 }
 
 // waitWaypoint waits until istiod has made the waypoint's Deployment,
@@ -156,8 +150,7 @@ func (b *Backend) waitWaypointReady(ctx context.Context, ns string, n int) ([]co
 func (b *Backend) gatewayStatus(ns string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	gvr := istioinstall.GatewayGVR
-	u, err := b.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, istioinstall.WaypointName, metav1.GetOptions{})
+	u, err := b.Dynamic.Resource(istioinstall.GatewayGVR).Namespace(ns).Get(ctx, istioinstall.WaypointName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Sprintf(" (Gateway: %v)", err)
 	}

@@ -105,15 +105,7 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 			}
 			t.Logf("%d objects applied strictly, twice", n)
 
-			// No namespace controller runs with the test API server: play
-			// it, finalizing the namespace once its deletion starts.
-			stop := finalizeNamespace(ctx, t, cs, Namespace)
-			err = Uninstall(ctx, c, parts, time.Minute)
-			stop()
-			if err != nil {
-				t.Fatalf("uninstall: %v", err)
-			}
-			assertNothingLeft(ctx, t, c)
+			uninstallAll(ctx, t, c, parts)
 		})
 	}
 }
@@ -133,6 +125,20 @@ func testCluster(t *testing.T) (Cluster, context.Context) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	return Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}, ctx
+}
+
+// uninstallAll uninstalls the parts and checks nothing of Istio's is left.
+// No namespace controller runs with the test API server: it is played,
+// finalizing the namespace once its deletion starts.
+func uninstallAll(ctx context.Context, t *testing.T, c Cluster, parts []Part) {
+	t.Helper()
+	stop := finalizeNamespace(ctx, t, c.Client, Namespace)
+	err := Uninstall(ctx, c, parts, time.Minute)
+	stop()
+	if err != nil {
+		t.Fatalf("uninstall: %v", err)
+	}
+	assertNothingLeft(ctx, t, c)
 }
 
 func finalizeNamespace(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string) (stop func()) {
@@ -200,7 +206,7 @@ func assertNothingLeft(ctx context.Context, t *testing.T, c Cluster) {
 // istiod wrote on them go.
 func TestTheClustersOwnGatewayAPICRDsAreKept(t *testing.T) {
 	c, ctx := testCluster(t)
-	cs, dyn, mapper := c.Client, c.Dynamic, c.Mapper
+	dyn, mapper := c.Dynamic, c.Mapper
 	theirs, err := gatewayAPICRDs()
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +232,7 @@ func TestTheClustersOwnGatewayAPICRDsAreKept(t *testing.T) {
 	}
 	// What istiod writes once the CRDs exist: its classes, and one that
 	// is not Istio's.
-	classes := schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gatewayclasses"}
+	classes := GatewayClassGVR
 	for name, ctrl := range map[string]string{"istio-waypoint": "istio.io/mesh-controller", "istio": "istio.io/gateway-controller", "other": "example.com/gateway"} {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
@@ -236,13 +242,7 @@ func TestTheClustersOwnGatewayAPICRDsAreKept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stop := finalizeNamespace(ctx, t, cs, Namespace)
-	err = Uninstall(ctx, c, parts, time.Minute)
-	stop()
-	if err != nil {
-		t.Fatalf("uninstall: %v", err)
-	}
-	assertNothingLeft(ctx, t, c)
+	uninstallAll(ctx, t, c, parts)
 	for _, o := range theirs {
 		u, err := dyn.Resource(crdGVR).Get(ctx, o.GetName(), metav1.GetOptions{})
 		if err != nil {

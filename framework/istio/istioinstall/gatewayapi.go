@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -23,6 +24,12 @@ import (
 
 //go:embed gatewayapi/*.yaml
 var gatewayAPIFS embed.FS
+
+// The Gateway API's resources the tool reads and writes.
+var (
+	GatewayGVR      = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
+	GatewayClassGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gatewayclasses"}
+)
 
 // GatewayAPIVersion is the Gateway API release the CRDs are from: the
 // version of sigs.k8s.io/gateway-api the pinned istio.io/istio requires.
@@ -111,8 +118,7 @@ var istioGatewayClasses = []string{"istio", "istio-waypoint", "istio-remote", "i
 // deleteIstioGatewayClasses removes the GatewayClasses istiod wrote whose
 // controller is Istio's; absent ones are fine.
 func deleteIstioGatewayClasses(ctx context.Context, c Cluster) error {
-	gvr := GatewayGVR
-	gvr.Resource = "gatewayclasses"
+	gvr := GatewayClassGVR
 	var errs []string
 	for _, n := range istioGatewayClasses {
 		u, err := c.Dynamic.Resource(gvr).Get(ctx, n, metav1.GetOptions{})

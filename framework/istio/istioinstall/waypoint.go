@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -86,6 +85,3 @@ func Waypoint(ns string, nodes []string) ([]*unstructured.Unstructured, error) {
 	}}
 	return []*unstructured.Unstructured{cm, gw}, nil
 }
-
-// GatewayGVR is the Gateway API's Gateway resource.
-var GatewayGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}
