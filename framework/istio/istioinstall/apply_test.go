@@ -111,7 +111,7 @@ func TestRenderedChartsApplyStrictlyAndUninstallLeavesNothing(t *testing.T) {
 }
 
 // testCluster is a fresh test API server as an install sees it, with a
-// context that ends with the test (3 minutes at most).
+// context that ends with the test (5 minutes at most).
 func testCluster(t *testing.T) (Cluster, context.Context) {
 	srv := kubetest.Start(t)
 	dyn, mapper, err := kube.Clients(srv.Config)
@@ -122,18 +122,20 @@ func testCluster(t *testing.T) (Cluster, context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}, ctx
 }
 
-// uninstallAll uninstalls the parts and checks nothing of Istio's is left.
-// No namespace controller runs with the test API server: it is played,
+// uninstallAll uninstalls the parts and checks nothing of Istio's is left,
+// with the tool's own deadline: the API server's CRD finalizer removes
+// the CRDs one by one and took over a minute on a loaded machine. No
+// namespace controller runs with the test API server: it is played,
 // finalizing the namespace once its deletion starts.
 func uninstallAll(ctx context.Context, t *testing.T, c Cluster, parts []Part) {
 	t.Helper()
 	stop := finalizeNamespace(ctx, t, c.Client, Namespace)
-	err := Uninstall(ctx, c, parts, time.Minute)
+	err := Uninstall(ctx, c, parts, 3*time.Minute)
 	stop()
 	if err != nil {
 		t.Fatalf("uninstall: %v", err)
