@@ -127,15 +127,16 @@ func testCluster(t *testing.T) (Cluster, context.Context) {
 	return Cluster{Client: cs, Dynamic: dyn, Mapper: mapper, Logf: t.Logf}, ctx
 }
 
-// uninstallAll uninstalls the parts and checks nothing of Istio's is left,
-// with the tool's own deadline: the API server's CRD finalizer removes
-// the CRDs one by one and took over a minute on a loaded machine. No
-// namespace controller runs with the test API server: it is played,
-// finalizing the namespace once its deletion starts.
+// uninstallAll uninstalls the parts and checks nothing of Istio's is left.
+// Two minutes is far more than the deletion takes (seconds) and less than
+// the API server's CRD finalizer can stall without the uninstall's nudge
+// (up to its 5-minute resync). No namespace controller runs with the test
+// API server: it is played, finalizing the namespace once its deletion
+// starts.
 func uninstallAll(ctx context.Context, t *testing.T, c Cluster, parts []Part) {
 	t.Helper()
 	stop := finalizeNamespace(ctx, t, c.Client, Namespace)
-	err := Uninstall(ctx, c, parts, 3*time.Minute)
+	err := Uninstall(ctx, c, parts, 2*time.Minute)
 	stop()
 	if err != nil {
 		t.Fatalf("uninstall: %v", err)

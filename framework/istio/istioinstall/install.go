@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -237,6 +238,7 @@ func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Durati
 		return fmt.Errorf("istio uninstall: %w", errors.Join(errs...))
 	}
 	c.logf("istio: uninstall: %d objects deleted, waiting until gone", len(objs))
+	nudged := map[string]time.Time{}
 	for {
 		var left []string
 		for _, o := range objs {
@@ -244,8 +246,11 @@ func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Durati
 			if err != nil {
 				continue
 			}
-			if _, err := ri.Get(dctx, o.GetName(), metav1.GetOptions{}); err == nil {
+			if live, err := ri.Get(dctx, o.GetName(), metav1.GetOptions{}); err == nil {
 				left = append(left, kube.Ref(o))
+				if o.GetKind() == "CustomResourceDefinition" {
+					nudgeCRDFinalizer(dctx, c, live, nudged)
+				}
 			} else if !apierrors.IsNotFound(err) && dctx.Err() == nil {
 				left = append(left, kube.Ref(o)+" ("+oneline.Lines(err.Error())+")")
 			}
@@ -271,6 +276,61 @@ func Uninstall(ctx context.Context, c Cluster, parts []Part, timeout time.Durati
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// crdCleanupFinalizer is the API server's own finalizer on every CRD: it
+// deletes the CRD's objects, then removes itself.
+const crdCleanupFinalizer = "customresourcecleanup.apiextensions.k8s.io"
+
+// nudgeAfter is how long a deleted CRD may wait on the API server's
+// finalizer before the uninstall touches it.
+const nudgeAfter = 5 * time.Second
+
+// nudgeCRDFinalizer touches a CRD that has been terminating for longer
+// than nudgeAfter (an annotation, at most once per nudgeAfter), which
+// queues it for the API server's CRD finalizer again. That finalizer can
+// stall for up to its informer's resync (5 minutes): when listing the
+// CRD's objects fails because their storage is being re-created (it is, on
+// the status update that marks the CRD terminating), it records the
+// failure in the CRD's status and retries at once from its informer's
+// cache, which may not have that update yet; the retry's status update
+// then conflicts, and a conflict is dropped in the expectation of an
+// update event, which never comes, since the controller ignores updates
+// of the terminating condition alone. Measured here: a 3-minute uninstall
+// deadline missed with one CRD waiting on that resync, after a single
+// failed list. An annotation changes neither spec nor names, so the CRD's
+// storage is not re-created by it.
+func nudgeCRDFinalizer(ctx context.Context, c Cluster, crd *unstructured.Unstructured, nudged map[string]time.Time) {
+	del := crd.GetDeletionTimestamp()
+	if del == nil || !slices.Contains(crd.GetFinalizers(), crdCleanupFinalizer) ||
+		time.Since(del.Time) < nudgeAfter || time.Since(nudged[crd.GetName()]) < nudgeAfter {
+		return
+	}
+	if _, ok := nudged[crd.GetName()]; !ok {
+		c.logf("istio: uninstall: CRD %s terminating for %s (%s); queueing it for the API server's CRD finalizer again",
+			crd.GetName(), time.Since(del.Time).Round(time.Second), terminating(crd))
+	}
+	nudged[crd.GetName()] = time.Now()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, annotationFinalizeRetry, time.Now().UTC().Format(time.RFC3339Nano))
+	_, err := c.Dynamic.Resource(crdGVR).Patch(ctx, crd.GetName(), types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+		c.logf("istio: uninstall: touch CRD %s: %s", crd.GetName(), oneline.Lines(err.Error()))
+	}
+}
+
+// annotationFinalizeRetry is the annotation nudgeCRDFinalizer writes.
+const annotationFinalizeRetry = "blastradius.dev/finalize-retry"
+
+// terminating is a CRD's Terminating condition, as its reason and message.
+func terminating(crd *unstructured.Unstructured) string {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Terminating" {
+			return fmt.Sprintf("%v: %v", m["reason"], m["message"])
+		}
+	}
+	return "no Terminating condition yet"
 }
 
 func resource(c Cluster, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {

@@ -45,6 +45,8 @@ const (
 	EnvAssets = "KUBEBUILDER_ASSETS"
 	// EnvRequire, set to 1, turns a missing binary into a failure.
 	EnvRequire = "BLASTRADIUS_REQUIRE_K8S"
+	// EnvLogDir, if set, is a folder each API server writes its log into.
+	EnvLogDir = "BLASTRADIUS_KUBETEST_LOG_DIR"
 )
 
 // startTimeout bounds each of etcd's and the API server's start. The API
@@ -64,6 +66,7 @@ type Server struct {
 
 	env      *envtest.Environment
 	wrappers string
+	log      *os.File
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -140,6 +143,9 @@ func (sh *Shared) Run(m *testing.M) int {
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
 		s.stopErr = s.env.Stop()
+		if s.log != nil {
+			s.log.Close()
+		}
 		if s.wrappers != "" {
 			os.RemoveAll(s.wrappers)
 		}
@@ -257,6 +263,19 @@ func start() (*Server, error) {
 			return nil, err
 		}
 		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcd}
+	}
+	// $BLASTRADIUS_KUBETEST_LOG_DIR keeps each API server's own log (at -v=2,
+	// which names the controllers' retries) for a failure that needs it,
+	// such as a CRD whose deletion stalls.
+	if dir := os.Getenv(EnvLogDir); dir != "" {
+		f, err := os.CreateTemp(dir, "kube-apiserver-*.log")
+		if err != nil {
+			return nil, fmt.Errorf("API server log: %w", err)
+		}
+		api := env.ControlPlane.GetAPIServer()
+		api.Out, api.Err = f, f
+		api.Configure().Set("v", "2")
+		s.log = f
 	}
 	s.env = env
 	t0 := time.Now()
