@@ -61,6 +61,9 @@ type Event struct {
 	Status  int   `json:"s,omitempty"` // HTTP status when known
 	Kind    Kind  `json:"k,omitempty"`
 	Thread  int   `json:"th,omitempty"` // fortio thread that made it (streams: which connection)
+	// Error is a failed request's error as its client saw it (the call
+	// and the errno: "read: connection reset by peer", "EOF").
+	Error string `json:"e,omitempty"`
 }
 
 // OK reports whether the event is a successful request.

@@ -26,10 +26,30 @@ func outcome(c events.Class, status int) string {
 	return string(c) + ":" + strconv.Itoa(status)
 }
 
+// failure is the outcome of a request that failed with err: its class, and
+// the error's text after a "|" (what the class cannot say: which call
+// failed, on which connection, whether it was a RST or an early FIN).
+func failure(err error) string {
+	return string(Classify(err)) + "|" + failureText(err)
+}
+
+// failureText is err's text on one line, at most maxErrorText bytes.
+func failureText(err error) string {
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if len(msg) > maxErrorText {
+		msg = msg[:maxErrorText]
+	}
+	return msg
+}
+
+// maxErrorText bounds the error text an event keeps.
+const maxErrorText = 200
+
 // parseOutcome decodes a details string. Anything it does not understand is
 // still recorded, as ClassOK or ClassOther according to fortio's status bool:
 // a measurement must never lose a request because of a formatting slip.
-func parseOutcome(details string, ok bool) (events.Class, int) {
+func parseOutcome(details string, ok bool) (events.Class, int, string) {
+	details, errText, _ := strings.Cut(details, "|")
 	cls, code, _ := strings.Cut(details, ":")
 	c := events.Class(cls)
 	status, err := strconv.Atoi(code)
@@ -42,7 +62,7 @@ func parseOutcome(details string, ok bool) (events.Class, int) {
 			c = events.ClassOK
 		}
 	}
-	return c, status
+	return c, status, errText
 }
 
 // eventLogger is the periodic.AccessLogger of a flow: fortio calls Report
@@ -73,7 +93,7 @@ func (l *eventLogger) Start(ctx context.Context, _ periodic.ThreadID, _ int64, _
 func (l *eventLogger) Report(_ context.Context, id periodic.ThreadID, _ int64, start time.Time,
 	latency float64, status bool, details string,
 ) {
-	c, code := parseOutcome(details, status)
+	c, code, errText := parseOutcome(details, status)
 	l.requests.Add(1)
 	if c == events.ClassOK {
 		l.ok.Add(1)
@@ -84,6 +104,7 @@ func (l *eventLogger) Report(_ context.Context, id periodic.ThreadID, _ int64, s
 		Class:   c,
 		Status:  code,
 		Thread:  int(id),
+		Error:   errText,
 	})
 	if err != nil {
 		l.mu.Lock()

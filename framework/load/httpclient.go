@@ -52,7 +52,7 @@ func (c *HTTPClient) Run(ctx context.Context, _ periodic.ThreadID) (bool, string
 	status, err := c.roundTrip(ctx)
 	if err != nil {
 		c.closeConn()
-		return false, outcome(Classify(err), 0)
+		return false, failure(err)
 	}
 	if status < 200 || status > 299 {
 		return false, outcome(events.ClassHTTP, status)

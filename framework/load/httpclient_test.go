@@ -2,8 +2,13 @@ package load
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,8 +134,9 @@ func TestHTTPKeepAliveNoRetry(t *testing.T) {
 	run := func(want string) {
 		t.Helper()
 		ok, details := c.Run(context.Background(), 0)
-		if details != want || ok != (want == "ok:200") {
-			t.Fatalf("Run = %v, %q; want %q", ok, details, want)
+		class, errText, _ := strings.Cut(details, "|")
+		if class != want || ok != (want == "ok:200") || (want != "ok:200") != (errText != "") {
+			t.Fatalf("Run = %v, %q; want %q (and the error's text after a failure)", ok, details, want)
 		}
 	}
 	run("ok:200")
@@ -160,12 +166,12 @@ func TestHTTPFailures(t *testing.T) {
 	silent := listen(t) // accepts (the kernel does) and never answers
 	const timeout = 150 * time.Millisecond
 	for _, tc := range []struct {
-		name, target, want string
-		newConn            bool
+		name, target, want, errText string
+		newConn                     bool
 	}{
-		{"refused", refusedAddr, "refused", false},
-		{"timeout keep-alive", silent.Addr().String(), "timeout", false},
-		{"timeout new-conn", silent.Addr().String(), "timeout", true},
+		{"refused", refusedAddr, "refused", "connect: connection refused", false},
+		{"timeout keep-alive", silent.Addr().String(), "timeout", "i/o timeout", false},
+		{"timeout new-conn", silent.Addr().String(), "timeout", "i/o timeout", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &HTTPClient{Target: tc.target, Timeout: timeout, NewConn: tc.newConn}
@@ -173,8 +179,9 @@ func TestHTTPFailures(t *testing.T) {
 			start := time.Now()
 			ok, details := c.Run(context.Background(), 0)
 			el := time.Since(start)
-			if ok || details != tc.want {
-				t.Fatalf("Run = %v, %q; want %q", ok, details, tc.want)
+			class, errText, _ := strings.Cut(details, "|")
+			if ok || class != tc.want || !strings.Contains(errText, tc.errText) {
+				t.Fatalf("Run = %v, %q; want %q with %q", ok, details, tc.want, tc.errText)
 			}
 			if tc.want == "timeout" && (el < timeout || el > timeout+100*time.Millisecond) {
 				t.Errorf("timed out after %v, want %v", el, timeout)
@@ -187,3 +194,27 @@ func TestHTTPFailures(t *testing.T) {
 }
 
 var _ net.Listener = (*countingListener)(nil)
+
+// A failure's details carry the error's text into the event; an outcome the
+// logger cannot parse is still recorded.
+func TestOutcomeCarriesTheErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		details   string
+		ok        bool
+		class     events.Class
+		status    int
+		errorText string
+	}{
+		{failure(fmt.Errorf("read tcp 1.2.3.4:5->6.7.8.9:80: %w", syscall.ECONNRESET)), false, events.ClassReset, 0, "read tcp 1.2.3.4:5->6.7.8.9:80: connection reset by peer"},
+		{failure(io.EOF), false, events.ClassReset, 0, "EOF"},
+		{failure(errors.New("one\ntwo\n" + strings.Repeat("x", 300))), false, events.ClassOther, 0, ("one two " + strings.Repeat("x", 300))[:maxErrorText]},
+		{"ok:200", true, events.ClassOK, 200, ""},
+		{"http:503", false, events.ClassHTTP, 503, ""},
+		{"gibberish|text", false, events.ClassOther, 0, "text"},
+	} {
+		c, status, errText := parseOutcome(tc.details, tc.ok)
+		if c != tc.class || status != tc.status || errText != tc.errorText {
+			t.Errorf("parseOutcome(%q) = %s, %d, %q; want %s, %d, %q", tc.details, c, status, errText, tc.class, tc.status, tc.errorText)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func (s *TCPStream) Run(ctx context.Context, id periodic.ThreadID) (bool, string
 		d := net.Dialer{Timeout: timeout}
 		conn, err := d.DialContext(ctx, "tcp", s.Target)
 		if err != nil {
-			return false, outcome(Classify(err), 0)
+			return false, failure(err)
 		}
 		s.conn = conn
 		if s.broken {
@@ -90,10 +90,10 @@ func (s *TCPStream) Run(ctx context.Context, id periodic.ThreadID) (bool, string
 			s.breaks++
 			s.emit(events.Event{
 				Start: start.UnixNano(), Latency: int64(time.Since(start)),
-				Class: c, Kind: events.KindBroken, Thread: int(id),
+				Class: c, Kind: events.KindBroken, Thread: int(id), Error: failureText(err),
 			})
 		}
-		return false, outcome(c, 0)
+		return false, failure(err)
 	}
 	return true, outcome(events.ClassOK, 0)
 }

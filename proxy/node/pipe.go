@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -12,25 +13,30 @@ type closeWriter interface{ CloseWrite() error }
 
 // pipe copies both ways until both directions end, propagating half-closes
 // (a client's FIN reaches the server while the answer still flows back), and
-// returns the bytes copied a→b and b→a.
-func pipe(a, b net.Conn, ab, ba *atomic.Int64) {
+// returns how each direction ended: errAB for a→b, errBA for b→a; nil for an
+// orderly end (EOF), and nil for a connection the proxy closed itself (the
+// drain deadline), which it accounts for where it closes.
+func pipe(a, b net.Conn, ab, ba *atomic.Int64) (errAB, errBA error) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst, src net.Conn, n *atomic.Int64) {
+	cp := func(dst, src net.Conn, n *atomic.Int64, end *error) {
 		defer wg.Done()
-		c, _ := io.Copy(counter{dst, n}, src)
-		_ = c
+		_, err := io.Copy(counter{dst, n}, src)
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			*end = err
+		}
 		if cw, ok := dst.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		} else {
 			_ = dst.Close()
 		}
 	}
-	go cp(b, a, ab)
-	go cp(a, b, ba)
+	go cp(b, a, ab, &errAB)
+	go cp(a, b, ba, &errBA)
 	wg.Wait()
 	a.Close()
 	b.Close()
+	return errAB, errBA
 }
 
 // counter counts bytes written through it.

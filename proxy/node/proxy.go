@@ -498,7 +498,13 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
-	pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn)
+	if _, err := pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn); err != nil {
+		// The tunnel or the upstream connection broke under the
+		// application's connection, which then ends early: a failure its
+		// client sees, counted here so that it is not one the proxy cannot
+		// explain.
+		p.fail("upstream_broken", fmt.Errorf("%s to %s: %w", c.RemoteAddr(), dst, err))
+	}
 }
 
 // failReason names an upstream failure for the metrics.
@@ -572,7 +578,9 @@ func (p *Proxy) forwardInbound(ctx context.Context, pd *pod, stream net.Conn, au
 	// graceful restart into failed requests. The deadline still closes it.
 	p.trackAlways(app)
 	defer p.untrack(app)
-	pipe(stream, app, &p.Metrics.BytesIn, &p.Metrics.BytesOut)
+	if in, out := pipe(stream, app, &p.Metrics.BytesIn, &p.Metrics.BytesOut); in != nil || out != nil {
+		p.fail("inbound_broken", fmt.Errorf("to %s: from the tunnel: %v; from the application: %v", authority, in, out))
+	}
 	return nil
 }
 
