@@ -498,12 +498,12 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
-	if _, err := pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn); err != nil {
-		// The tunnel or the upstream connection broke under the
-		// application's connection, which then ends early: a failure its
+	if out, in := pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn); out != nil || in != nil {
+		// The tunnel or upstream connection, or the application's own,
+		// broke under the connection, which then ends early: a failure its
 		// client sees, counted here so that it is not one the proxy cannot
 		// explain.
-		p.fail("upstream_broken", fmt.Errorf("%s to %s: %w", c.RemoteAddr(), dst, err))
+		p.fail("outbound_broken", fmt.Errorf("%s to %s: from the application: %v; from upstream: %v", c.RemoteAddr(), dst, out, in))
 	}
 }
 
