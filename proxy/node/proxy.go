@@ -498,12 +498,13 @@ func (p *Proxy) handleOutbound(pd *pod, c net.Conn) {
 		resetClose(c)
 		return
 	}
-	if out, in := pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn); out != nil || in != nil {
-		// The tunnel or upstream connection, or the application's own,
-		// broke under the connection, which then ends early: a failure its
-		// client sees, counted here so that it is not one the proxy cannot
-		// explain.
-		p.fail("outbound_broken", fmt.Errorf("%s to %s: from the application: %v; from upstream: %v", c.RemoteAddr(), dst, out, in))
+	if out, in := pipe(c, up, &p.Metrics.BytesOut, &p.Metrics.BytesIn); in != nil {
+		// The tunnel or upstream connection broke under the application's
+		// connection, which then ends early: a failure its client sees,
+		// counted here so that it is not one the proxy cannot explain. (A
+		// client that resets its own connection, as one that gave up
+		// waiting does, is not the proxy's failure.)
+		p.fail("outbound_broken", fmt.Errorf("%s to %s: from upstream: %v; from the application: %v", c.RemoteAddr(), dst, in, out))
 	}
 }
 
