@@ -1,8 +1,10 @@
 package faults
 
 import (
+	"fmt"
 	"time"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"blastradius.dev/blastradius/framework/results"
@@ -15,7 +17,11 @@ import (
 var ambientChecks = map[string]func(tr *results.Trial, log string){
 	// A graceful restart under ≥ 500 new connections a second through the
 	// restarting proxy fails no request during the handoff, and the streams
-	// through it live until the drain deadline (3 s) and break then.
+	// through it live until the drain deadline (3 s) and break then. Late
+	// answers are not failures: on two shared cores the new proxy's start
+	// delays a few new connections by 100-150 ms (an interval of late
+	// answers only, reported), which the scenario's own expectation does
+	// not count either.
 	"node-proxy-restart": func(tr *results.Trial, log string) {
 		var sigterm time.Time
 		var recovered *time.Time
@@ -33,8 +39,15 @@ var ambientChecks = map[string]func(tr *results.Trial, log string){
 			case f.Flow.Profile == "http-newconn" && touches:
 				rate += f.Flow.QPS
 				for _, o := range f.Outages {
-					Expect(o.End.Before(sigterm.Add(-1500*time.Millisecond)) || o.Start.After(recovered.Add(time.Second))).
-						To(BeTrue(), "%s failed during the handoff at %s\n%s", f.Flow.ID, o.Start, log)
+					outside := o.End.Before(sigterm.Add(-1500*time.Millisecond)) || o.Start.After(recovered.Add(time.Second))
+					if o.Failures == 0 {
+						if !outside {
+							AddReportEntry("late answers in the handoff", fmt.Sprintf("%s: %d at %s (%.3fs)",
+								f.Flow.ID, o.Slow, o.Start.Format("15:04:05.000"), o.Seconds))
+						}
+						continue
+					}
+					Expect(outside).To(BeTrue(), "%s failed during the handoff at %s\n%s", f.Flow.ID, o.Start, log)
 				}
 				Expect(f.Requests).To(BeNumerically(">", 1000), f.Flow.ID)
 			case f.Flow.Profile == "tcp-stream":
