@@ -289,6 +289,28 @@ func vethPair(t *testing.T, a, b int, aCIDR, bCIDR string) {
 			t.Fatal(err)
 		}
 	}
+	// A veth's carrier comes up a moment after LinkSetUp; a SYN sent
+	// before it is dropped, and its retransmission comes a second later,
+	// past a short dial timeout (seen under load).
+	deadline := time.Now().Add(5 * time.Second)
+	for _, s := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{ha, "va"}, {hb, "vb"}} {
+		for {
+			l, err := s.h.LinkByName(s.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("veth %s not up after 5s: %s", s.name, l.Attrs().OperState)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 // holeNS drops every packet entering or leaving namespace fd through a
