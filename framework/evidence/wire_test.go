@@ -270,10 +270,11 @@ func vethPair(t *testing.T, a, b int, aCIDR, bCIDR string) {
 	if err := ha.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "va"}, PeerName: "vb", PeerNamespace: netlink.NsFd(b)}); err != nil {
 		t.Fatal("add veth:", err)
 	}
-	for _, s := range []struct {
+	ends := []struct {
 		h          *netlink.Handle
 		name, cidr string
-	}{{ha, "va", aCIDR}, {hb, "vb", bCIDR}} {
+	}{{ha, "va", aCIDR}, {hb, "vb", bCIDR}}
+	for _, s := range ends {
 		l, err := s.h.LinkByName(s.name)
 		if err != nil {
 			t.Fatal(err)
@@ -293,10 +294,7 @@ func vethPair(t *testing.T, a, b int, aCIDR, bCIDR string) {
 	// before it is dropped, and its retransmission comes a second later,
 	// past a short dial timeout (seen under load).
 	deadline := time.Now().Add(5 * time.Second)
-	for _, s := range []struct {
-		h    *netlink.Handle
-		name string
-	}{{ha, "va"}, {hb, "vb"}} {
+	for _, s := range ends {
 		for {
 			l, err := s.h.LinkByName(s.name)
 			if err != nil {

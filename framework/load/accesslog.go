@@ -11,6 +11,7 @@ import (
 	"fortio.org/fortio/periodic"
 
 	"blastradius.dev/blastradius/framework/events"
+	"blastradius.dev/blastradius/internal/oneline"
 )
 
 // A runnable reports its outcome to fortio as (bool, details). The details
@@ -35,7 +36,7 @@ func failure(err error) string {
 
 // failureText is err's text on one line, at most maxErrorText bytes.
 func failureText(err error) string {
-	msg := strings.Join(strings.Fields(err.Error()), " ")
+	msg := oneline.Fold(err.Error(), 0)
 	if len(msg) > maxErrorText {
 		msg = msg[:maxErrorText]
 	}
